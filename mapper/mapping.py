@@ -1,0 +1,240 @@
+"""Mappings as data: loop factors and orders per level, spatial unrolling, kept tensors.
+
+A mapping is a list of loops, outermost first. Each loop belongs to a level of the
+architecture: a temporal loop to a storage level (it iterates over that level's tile), a
+spatial loop to a fan-out, on its X or Y axis. Every dimension's factors multiply to the
+layer's size (perfect factorization). `keep` names the tensors each storage level holds;
+a tensor it does not keep bypasses it.
+
+The tile a storage level holds is everything the loops at that level and below touch;
+`tile_words` gives its size, the input halo included: a tile spanning p output rows and r
+filter rows reads (p-1)*stride + (r-1)*dilation + 1 input rows.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .arch import Arch, Fanout, Storage
+from .problem import DIMS, TENSORS, Layer
+from .spec import Fields, MapperError, SpecError, as_int, closest
+
+#: Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
+#: Inputs' rows and columns combine two dimensions each (the sliding window).
+def tensor_axes(layer: Layer, tensor: str) -> tuple[tuple[tuple[str, int], ...], ...]:
+    if tensor == "Weights":
+        return (("G", 1),), (("M", 1),), (("C", 1),), (("R", 1),), (("S", 1),)
+    if tensor == "Outputs":
+        return (("N", 1),), (("G", 1),), (("M", 1),), (("P", 1),), (("Q", 1),)
+    return ((("N", 1),), (("G", 1),), (("C", 1),),
+            (("P", layer.stride[0]), ("R", layer.dilation[0])),
+            (("Q", layer.stride[1]), ("S", layer.dilation[1])))
+
+
+def footprint(layer: Layer, tensor: str, extent: dict[str, int]) -> int:
+    """Words of `tensor` touched by a block of iterations with these per-dimension extents."""
+    size = 1
+    for axis in tensor_axes(layer, tensor):
+        size *= sum(coef * (extent[d] - 1) for d, coef in axis) + 1
+    return size
+
+
+class MappingError(SpecError):
+    """A mapping that is not valid for this layer and architecture."""
+
+
+@dataclass(frozen=True)
+class Loop:
+    level: str
+    dim: str
+    factor: int
+    spatial: str | None = None     # None for temporal loops, "X" or "Y" at a fan-out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "dim": self.dim, "factor": self.factor, "spatial": self.spatial}
+
+
+@dataclass(frozen=True)
+class Mapping:
+    loops: tuple[Loop, ...]                                   # outermost first
+    keep: tuple[tuple[str, tuple[str, ...]], ...]             # storage level -> kept tensors
+
+    def kept(self, level: str) -> tuple[str, ...]:
+        return dict(self.keep)[level]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loops": [l.to_dict() for l in self.loops],
+                "keep": {level: list(ts) for level, ts in self.keep}}
+
+    def key(self) -> tuple:
+        """Identity of the mapping, ignoring factor-1 loops."""
+        return (tuple(l for l in self.loops if l.factor > 1), self.keep)
+
+
+def normalize(loops: Iterable[Loop], arch: Arch, keep: dict[str, Iterable[str]] | None = None) -> Mapping:
+    """Canonical form: levels in arch order (loop order within a level kept), factor-1 loops
+    dropped, X before Y at fan-outs, and every storage level's kept tensors listed."""
+    index = {l.name: i for i, l in enumerate(arch.levels)}
+    loops = [l for l in loops if l.factor > 1]
+    loops.sort(key=lambda l: (index[l.level], {None: 0, "X": 0, "Y": 1}[l.spatial]))
+    keep = dict(keep or {})
+    full = tuple((s.name, tuple(t for t in TENSORS if t in keep.get(s.name, s.keeps)))
+                 for s in arch.storages)
+    return Mapping(loops=tuple(loops), keep=full)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading mappings from documents and checking them
+
+def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
+    """A mapping from its JSON/YAML form: {loops: [...], keep: {...}} or a result document."""
+    if isinstance(data, dict) and "mapping" in data and "loops" not in data:
+        data = data["mapping"]
+        where = "mapping"
+    else:
+        where = ""
+    f = Fields(data, src, where, ("loops", "keep"), required=("loops",))
+    raw = f.get("loops")
+    if not isinstance(raw, list):
+        raise f.error("loops", "expected a list of loops, outermost first")
+    names = [l.name for l in arch.levels]
+    loops = []
+    for i, item in enumerate(raw):
+        lf = Fields(item, src, f.path(f"loops[{i}]"), ("level", "dim", "factor", "spatial"),
+                    required=("level", "dim", "factor"))
+        level = lf.string("level")
+        if level not in names:
+            raise lf.error("level", f"no level '{level}' in arch {arch.name}{closest(level, names)}; "
+                           f"levels: {', '.join(names)}")
+        dim = lf.choice("dim", DIMS)
+        spatial = lf.get("spatial")
+        if spatial not in (None, "X", "Y"):
+            raise lf.error("spatial", f"expected null, X or Y, got {spatial!r}")
+        is_fanout = isinstance(arch.level(level), Fanout)
+        if is_fanout and spatial is None:
+            raise lf.error("spatial", f"level '{level}' is a fan-out: its loops are spatial (X or Y)")
+        if not is_fanout and spatial is not None:
+            raise lf.error("spatial", f"level '{level}' is a storage level: its loops are temporal (spatial: null)")
+        loops.append(Loop(level, dim, as_int(lf.get("factor"), src, lf.path("factor")), spatial))
+    keep_raw = f.get("keep", {})
+    kf = Fields(keep_raw, src, f.path("keep"), [s.name for s in arch.storages])
+    keep = {level: kf.names(level, TENSORS) for level in keep_raw}
+    seen = set()
+    for i, l in enumerate(loops):
+        k = (l.level, l.dim, l.spatial)
+        if k in seen:
+            raise SpecError(src, f.path(f"loops[{i}]"), f"a second {l.dim} loop at level '{l.level}'"
+                            + (f" axis {l.spatial}" if l.spatial else "") + "; merge their factors")
+        seen.add(k)
+    return normalize(loops, arch, keep)
+
+
+def check(mapping: Mapping, layer: Layer, arch: Arch, src: str = "mapping") -> None:
+    """Raise MappingError with the first reason the mapping is invalid for this layer and arch."""
+    problems = problems_of(mapping, layer, arch)
+    if problems:
+        field, message = problems[0]
+        raise MappingError(src, field, message)
+
+
+def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, str]]:
+    """Every reason the mapping is invalid, as (field, message) pairs; empty when valid."""
+    out: list[tuple[str, str]] = []
+    dims = layer.dims
+    product = {d: 1 for d in DIMS}
+    for l in mapping.loops:
+        product[l.dim] *= l.factor
+    for d in DIMS:
+        if product[d] != dims[d]:
+            out.append((f"dim {d}", f"factors multiply to {product[d]} but layer {layer.name} has "
+                        f"{d} = {dims[d]}"))
+    for level in arch.levels:
+        mine = [l for l in mapping.loops if l.level == level.name]
+        if isinstance(level, Storage):
+            for l in mine:
+                if l.dim not in level.temporal_dims:
+                    allowed = ", ".join(level.temporal_dims) or "none"
+                    out.append((f"level {level.name}", f"dim {l.dim} may not have a temporal factor here "
+                                f"(factor {l.factor}; allowed dims: {allowed})"))
+            kept = mapping.kept(level.name)
+            for t in kept:
+                if t not in level.keeps:
+                    out.append((f"level {level.name}", f"cannot keep {t} (it keeps only {', '.join(level.keeps)})"))
+            for t in level.keeps:
+                if t not in kept and t not in level.may_bypass:
+                    out.append((f"level {level.name}", f"must keep {t} (it may bypass only "
+                                f"{', '.join(level.may_bypass) or 'nothing'})"))
+        else:
+            for axis, size, allowed in (("X", level.X, level.x_dims), ("Y", level.Y, level.y_dims)):
+                on = [l for l in mine if l.spatial == axis]
+                used = math.prod(l.factor for l in on)
+                if used > size:
+                    parts = " x ".join(f"{l.dim} {l.factor}" for l in on)
+                    out.append((f"level {level.name}", f"{axis} factors multiply to {used} ({parts}) but "
+                                f"the fan-out has {size} on {axis} (over by {used - size})"))
+                for l in on:
+                    if l.dim not in allowed:
+                        out.append((f"level {level.name}", f"dim {l.dim} may not be unrolled on {axis} "
+                                    f"(allowed: {', '.join(allowed) or 'none'})"))
+            if not level.reduction:
+                for l in mine:
+                    if l.dim not in ("N", "G", "M", "P", "Q"):
+                        out.append((f"level {level.name}", f"dim {l.dim} unrolled here would need spatial "
+                                    f"reduction of Outputs, which this network does not support"))
+    if out:
+        return out
+    for level, tensor, words, capacity, group in overflows(mapping, layer, arch):
+        out.append((f"level {level}", f"tiles need {words} words ({group}) but the capacity is "
+                    f"{capacity} (over by {words - capacity})"))
+    return out
+
+
+def tile_extents(mapping: Mapping, arch: Arch, level: str) -> dict[str, int]:
+    """Per-dimension extent of the tile held at `level`: the product of factors at and below it."""
+    start = arch.index(level)
+    index = {l.name: i for i, l in enumerate(arch.levels)}
+    ext = {d: 1 for d in DIMS}
+    for l in mapping.loops:
+        if index[l.level] >= start:
+            ext[l.dim] *= l.factor
+    return ext
+
+
+def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: str) -> int:
+    return footprint(layer, tensor, tile_extents(mapping, arch, level))
+
+
+def overflows(mapping: Mapping, layer: Layer, arch: Arch):
+    """(level, tensor, words, capacity, description) for every capacity partition over its size."""
+    for storage in arch.storages[1:]:
+        kept = mapping.kept(storage.name)
+        for tensors, capacity in storage.partitions:
+            sizes = {t: tile_words(mapping, layer, arch, storage.name, t) for t in tensors if t in kept}
+            words = sum(sizes.values())
+            if words > capacity:
+                group = " + ".join(f"{t} {w}" for t, w in sizes.items())
+                yield storage.name, "+".join(sizes), words, capacity, group
+
+
+# ---------------------------------------------------------------------------------------
+# Printing
+
+def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
+    """The mapping as an indented loop nest, outermost first, with level boundaries and tiles."""
+    lines = []
+    depth = 0
+    for level in arch.levels:
+        mine = [l for l in mapping.loops if l.level == level.name]
+        if isinstance(level, Storage):
+            kept = mapping.kept(level.name)
+            tiles = ", ".join(f"{t} {tile_words(mapping, layer, arch, level.name, t)}" for t in kept)
+            lines.append(f"{'  ' * depth}{level.name} [{tiles or 'bypassed'}]")
+        else:
+            lines.append(f"{'  ' * depth}{level.name} (fan-out {level.X} x {level.Y})")
+        for l in mine:
+            tag = f"  (spatial {l.spatial})" if l.spatial else ""
+            lines.append(f"{'  ' * depth}| for {l.dim} in [0:{l.factor}){tag}")
+            depth += 1
+    lines.append(f"{'  ' * depth}  << MAC >>")
+    return "\n".join(lines)

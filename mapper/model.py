@@ -1,0 +1,294 @@
+"""The analytical cost model: exact access counts, energy and cycles of one mapping.
+
+This is the readable reference path; `mapper.batch` computes the same numbers for many
+candidates at once with numpy and is tested against this module. Both are tested against
+a literal loop-nest simulator (tests/oracle.py).
+
+Counting conventions (per tensor t and storage level L that keeps t; "instance" is one
+copy of L below the fan-outs, and only instances that receive work are counted):
+
+* Tile. L holds the data touched by the loops at L and below, as a box per tensor axis;
+  an input tile spanning p output rows and r filter rows has (p-1)*stride + (r-1)*dilation
+  + 1 rows (the halo).
+* Fills (temporal reuse). The loops outside L, in nest order, step L through a sequence of
+  tiles. A tile stays resident while only loops irrelevant to t iterate (stationarity).
+  Let r be the innermost outer loop that is relevant to t: each step of r fetches only the
+  part of the next tile not in the current one (for inputs, the sliding window keeps the
+  overlapping rows or columns); any step of a loop outside r refetches the whole tile.
+  Hence fills = (product of bounds outside r) * (T + (b_r - 1) * (T - overlap_r)).
+  This follows Timeloop's nest analysis (reference/timeloop/README.md).
+* Outputs. Partial sums start at zero: the first touch of each output point is not
+  fetched (fills exclude it). Every resident tile is written back to the next outer level
+  that keeps Outputs when it leaves (an update there). At the innermost level keeping
+  Outputs each MAC is a read-modify-write: updates = MACs, reads = MACs - first touches.
+  Reading a tile to drain it upward is not counted as a read (as in Timeloop).
+* Multicast and spatial reduction. Below a fan-out, children that need identical data
+  (identical tiles) share one read of the parent: parent reads = distinct child tiles x
+  fills per child. A fan-out with `multicast: exact` recognises every identical tile,
+  including the diagonal reuse of input rows in a row-stationary array (p*stride + r*dilation
+  equal); `multicast: projection` (Timeloop's behaviour) only recognises replication by a
+  loop over a dimension that does not index t. Likewise children writing the same output
+  tile are reduced in the network: the parent sees one update per distinct tile, and when
+  partial sums come back down only one child of each reduction group receives them.
+* Reads of the innermost level that keeps a read-only tensor: one per MAC (no operand
+  register below it); multicast applies if a fan-out sits between that level and the MACs.
+* Energy = sum over levels and tensors of reads*read + fills*write + updates*update
+  (per-word energies), + words carried through each fan-out * its energy per word (each
+  delivery to a child and each writeback from one), + MACs * MAC energy.
+* Cycles = max(compute cycles, each level's bandwidth-bound cycles), where compute cycles =
+  MACs per active MAC unit and a level's cycles = its per-instance reads / read bandwidth,
+  (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest.
+  Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .arch import Arch, Fanout, Storage
+from .mapping import Mapping, check, footprint, tensor_axes
+from .problem import DIMS, RELEVANT, TENSORS, Layer
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Accesses of one tensor at one storage level, summed over its instances."""
+
+    reads: int = 0
+    fills: int = 0
+    updates: int = 0
+    energy_pj: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reads": self.reads, "fills": self.fills, "updates": self.updates,
+                "energy_pj": self.energy_pj}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Everything the model says about one mapping."""
+
+    macs: int
+    energy_pj: float
+    cycles: int
+    compute_cycles: int
+    utilization: float
+    active_pes: int
+    levels: dict[str, dict[str, Counts]] = field(default_factory=dict)
+    network_pj: dict[str, float] = field(default_factory=dict)
+    mac_pj: float = 0.0
+    level_cycles: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def edp(self) -> float:
+        return self.energy_pj * self.cycles
+
+    @property
+    def pj_per_mac(self) -> float:
+        return self.energy_pj / self.macs
+
+    def objective(self, name: str) -> float:
+        return {"energy": self.energy_pj, "delay": float(self.cycles), "edp": self.edp}[name]
+
+    def level_energy(self, level: str) -> float:
+        return sum(c.energy_pj for c in self.levels.get(level, {}).values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "energy_pj": self.energy_pj, "pj_per_mac": self.pj_per_mac, "cycles": self.cycles,
+            "compute_cycles": self.compute_cycles, "utilization": self.utilization,
+            "active_pes": self.active_pes, "edp": self.edp, "macs": self.macs,
+            "mac_energy_pj": self.mac_pj,
+            "network_energy_pj": dict(self.network_pj),
+            "level_cycles": dict(self.level_cycles),
+            "levels": {lv: {t: c.to_dict() for t, c in ts.items()} for lv, ts in self.levels.items()},
+        }
+
+
+@lru_cache(maxsize=65536)
+def distinct_offsets(progressions: tuple[tuple[int, int], ...]) -> int:
+    """Number of distinct values of sum_i k_i * step_i with 0 <= k_i < count_i.
+
+    `progressions` is a tuple of (count, step). Children of a fan-out whose tiles start at
+    the same offset hold identical data; this counts the distinct offsets along one axis.
+    """
+    terms = [(c, s) for c, s in progressions if c > 1]
+    if not terms:
+        return 1
+    if len(terms) == 1:
+        return terms[0][0]
+    if len(terms) == 2:
+        # {k*a + j*b}: with g = gcd(a, b), k*a + j*b = k'*a + j'*b iff (k - k') = t*b/g and
+        # (j' - j) = t*a/g; counting one representative per class gives the closed form.
+        (K, a), (J, b) = terms
+        g = math.gcd(a, b)
+        a1, b1 = a // g, b // g
+        return min(K, b1) * J + max(0, K - b1) * min(J, a1)
+    values = {0}
+    for count, step in terms:
+        values = {v + k * step for v in values for k in range(count)}
+    return len(values)
+
+
+class _Nest:
+    """The mapping's loops in nest order with the quantities every count needs."""
+
+    def __init__(self, layer: Layer, arch: Arch, mapping: Mapping):
+        self.layer, self.arch, self.mapping = layer, arch, mapping
+        index = {l.name: i for i, l in enumerate(arch.levels)}
+        # (level index, dim, factor, spatial) outermost first; factor-1 loops are absent.
+        self.loops = [(index[l.level], l.dim, l.factor, l.spatial) for l in mapping.loops]
+        # step[k]: how far loop k moves its dimension = product of that dimension's
+        # factors in all loops nested inside k.
+        self.step = []
+        for k, (_, d, _, _) in enumerate(self.loops):
+            self.step.append(math.prod(f for _, d2, f, _ in self.loops[k + 1:] if d2 == d))
+        self.ops_per_mac = math.prod(f for _, _, f, s in self.loops if s is None)
+        self.mac_units = math.prod(f for _, _, f, s in self.loops if s is not None)
+
+    def extents(self, li: int) -> dict[str, int]:
+        ext = {d: 1 for d in DIMS}
+        for lvl, d, f, _ in self.loops:
+            if lvl >= li:
+                ext[d] *= f
+        return ext
+
+    def instances(self, li: int) -> int:
+        """Instances of level li that receive work: the spatial factors above it."""
+        return math.prod(f for lvl, _, f, s in self.loops if s is not None and lvl < li)
+
+    def outer_temporal(self, li: int) -> list[int]:
+        return [k for k, (lvl, _, _, s) in enumerate(self.loops) if s is None and lvl < li]
+
+    def fills(self, tensor: str, li: int) -> tuple[int, int]:
+        """(words fetched per instance over the run, distinct words touched per instance)."""
+        ext = self.extents(li)
+        tile = footprint(self.layer, tensor, ext)
+        outer = self.outer_temporal(li)
+        relevant = [k for k in outer if self.loops[k][1] in RELEVANT[tensor]]
+        distinct = tile * math.prod(self.loops[k][2] for k in relevant)
+        if not relevant:
+            return tile, distinct
+        r = relevant[-1]
+        sweeps = math.prod(self.loops[k][2] for k in outer if k < r)
+        _, dim, bound, _ = self.loops[r]
+        # The overlap between consecutive tiles when loop r advances by one step.
+        overlap = tile
+        for axis in tensor_axes(self.layer, tensor):
+            extent = sum(c * (ext[d] - 1) for d, c in axis) + 1
+            shift = sum(c * self.step[r] for d, c in axis if d == dim)
+            overlap = overlap // extent * max(0, extent - shift)
+        return sweeps * (tile + (bound - 1) * (tile - overlap)), distinct
+
+    def distinct_children(self, tensor: str, parent: int, child: int | None) -> int:
+        """Distinct child tiles of `tensor` under one parent instance (child None = the MACs)."""
+        end = len(self.arch.levels) if child is None else child
+        spatial = [k for k, (lvl, _, _, s) in enumerate(self.loops) if s is not None and parent < lvl < end]
+        total = 1
+        for axis in tensor_axes(self.layer, tensor):
+            coef = dict(axis)
+            exact, projected = [], 1
+            for k in spatial:
+                lvl, d, f, _ = self.loops[k]
+                if d not in coef:
+                    continue
+                if self.arch.levels[lvl].multicast == "exact":
+                    exact.append((f, coef[d] * self.step[k]))
+                else:
+                    projected *= f
+            total *= distinct_offsets(tuple(exact)) * projected
+        return total
+
+
+def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) -> Cost:
+    """Access counts, energy, cycles and utilization of a mapping (see module docstring)."""
+    if validate:
+        check(mapping, layer, arch)
+    nest = _Nest(layer, arch, mapping)
+    storages = [i for i, l in enumerate(arch.levels) if isinstance(l, Storage)]
+    reads = {(i, t): 0 for i in storages for t in TENSORS}
+    fills = dict(reads)
+    updates = dict(reads)
+    carried = {(i, t): 0 for i, l in enumerate(arch.levels) if isinstance(l, Fanout) for t in TENSORS}
+    ops = nest.ops_per_mac
+
+    for t in TENSORS:
+        chain = [i for i in storages if t in mapping.kept(arch.levels[i].name)]
+        for pos, p in enumerate(chain):
+            c = chain[pos + 1] if pos + 1 < len(chain) else None
+            groups = nest.instances(p) * nest.distinct_children(t, p, c)  # distinct child tiles
+            between = [i for i in carried_levels(arch, p, c)]
+            if c is None:
+                child_instances = nest.mac_units
+                if t == "Outputs":
+                    _, touched = nest.fills(t, p)
+                    updates[p, t] += groups * ops
+                    reads[p, t] += groups * ops - nest.instances(p) * touched
+                else:
+                    reads[p, t] += groups * ops
+                for i in between:
+                    carried[i, t] += child_instances * ops
+                continue
+            fetched, touched = nest.fills(t, c)
+            if t == "Outputs":
+                down = groups * (fetched - touched)       # partial sums sent back down
+                reads[p, t] += down
+                fills[c, t] += down
+                updates[p, t] += groups * fetched         # every resident tile is written back
+                for i in between:
+                    carried[i, t] += down + nest.instances(c) * fetched
+            else:
+                reads[p, t] += groups * fetched
+                fills[c, t] += nest.instances(c) * fetched
+                for i in between:
+                    carried[i, t] += nest.instances(c) * fetched
+
+    levels: dict[str, dict[str, Counts]] = {}
+    level_cycles: dict[str, float] = {}
+    energy = 0.0
+    for i in storages:
+        s: Storage = arch.levels[i]
+        per = {}
+        for t in TENSORS:
+            if t not in mapping.kept(s.name):
+                continue
+            er, ew, eu = s.energy_of(t)
+            e = reads[i, t] * er + fills[i, t] * ew + updates[i, t] * eu
+            per[t] = Counts(reads[i, t], fills[i, t], updates[i, t], e)
+            energy += e
+        levels[s.name] = per
+        n = nest.instances(i)
+        r = sum(reads[i, t] for t in TENSORS) / n
+        w = sum(fills[i, t] + updates[i, t] for t in TENSORS) / n
+        level_cycles[s.name] = bandwidth_cycles(s, r, w)
+    network = {}
+    for (i, t), words in carried.items():
+        fan: Fanout = arch.levels[i]
+        network[fan.name] = network.get(fan.name, 0.0) + words * fan.energy_of(t)
+    energy += sum(network.values())
+    mac_pj = layer.macs * arch.mac_energy
+    energy += mac_pj
+    cycles = math.ceil(max([float(ops)] + list(level_cycles.values())))
+    return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=ops,
+                utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
+                levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles)
+
+
+def carried_levels(arch: Arch, parent: int, child: int | None) -> list[int]:
+    """Fan-outs a word crosses between a parent level and a child level (or the MACs)."""
+    end = len(arch.levels) if child is None else child
+    return [i for i in range(parent + 1, end) if isinstance(arch.levels[i], Fanout)]
+
+
+def bandwidth_cycles(level: Storage, reads: float, writes: float) -> float:
+    """Cycles one instance needs to move its reads and writes at the level's bandwidths."""
+    cycles = 0.0
+    if level.read_bw:
+        cycles = max(cycles, reads / level.read_bw)
+    if level.write_bw:
+        cycles = max(cycles, writes / level.write_bw)
+    if level.shared_bw:
+        cycles = max(cycles, (reads + writes) / level.shared_bw)
+    return cycles

@@ -1,0 +1,276 @@
+"""Layers and networks: the loop nest a mapping schedules.
+
+A convolution is the 8-deep loop nest over N (batch), G (groups), M and C (output and
+input channels per group), P and Q (output rows and columns), R and S (filter rows and
+columns). Depthwise layers are the case G = C with one input channel per group; fully
+connected layers the case H = W = R = S = 1. The three tensors and the dimensions that
+index them:
+
+    Weights[g][m][c][r][s]     Inputs[n][g][c][h][w]      Outputs[n][g][m][p][q]
+
+with h = p*stride_v + r*dilation_v and w = q*stride_h + s*dilation_h (in padded
+coordinates): P and R slide over the input's rows, Q and S over its columns.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, pair, resolve
+
+DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
+TENSORS = ("Weights", "Inputs", "Outputs")
+LAYER_TYPES = ("conv", "depthwise", "fc")
+
+#: The dimensions that index each tensor; a loop over any other dimension reuses the tensor.
+RELEVANT = {
+    "Weights": frozenset("GMCRS"),
+    "Inputs": frozenset("NGCPQRS"),
+    "Outputs": frozenset("NGMPQ"),
+}
+
+#: Density keys a problem file may give (the fraction of non-zero values).
+DENSITY_KEYS = ("weights", "inputs")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer with its derived loop bounds (per group) and strides."""
+
+    name: str
+    type: str
+    N: int
+    G: int
+    M: int
+    C: int
+    P: int
+    Q: int
+    R: int
+    S: int
+    stride: tuple[int, int] = (1, 1)       # (vertical: P/R over rows, horizontal: Q/S over columns)
+    dilation: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)          # total padding added to (rows, columns)
+    H: int = 1                             # input rows before padding
+    W: int = 1                             # input columns before padding
+    density: tuple[tuple[str, float], ...] = (("weights", 1.0), ("inputs", 1.0))
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {d: getattr(self, d) for d in DIMS}
+
+    @property
+    def macs(self) -> int:
+        return math.prod(self.dims.values())
+
+    def densities(self) -> dict[str, float]:
+        return dict(self.density)
+
+    @property
+    def input_rows(self) -> int:
+        """Rows of the (padded) input the layer reads: (P-1)*stride + (R-1)*dilation + 1."""
+        return (self.P - 1) * self.stride[0] + (self.R - 1) * self.dilation[0] + 1
+
+    @property
+    def input_cols(self) -> int:
+        return (self.Q - 1) * self.stride[1] + (self.S - 1) * self.dilation[1] + 1
+
+    def tensor_size(self, tensor: str) -> int:
+        if tensor == "Weights":
+            return self.G * self.M * self.C * self.R * self.S
+        if tensor == "Outputs":
+            return self.N * self.G * self.M * self.P * self.Q
+        return self.N * self.G * self.C * self.input_rows * self.input_cols
+
+    def shape_key(self) -> tuple:
+        """Everything the cost of a mapping depends on (not the name): equal keys, equal layers."""
+        return (self.N, self.G, self.M, self.C, self.P, self.Q, self.R, self.S,
+                self.stride, self.dilation, self.density)
+
+    def with_batch(self, n: int) -> "Layer":
+        return _replace(self, N=n)
+
+    def with_density(self, density: dict[str, float]) -> "Layer":
+        merged = {**self.densities(), **density}
+        return _replace(self, density=tuple(sorted(merged.items(), key=lambda kv: DENSITY_KEYS.index(kv[0]))))
+
+    def describe(self) -> dict[str, Any]:
+        """The derived view `mapper layers` prints and result documents carry."""
+        return {
+            "name": self.name, "type": self.type,
+            "dims": self.dims,
+            "stride": list(self.stride), "dilation": list(self.dilation), "pad": list(self.pad),
+            "input": [self.H, self.W],
+            "density": self.densities(),
+            "macs": self.macs,
+        }
+
+
+def _replace(layer: Layer, **changes) -> Layer:
+    from dataclasses import replace
+    return replace(layer, **changes)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A named list of layers, as read from a problem file."""
+
+    name: str
+    layers: tuple[Layer, ...]
+    source: str = ""
+    presets: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, float], ...]], ...]], ...] = field(default=())
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        names = [l.name for l in self.layers]
+        raise SpecError(self.source, "--layer", f"no layer '{name}' in {self.name}{closest(name, names)}; "
+                        f"layers: {', '.join(names)}")
+
+    def preset(self, name: str) -> dict[str, dict[str, float]]:
+        presets = {k: {layer: dict(d) for layer, d in v} for k, v in self.presets}
+        if name not in presets:
+            raise SpecError(self.source, "--density-preset",
+                            f"no density preset '{name}' in {self.name}{closest(name, presets)}; "
+                            f"presets: {', '.join(presets) or '(none)'}")
+        return presets[name]
+
+
+LAYER_FIELDS = ("name", "type", "C", "M", "H", "W", "R", "S", "stride", "pad", "groups",
+                "dilation", "N", "density")
+
+
+def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int,
+                 src: str, where: str, axis: str) -> int:
+    span = size + pad - dilation * (kernel - 1) - 1
+    if span < 0:
+        raise SpecError(src, where, f"filter ({kernel} with dilation {dilation}) is larger than the "
+                        f"padded input {axis} ({size} + pad {pad})")
+    if span % stride:
+        raise SpecError(src, where, f"output {axis} does not come out whole: ({size} + pad {pad} - "
+                        f"{dilation}*({kernel}-1) - 1) = {span} is not a multiple of stride {stride}")
+    return span // stride + 1
+
+
+def _padding(value: Any, sizes, kernels, strides, dilations, src, where) -> tuple[int, int]:
+    """Total padding per axis: an int or [v, h] pads both sides; 'same' pads as TensorFlow does."""
+    if value == "same":
+        totals = []
+        for size, k, s, d in zip(sizes, kernels, strides, dilations):
+            out = -(-size // s)
+            totals.append(max((out - 1) * s + (k - 1) * d + 1 - size, 0))
+        return tuple(totals)
+    if isinstance(value, str):
+        raise SpecError(src, where, f"expected a number, [vertical, horizontal] or 'same', got {value!r}")
+    v, h = pair(value, src, where, 0)
+    return (2 * v, 2 * h)
+
+
+def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> Layer:
+    f = Fields(data, src, where, LAYER_FIELDS, required=("name", "type", "C"))
+    name = f.string("name")
+    kind = f.choice("type", LAYER_TYPES)
+    C = f.integer("C")
+    if kind == "fc":
+        for key in ("H", "W", "R", "S", "stride", "dilation"):
+            if f.has(key) and f.get(key) not in (1, [1, 1]):
+                raise f.error(key, f"a fully connected layer has {key} = 1 (flatten the input into C)")
+        if f.has("pad") and f.get("pad") not in (0, [0, 0]):
+            raise f.error("pad", "a fully connected layer has no padding")
+        M = f.integer("M")
+        H = W = R = S = 1
+        stride = dilation = (1, 1)
+        pad_total = (0, 0)
+        groups = f.integer("groups", 1)
+    else:
+        for key in ("H", "W", "R", "S"):
+            if not f.has(key):
+                raise f.error(key, f"missing required field for a {kind} layer")
+        H, W, R, S = (f.integer(k) for k in ("H", "W", "R", "S"))
+        stride = pair(f.get("stride", 1), src, f.path("stride"), 1)
+        dilation = pair(f.get("dilation", 1), src, f.path("dilation"), 1)
+        pad_total = _padding(f.get("pad", 0), (H, W), (R, S), stride, dilation, src, f.path("pad"))
+        if kind == "depthwise":
+            M = f.integer("M", C)
+            groups = f.integer("groups", C)
+            if groups != C:
+                raise f.error("groups", f"a depthwise layer has groups = C = {C}, got {groups}")
+            if M % C:
+                raise f.error("M", f"a depthwise layer needs M a multiple of C = {C}, got {M}")
+        else:
+            M = f.integer("M")
+            groups = f.integer("groups", 1)
+    if C % groups:
+        raise f.error("groups", f"C = {C} is not divisible by groups = {groups}")
+    if M % groups:
+        raise f.error("groups", f"M = {M} is not divisible by groups = {groups}")
+    P = _output_size(H, pad_total[0], R, stride[0], dilation[0], src, f.path("H"), "height")
+    Q = _output_size(W, pad_total[1], S, stride[1], dilation[1], src, f.path("W"), "width")
+    N = batch if batch is not None else f.integer("N", 1)
+    density = parse_density(f.get("density", {}), src, f.path("density"))
+    return Layer(name=name, type=kind, N=N, G=groups, M=M // groups, C=C // groups, P=P, Q=Q,
+                 R=R, S=S, stride=stride, dilation=dilation, pad=pad_total, H=H, W=W,
+                 density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
+                                      key=lambda kv: DENSITY_KEYS.index(kv[0]))))
+
+
+def parse_density(value: Any, src: str, where: str) -> dict[str, float]:
+    """{weights: f, inputs: f} with each f in (0, 1]."""
+    f = Fields(value, src, where, DENSITY_KEYS)
+    out = {}
+    for key in DENSITY_KEYS:
+        if f.has(key):
+            d = as_number(f.get(key), src, f.path(key), 0.0)
+            if not 0.0 < d <= 1.0:
+                raise f.error(key, f"density must be in (0, 1], got {d}")
+            out[key] = d
+    return out
+
+
+def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
+    f = Fields(data, src, "", ("name", "batch", "layers", "description", "density_presets"),
+               required=("name", "layers"))
+    if batch is None and f.has("batch"):
+        batch = f.integer("batch")
+    raw = f.get("layers")
+    if not isinstance(raw, list) or not raw:
+        raise f.error("layers", "expected a non-empty list of layers")
+    layers = []
+    for i, item in enumerate(raw):
+        layers.append(parse_layer(item, src, f"layers[{i}]", batch))
+    names = [l.name for l in layers]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise SpecError(src, f"layers[{i}].name", f"duplicate layer name '{n}'")
+    presets = []
+    for pname, table in (f.get("density_presets") or {}).items():
+        where = f"density_presets.{pname}"
+        pf = Fields(table, src, where, names)
+        presets.append((str(pname), tuple(
+            (lname, tuple(parse_density(pf.get(lname), src, pf.path(lname)).items()))
+            for lname in names if pf.has(lname))))
+    return Network(name=f.string("name"), layers=tuple(layers), source=src, presets=tuple(presets))
+
+
+def load_network(name_or_path: str | Path, batch: int | None = None) -> Network:
+    """Read a problem file (a built-in name such as 'alexnet', or a path)."""
+    path = resolve(str(name_or_path), "problems", "problem")
+    return parse_network(load_yaml(path), str(path), batch)
+
+
+def layer_from_dims(name: str, stride=(1, 1), dilation=(1, 1), **dims: int) -> Layer:
+    """A layer straight from its loop bounds (for tests and notebooks)."""
+    full = {d: int(dims.get(d, 1)) for d in DIMS}
+    unknown = set(dims) - set(DIMS)
+    if unknown:
+        raise ValueError(f"unknown dimensions {sorted(unknown)}")
+    H = (full["P"] - 1) * stride[0] + (full["R"] - 1) * dilation[0] + 1
+    W = (full["Q"] - 1) * stride[1] + (full["S"] - 1) * dilation[1] + 1
+    kind = "depthwise" if full["G"] > 1 and full["C"] == 1 else "conv"
+    return Layer(name=name, type=kind, stride=tuple(stride), dilation=tuple(dilation), H=H, W=W, **full)
