@@ -1,0 +1,53 @@
+"""Human-readable text: the per-level breakdown table and the totals line."""
+from __future__ import annotations
+
+from .arch import Arch
+from .model import Cost
+from .problem import TENSORS, Layer
+
+
+def _num(x: float) -> str:
+    return f"{int(round(x)):,}"
+
+
+def breakdown_table(cost: Cost) -> str:
+    """One row per level and tensor: reads, fills, updates, energy and its share of the total."""
+    rows = [("level", "tensor", "reads", "fills", "updates", "energy pJ", "share")]
+    total = cost.energy_pj
+    for level, tensors in cost.levels.items():
+        for t in TENSORS:
+            if t in tensors:
+                c = tensors[t]
+                rows.append((level, t, _num(c.reads), _num(c.fills), _num(c.updates),
+                             f"{c.energy_pj:,.1f}", f"{100 * c.energy_pj / total:.1f}%"))
+    for fan, e in cost.network_pj.items():
+        rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))
+    rows.append(("MAC", "", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(r[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0:
+            lines.append("-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def totals_line(cost: Cost, arch: Arch) -> str:
+    seconds = cost.cycles / (arch.clock_mhz * 1e6)
+    bound = max(cost.level_cycles.items(), key=lambda kv: kv[1], default=("", 0.0))
+    limit = "compute" if cost.compute_cycles >= bound[1] else f"{bound[0]} bandwidth"
+    return (f"energy {cost.energy_pj:,.1f} pJ ({cost.pj_per_mac:.3f} pJ/MAC)  cycles {cost.cycles:,} "
+            f"({limit}-bound; {seconds * 1e3:.3f} ms at {arch.clock_mhz:g} MHz)  utilization "
+            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} pJ*cycles")
+
+
+def layer_table(layers: list[Layer]) -> str:
+    rows = [("layer", "type", "N", "G", "M", "C", "P", "Q", "R", "S", "stride", "MACs")]
+    for l in layers:
+        stride = f"{l.stride[0]}" if l.stride[0] == l.stride[1] else f"{l.stride[0]}x{l.stride[1]}"
+        rows.append((l.name, l.type, *(str(v) for v in l.dims.values()), stride, f"{l.macs:,}"))
+    rows.append(("total", "", "", "", "", "", "", "", "", "", "", f"{sum(l.macs for l in layers):,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1])] +
+                               [c.rjust(w) for c, w in zip(r[2:], widths[2:])]).rstrip() for r in rows)

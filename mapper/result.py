@@ -1,0 +1,74 @@
+"""The result document every command writes (and `evaluate` reads back), written atomically.
+
+A result carries the layer, the architecture's name, the mapping, its full cost, the
+software version and a SHA-256 of the inputs (layer shape, architecture, and the settings
+that produced it), so a stale or foreign result can be recognised.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .arch import Arch
+from .mapping import Mapping
+from .model import Cost
+from .problem import Layer
+from .spec import MapperError
+
+
+def inputs_sha256(layer: Layer, arch: Arch, settings: dict[str, Any] | None = None) -> str:
+    """Hash of everything a result depends on: the layer's shape, the architecture and settings."""
+    payload = {
+        "layer": [layer.type, layer.shape_key()],
+        "arch": dataclasses.asdict(arch) | {"source": "", "notes": ""},
+        "settings": settings or {},
+        "version": __version__,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def document(layer: Layer, arch: Arch, mapping: Mapping, cost: Cost,
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "version": __version__,
+        "inputs_sha256": inputs_sha256(layer, arch, settings),
+        "layer": layer.describe(),
+        "arch": arch.describe(),
+        "mapping": mapping.to_dict(),
+        "cost": cost.to_dict(),
+    }
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (see write_text)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a file atomically: a temporary file in the same folder, flushed, then renamed
+    over the target, so an interrupted run never leaves a half-written file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
