@@ -42,6 +42,7 @@ class Storage:
     temporal_dims: tuple[str, ...] = DIMS
     word_bits: int = 16
     instances: int = 1
+    leakage: float = 0.0     # pJ per cycle per instance
 
     @property
     def bounded(self) -> bool:
@@ -118,7 +119,7 @@ class Arch:
 
 
 STORAGE_FIELDS = ("name", "capacity", "keeps", "may_bypass", "energy", "bandwidth",
-                  "temporal_dims", "word_bits", "notes")
+                  "temporal_dims", "word_bits", "leakage", "notes")
 FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "notes")
 
 
@@ -175,7 +176,8 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
         write_bw=bw.number("write", allow_none=True, minimum=1e-9),
         shared_bw=bw.number("shared", allow_none=True, minimum=1e-9),
         temporal_dims=f.names("temporal_dims", DIMS, DIMS),
-        word_bits=f.integer("word_bits", word_bits), instances=instances)
+        word_bits=f.integer("word_bits", word_bits), instances=instances,
+        leakage=f.number("leakage", 0.0))
 
 
 def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:

@@ -216,24 +216,26 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         return fetched, touched
 
     def groups_of(ti: int, parent_si: int, child_si: int | None):
-        """Distinct child tiles per parent instance times parent instances."""
+        """Distinct child tiles per parent instance (product over the fan-outs in between of
+        the distinct tiles each creates) times the parent's instances."""
         p_level = enc.storage_levels[parent_si]
         c_level = len(arch.levels) if child_si is None else enc.storage_levels[child_si]
-        between = [s for s in spatial if p_level < enc.slots[s][0] < c_level]
-        total = np.ones(n)
-        for axis in _axes_index(layer, TENSORS[ti]):
-            exact_terms = []
-            for s in between:
-                fan = arch.levels[enc.slots[s][0]]
-                for d, c in axis:
-                    if fan.multicast == "exact" and len(axis) > 1:
-                        exact_terms.append((Ff[:, s, d], c * inner[:, s + 1, d]))
-                    else:
-                        # identity axes: nested progressions never collide -> product
-                        total = total * Ff[:, s, d]
-            if exact_terms:
-                total = total * _distinct_batch(exact_terms)
-        return total * instances_at[:, enc.storage_slot[parent_si]]
+        total = instances_at[:, enc.storage_slot[parent_si]].copy()
+        for li in range(p_level + 1, c_level):
+            fan = arch.levels[li]
+            if not isinstance(fan, Fanout):
+                continue
+            fan_slots = [s for s in spatial if enc.slots[s][0] == li]
+            for axis in _axes_index(layer, TENSORS[ti]):
+                if fan.multicast == "exact" and len(axis) > 1:
+                    total = total * _distinct_batch([(Ff[:, s, d], c * inner[:, s + 1, d])
+                                                     for s in fan_slots for d, c in axis])
+                else:
+                    # one dimension per axis: nested progressions never collide -> product
+                    for s in fan_slots:
+                        for d, _ in axis:
+                            total = total * Ff[:, s, d]
+        return total
 
     for ti, t in enumerate(TENSORS):
         chain = [si for si in range(n_st) if keep[si, ti]]
@@ -255,11 +257,10 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
                 fetched, touched = fills_of(ti, c)
                 n_c = instances_at[:, enc.storage_slot[c]]
                 if t == "Outputs":
-                    down = groups * (fetched - touched)
-                    reads[:, p, ti] += down
-                    fills[:, c, ti] += down
+                    reads[:, p, ti] += groups * (fetched - touched)
+                    fills[:, c, ti] += n_c * (fetched - touched)
                     updates[:, p, ti] += groups * fetched
-                    words = down + n_c * fetched
+                    words = n_c * (fetched - touched) + n_c * fetched
                 else:
                     reads[:, p, ti] += groups * fetched
                     fills[:, c, ti] += n_c * fetched
@@ -289,6 +290,9 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     energy += layer.macs * arch.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
     cyc = np.ceil(cyc - 1e-9)
+    for si, li in enumerate(enc.storage_levels):
+        if arch.levels[li].leakage:
+            energy += arch.levels[li].leakage * cyc * instances_at[:, enc.storage_slot[si]]
     counts = np.stack([reads, fills, updates], axis=-1) if with_counts else None
     return energy, cyc, ops, counts
 

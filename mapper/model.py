@@ -24,17 +24,21 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   Reading a tile to drain it upward is not counted as a read (as in Timeloop).
 * Multicast and spatial reduction. Below a fan-out, children that need identical data
   (identical tiles) share one read of the parent: parent reads = distinct child tiles x
-  fills per child. A fan-out with `multicast: exact` recognises every identical tile,
-  including the diagonal reuse of input rows in a row-stationary array (p*stride + r*dilation
-  equal); `multicast: projection` (Timeloop's behaviour) only recognises replication by a
-  loop over a dimension that does not index t. Likewise children writing the same output
-  tile are reduced in the network: the parent sees one update per distinct tile, and when
-  partial sums come back down only one child of each reduction group receives them.
+  fills per child. A fan-out with `multicast: exact` recognises every identical tile among
+  its own X x Y children, including the diagonal reuse of input rows in a row-stationary
+  array (equal p*stride + r*dilation); `multicast: projection` only recognises replication
+  by a loop over a dimension that does not index t. Across two fan-outs the counts multiply
+  (children of different parents are never merged), as in Timeloop, which compares
+  children within one spatial level. Children writing the same output tile are reduced in
+  the network: the parent sees one update per distinct tile; partial sums sent back down
+  are read once per group and, as in Timeloop, counted as a fill at every child.
 * Reads of the innermost level that keeps a read-only tensor: one per MAC (no operand
   register below it); multicast applies if a fan-out sits between that level and the MACs.
 * Energy = sum over levels and tensors of reads*read + fills*write + updates*update
   (per-word energies), + words carried through each fan-out * its energy per word (each
   delivery to a child and each writeback from one), + MACs * MAC energy.
+* Leakage: a level with `leakage` (pJ per cycle per instance) adds leakage x cycles x active
+  instances.
 * Cycles = max(compute cycles, each level's bandwidth-bound cycles), where compute cycles =
   MACs per active MAC unit and a level's cycles = its per-instance reads / read bandwidth,
   (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest.
@@ -80,6 +84,7 @@ class Cost:
     network_pj: dict[str, float] = field(default_factory=dict)
     mac_pj: float = 0.0
     level_cycles: dict[str, float] = field(default_factory=dict)
+    leakage_pj: float = 0.0
 
     @property
     def edp(self) -> float:
@@ -102,6 +107,7 @@ class Cost:
             "active_pes": self.active_pes, "edp": self.edp, "macs": self.macs,
             "mac_energy_pj": self.mac_pj,
             "network_energy_pj": dict(self.network_pj),
+            "leakage_energy_pj": self.leakage_pj,
             "level_cycles": dict(self.level_cycles),
             "levels": {lv: {t: c.to_dict() for t, c in ts.items()} for lv, ts in self.levels.items()},
         }
@@ -183,22 +189,20 @@ class _Nest:
         return sweeps * (tile + (bound - 1) * (tile - overlap)), distinct
 
     def distinct_children(self, tensor: str, parent: int, child: int | None) -> int:
-        """Distinct child tiles of `tensor` under one parent instance (child None = the MACs)."""
+        """Distinct child tiles of `tensor` under one parent instance (child None = the MACs):
+        the product over the fan-outs in between of the distinct tiles each one creates."""
         end = len(self.arch.levels) if child is None else child
-        spatial = [k for k, (lvl, _, _, s) in enumerate(self.loops) if s is not None and parent < lvl < end]
         total = 1
-        for axis in tensor_axes(self.layer, tensor):
-            coef = dict(axis)
-            exact, projected = [], 1
-            for k in spatial:
-                lvl, d, f, _ = self.loops[k]
-                if d not in coef:
-                    continue
-                if self.arch.levels[lvl].multicast == "exact":
-                    exact.append((f, coef[d] * self.step[k]))
-                else:
-                    projected *= f
-            total *= distinct_offsets(tuple(exact)) * projected
+        for fan in range(parent + 1, end):
+            if not isinstance(self.arch.levels[fan], Fanout):
+                continue
+            loops = [k for k, (lvl, _, _, s) in enumerate(self.loops) if s is not None and lvl == fan]
+            exact = self.arch.levels[fan].multicast == "exact"
+            for axis in tensor_axes(self.layer, tensor):
+                coef = dict(axis)
+                terms = [(self.loops[k][2], coef[self.loops[k][1]] * self.step[k])
+                         for k in loops if self.loops[k][1] in coef]
+                total *= distinct_offsets(tuple(terms)) if exact else math.prod(c for c, _ in terms)
         return total
 
 
@@ -233,12 +237,12 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
                 continue
             fetched, touched = nest.fills(t, c)
             if t == "Outputs":
-                down = groups * (fetched - touched)       # partial sums sent back down
-                reads[p, t] += down
-                fills[c, t] += down
-                updates[p, t] += groups * fetched         # every resident tile is written back
+                n_c = nest.instances(c)
+                reads[p, t] += groups * (fetched - touched)    # partial sums sent back down
+                fills[c, t] += n_c * (fetched - touched)
+                updates[p, t] += groups * fetched              # every resident tile is written back
                 for i in between:
-                    carried[i, t] += down + nest.instances(c) * fetched
+                    carried[i, t] += n_c * (fetched - touched) + n_c * fetched
             else:
                 reads[p, t] += groups * fetched
                 fills[c, t] += nest.instances(c) * fetched
@@ -270,10 +274,13 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     energy += sum(network.values())
     mac_pj = layer.macs * arch.mac_energy
     energy += mac_pj
-    cycles = math.ceil(max([float(ops)] + list(level_cycles.values())))
+    cycles = math.ceil(max([float(ops)] + list(level_cycles.values())) - 1e-9)
+    leak = sum(arch.levels[i].leakage * cycles * nest.instances(i) for i in storages)
+    energy += leak
     return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=ops,
                 utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
-                levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles)
+                levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles,
+                leakage_pj=leak)
 
 
 def carried_levels(arch: Arch, parent: int, child: int | None) -> list[int]:

@@ -1,0 +1,330 @@
+"""Mapping search: `search(layer, arch, ...)` finds the best mappings of one layer.
+
+Algorithms: `random` (parallel random-pruned sampling, joblib), `exhaustive` (every
+candidate of the pruned space; for small layers and tests), `cpsat` (OR-Tools CP-SAT over
+the same space with the model's exact cost, proving optimality where it can), and
+`hybrid` (the default: random sampling and local refinement give CP-SAT its starting
+point, CP-SAT improves it or proves it optimal, and its answer is refined locally).
+Every returned mapping is re-evaluated by the scalar model in `mapper.model`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..arch import Arch
+from ..batch import evaluate_batch
+from ..mapping import Mapping, problems_of
+from ..model import Cost, evaluate
+from ..problem import Layer
+from ..progress import Progress
+from ..result import document
+from ..spec import MapperError
+from .pool import Pool
+from .space import Space, space_of
+
+ALGORITHMS = ("hybrid", "cpsat", "random", "exhaustive")
+OBJECTIVES = ("energy", "delay", "edp")
+EXHAUSTIVE_LIMIT = 50_000_000
+
+
+@dataclass
+class Found:
+    mapping: Mapping
+    cost: Cost
+    found_by: str
+
+
+@dataclass
+class SearchResult:
+    layer: Layer
+    arch: Arch
+    found: list[Found]
+    settings: dict[str, Any]
+    evaluated: int
+    valid: int
+    seconds: float
+    status: str                    # optimal | feasible | budget
+    bound: float | None = None     # proven lower bound on the objective, if any
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Found:
+        return self.found[0]
+
+    @property
+    def gap(self) -> float | None:
+        if self.bound is None:
+            return None
+        best = self.best.cost.objective(self.settings["objective"])
+        return max(0.0, (best - self.bound) / best) if best > 0 else 0.0
+
+    def search_section(self, rank: int = 0) -> dict[str, Any]:
+        s = self.settings
+        return {"algorithm": s["algorithm"], "objective": s["objective"], "seed": s["seed"],
+                "workers": s["workers"], "time_limit": s["time_limit"], "evaluated": self.evaluated,
+                "valid": self.valid, "seconds": round(self.seconds, 3), "status": self.status,
+                "bound": self.bound, "gap": self.gap, "found_by": self.found[rank].found_by,
+                "rank": rank + 1}
+
+    def documents(self) -> list[dict[str, Any]]:
+        """One result document per mapping found (best first)."""
+        out = []
+        for rank, f in enumerate(self.found):
+            doc = document(self.layer, self.arch, f.mapping, f.cost, search_settings(self.settings))
+            doc["search"] = self.search_section(rank)
+            out.append(doc)
+        return out
+
+
+def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a result depends on (hashed into inputs_sha256)."""
+    return {k: settings[k] for k in ("algorithm", "objective", "seed", "workers", "time_limit",
+                                      "budget", "patience", "top")}
+
+
+def check_settings(algorithm: str, objective: str, workers: int, time_limit: float | None,
+                   top: int, budget: int | None) -> None:
+    if algorithm not in ALGORITHMS:
+        raise MapperError(f"--algo: unknown algorithm '{algorithm}'; choose one of {', '.join(ALGORITHMS)}")
+    if objective not in OBJECTIVES:
+        raise MapperError(f"--objective: unknown objective '{objective}'; choose one of {', '.join(OBJECTIVES)}")
+    if workers < 1:
+        raise MapperError(f"--workers: must be a positive number of workers, got {workers}")
+    if time_limit is not None and not time_limit > 0:
+        raise MapperError(f"--time-limit: must be a positive number of seconds, got {time_limit}")
+    if top < 1:
+        raise MapperError(f"--top: must be at least 1, got {top}")
+    if budget is not None and budget < 1:
+        raise MapperError(f"--budget: must be a positive number of candidates, got {budget}")
+
+
+def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
+           workers: int = 1, time_limit: float | None = None, budget: int | None = None,
+           patience: int | None = None, top: int = 1, progress: Progress | None = None) -> SearchResult:
+    """Find the best mappings of `layer` on `arch` (see the module docstring)."""
+    check_settings(algorithm, objective, workers, time_limit, top, budget)
+    settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "workers": workers,
+                "time_limit": time_limit, "budget": budget, "patience": patience, "top": top}
+    progress = progress or Progress(enabled=False)
+    start = time.monotonic()
+    deadline = None if time_limit is None else start + time_limit
+    space = space_of(layer, arch)
+    explain_if_empty(space)
+    run = _Run(space, objective, top, progress, start, deadline, layer.name)
+    try:
+        if algorithm == "exhaustive":
+            run.exhaustive()
+        elif algorithm == "random":
+            run.random(seed, workers, budget, patience)
+        elif algorithm == "cpsat":
+            run.cpsat(workers, hints=False)
+        else:
+            run.hybrid(seed, workers, budget, patience)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        run.notes.append("interrupted (Ctrl-C): best mapping found so far")
+    progress.done()
+    if not len(run.pool.values):
+        raise MapperError(f"no valid mapping of layer {layer.name} on {arch.name} was found "
+                          f"in {run.evaluated:,} candidates; raise --time-limit or --budget")
+    found = []
+    for i in range(len(run.pool.values)):
+        m = space.enc.decode(run.pool.factors[i], run.pool.orders[i], run.pool.keep[i])
+        cost = evaluate(layer, arch, m)
+        value = cost.objective(objective)
+        if not math.isclose(value, run.pool.values[i], rel_tol=1e-9):
+            raise AssertionError(f"batch and scalar models disagree on {m}: {run.pool.values[i]} vs {value}")
+        found.append(Found(m, cost, run.found_by.get(run.pool.values[i].item(), algorithm)))
+    status = run.status()
+    return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
+                        time.monotonic() - start, status, run.bound, run.notes)
+
+
+def explain_if_empty(space: Space) -> None:
+    """Raise a MapperError naming the constraint that rules out every mapping, if one does."""
+    from ..problem import DIMS
+    for d, facts in zip(DIMS, space.factorizations):
+        if len(facts) == 0:
+            size = space.layer.dims[d]
+            slots = [space.arch.levels[space.enc.slots[s][0]].name + ("" if space.enc.slots[s][1] == "T"
+                     else f".{space.enc.slots[s][1]}") for s in space.dim_slots[d]]
+            raise MapperError(f"no valid mapping of layer {space.layer.name} on {space.arch.name}: "
+                              f"dimension {d} = {size} cannot be split over the levels that allow it "
+                              f"({', '.join(slots) or 'none'}) without overflowing a buffer or a fan-out")
+    # The candidate with every factor as far out as allowed has the smallest tiles.
+    outer = _outermost(space)
+    ok = space.valid(*outer[0::2])
+    if not ok[0]:
+        m = space.enc.decode(outer[0][0], outer[1][0], outer[2][0])
+        reasons = problems_of(m, space.layer, space.arch)
+        why = reasons[0][0] + ": " + reasons[0][1] if reasons else "capacity"
+        raise MapperError(f"no valid mapping of layer {space.layer.name} on {space.arch.name}: even the "
+                          f"smallest tiles do not fit ({why})")
+
+
+def _outermost(space: Space):
+    idx = np.zeros((1, len(space.factorizations)), dtype=np.int64)
+    for d, facts in enumerate(space.factorizations):
+        # the factorization putting the most into the first (outermost) slot
+        idx[0, d] = int(np.lexsort(facts.T[::-1])[-1]) if len(facts) else 0
+    f, o, k = space.assemble(idx, np.zeros((1, len(space.orders)), np.int64), np.zeros(1, np.int64))
+    return f, o, k
+
+
+class _Run:
+    """Shared state of one search: the pool of best candidates, counters, deadline."""
+
+    def __init__(self, space: Space, objective: str, top: int, progress: Progress, start: float,
+                 deadline: float | None, label: str):
+        self.space, self.objective, self.progress = space, objective, progress
+        self.start, self.deadline, self.label = start, deadline, label
+        self.pool = Pool.empty(max(top, 1), space.enc.n_slots, len(space.enc.storage_levels))
+        self.evaluated = 0
+        self.valid = 0
+        self.bound: float | None = None
+        self.proven = False
+        self.stopped_by_limit = False
+        self.interrupted = False
+        self.found_by: dict[float, str] = {}
+        self.notes: list[str] = []
+
+    def time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def out_of_time(self) -> bool:
+        left = self.time_left()
+        if left is not None and left <= 0:
+            self.stopped_by_limit = True
+            return True
+        return False
+
+    def offer(self, values, factors, orders, keep, by: str) -> None:
+        before = self.pool.best
+        self.pool = self.pool.add(values, factors, orders, keep)
+        for v in self.pool.values:
+            self.found_by.setdefault(float(v), by)
+        if self.pool.best < before:
+            self.found_by[self.pool.best] = by
+
+    def show(self, phase: str, extra: str = "") -> None:
+        elapsed = time.monotonic() - self.start
+        rate = self.evaluated / elapsed if elapsed > 0 else 0
+        left = self.time_left()
+        tl = f", {left:.0f}s left" if left is not None else ""
+        best = f"{self.pool.best:.4g}" if len(self.pool.values) else "-"
+        self.progress.update(f"[{self.label}] {phase}: {self.evaluated:,} evaluated, {self.valid:,} valid, "
+                             f"best {self.objective} {best}, {rate:,.0f}/s{tl}{extra}")
+
+    def status(self) -> str:
+        if self.proven and not self.interrupted:
+            return "optimal"
+        if self.interrupted or self.stopped_by_limit:
+            return "budget"
+        return "feasible"
+
+    # -- algorithms ---------------------------------------------------------------------
+    def seed_baseline(self) -> None:
+        """Offer the smallest-tile candidate (valid whenever anything is)."""
+        f, o, k = _outermost(self.space)
+        v = evaluate_batch(self.space.enc, f, o, k).objective(self.objective)
+        self.offer(v, f, o, k, "baseline")
+
+    def exhaustive(self) -> None:
+        from .exhaustive import enumerate_space
+        space = self.space
+        if space.n_factorizations * len(space.keeps) > EXHAUSTIVE_LIMIT:
+            raise MapperError(f"--algo exhaustive: {space.layer.name} has {space.n_factorizations:.3g} "
+                              f"factorizations to enumerate (limit {EXHAUSTIVE_LIMIT:.0e}); "
+                              f"use --algo hybrid or cpsat")
+
+        def on_batch(values, f, o, k, done):
+            self.evaluated += len(values)
+            self.valid += len(values)
+            top = np.argsort(values, kind="stable")[:self.pool.k]
+            self.offer(values[top], f[top], o[top], k[top], "exhaustive")
+            self.show("exhaustive", f", {100 * done:.0f}% of the factorizations")
+
+        if enumerate_space(space, self.objective, on_batch, self.out_of_time) < 0:
+            return
+        self.proven = True
+        if len(self.pool.values):
+            self.bound = self.pool.best
+
+    def random(self, seed: int, workers: int, budget: int | None, patience: int | None,
+               label: str = "random") -> None:
+        from .random import run_round, start_states
+        space = self.space
+        if patience is None and budget is None and self.deadline is None:
+            patience = 20000
+        states = start_states(space, seed, workers, self.pool.k)
+        shares = None if budget is None else [budget // workers + (w < budget % workers) for w in range(workers)]
+        layer, arch = space.layer, space.arch
+        self.seed_baseline()
+        if workers == 1:
+            runner = None
+        else:
+            from joblib import Parallel, delayed
+            runner = Parallel(n_jobs=workers, backend="loky")
+        try:
+            while not all(s.done for s in states):
+                if self.out_of_time():
+                    break
+                if runner is None:
+                    states = [run_round(layer, arch, self.objective, s, None if shares is None else shares[s.worker],
+                                        patience) for s in states]
+                else:
+                    from joblib import delayed
+                    states = runner(delayed(run_round)(layer, arch, self.objective, s,
+                                                       None if shares is None else shares[s.worker], patience)
+                                    for s in states)
+                self.evaluated = self._base_eval + sum(s.evaluated for s in states)
+                self.valid = self._base_valid + sum(s.valid for s in states)
+                merged = self.pool
+                for s in states:
+                    merged = merged.merge(s.pool)
+                if merged.best < self.pool.best:
+                    self.found_by[merged.best] = label
+                for v in merged.values:
+                    self.found_by.setdefault(float(v), label)
+                self.pool = merged
+                self.show(label)
+        finally:
+            self._base_eval, self._base_valid = self.evaluated, self.valid
+
+    _base_eval = 0
+    _base_valid = 0
+
+    def refine(self, label: str = "refine") -> None:
+        from .local import refine
+        pool = self.pool
+        for i in range(len(pool.values)):
+            if self.out_of_time():
+                return
+            f, o, k, v, n = refine(self.space, self.objective, pool.factors[i], pool.orders[i], pool.keep[i],
+                                   float(pool.values[i]), deadline=self.deadline)
+            self.evaluated += n
+            self.valid += n
+            if v < pool.values[i]:
+                self.offer(np.array([v]), f[None], o[None], k[None], label)
+        self._base_eval, self._base_valid = self.evaluated, self.valid
+        self.show(label)
+
+    def cpsat(self, workers: int, hints: bool) -> None:
+        from .cpsat import solve
+        solve(self, workers, hints)
+
+    def hybrid(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
+        # A short random phase and local refinement give CP-SAT a good starting point.
+        quick = min(budget, 60000) if budget is not None else 60000
+        self.random(seed, workers, quick, patience)
+        self.refine()
+        if self.out_of_time():
+            return
+        self.cpsat(workers, hints=True)
+        if not self.proven:
+            self.refine("refine")

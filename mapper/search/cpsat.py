@@ -1,0 +1,715 @@
+"""CP-SAT search: the mapspace as a constraint program with the model's exact cost.
+
+Formulation (see README "Search"). The dimensions fall into six groups, N, G, M, C,
+(P, R) and (Q, S); pairing P with R and Q with S makes every input tile extent, halo and
+multicast count a constant of one group's choice. Each group chooses one *option*: a
+complete assignment of its dimensions' factors to the slots (temporal loops of each
+storage level, X and Y of each fan-out), precomputed from the pruned factorizations.
+Each storage level chooses one canonical loop order, and the run fixes one keep pattern
+per model (a model per pattern).
+
+Every access count of the model is a product over groups of a per-group integer, so it
+is an exact product of CP-SAT integer variables:
+* tile sizes, instance counts, distinct-tile (multicast) counts and MAC counts are
+  per-option constants;
+* a buffer's fills are the tile times, for each loop outside it, its bound if the loop
+  counts and 1 otherwise. A relevant loop always counts; an irrelevant one counts iff it
+  sits outside the innermost relevant loop with factor > 1 ("r"), which boolean variables
+  derive from the factors (s = factor > 1) and the order choice; when r slides (an input
+  halo), r's group contributes E + (b_r - 1) * min(E, shift) instead of E * b_r.
+Capacities and fan-outs are exact integer constraints on products. Energies are integers
+after scaling (floored, so CP-SAT's bound stays a valid lower bound of the true cost);
+with the built-in archs' energies the scaling is exact. The objective is the model's
+energy, cycles (max of compute and every level's bandwidth cycles) or their product.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from ..arch import Fanout, Storage
+from ..batch import evaluate_batch
+from ..mapping import tensor_axes
+from ..model import distinct_offsets
+from ..problem import DIMS, RELEVANT, TENSORS
+from .space import Space, _fits_alone
+
+GROUPS = (("N",), ("G",), ("M",), ("C",), ("P", "R"), ("Q", "S"))
+SLIDING = {"P": "H", "R": "H", "Q": "W", "S": "W"}
+MAX_OPTIONS = 20000
+
+
+@dataclass
+class Group:
+    dims: tuple[int, ...]           # dim indices
+    factors: np.ndarray             # [options, slots, len(dims)] factor per slot
+    x: list = field(default_factory=list)      # one-hot literals (None when a single option)
+
+    @property
+    def n(self) -> int:
+        return len(self.factors)
+
+
+def build_groups(space: Space) -> list[Group]:
+    groups = []
+    for names in GROUPS:
+        dims = tuple(DIMS.index(d) for d in names)
+        per = []
+        for d in dims:
+            full = np.ones((len(space.factorizations[d]), space.enc.n_slots), dtype=np.int64)
+            if space.dim_slots[d]:
+                full[:, list(space.dim_slots[d])] = space.factorizations[d]
+            per.append(full)
+        combos = np.array(list(itertools.product(*[range(len(p)) for p in per])), dtype=np.int64)
+        fac = np.stack([per[j][combos[:, j]] for j in range(len(dims))], axis=2)
+        if len(dims) == 2:
+            fac = fac[_joint_fits(space, dims, fac)]
+        groups.append(Group(dims, fac))
+    return groups
+
+
+def _joint_fits(space: Space, dims, fac) -> np.ndarray:
+    """Options of a (P, R) or (Q, S) group whose input tile alone fits every buffer that
+    must keep Inputs (the per-dimension check cannot see the combined halo)."""
+    ok = np.ones(len(fac), dtype=bool)
+    layer, arch, enc = space.layer, space.arch, space.enc
+    axis = [a for a in tensor_axes(layer, "Inputs") if len(a) == 2 and DIMS.index(a[0][0]) in dims][0]
+    coef = {DIMS.index(d): c for d, c in axis}
+    for si, li in enumerate(enc.storage_levels):
+        level: Storage = arch.levels[li]
+        part = level.partition_of("Inputs")
+        if part is None or "Inputs" in level.may_bypass:
+            continue
+        slot = enc.storage_slot[si]
+        extent = 1 + sum(coef[d] * (np.prod(fac[:, slot:, j], axis=1) - 1) for j, d in enumerate(dims))
+        ok &= extent <= part[1]
+    return ok
+
+
+class Builder:
+    """Builds the CP-SAT model of one keep pattern."""
+
+    def __init__(self, space: Space, objective: str, keep: np.ndarray, scale: int):
+        self.space, self.objective, self.keep, self.scale = space, objective, keep, scale
+        self.enc, self.arch, self.layer = space.enc, space.arch, space.layer
+        self.m = cp_model.CpModel()
+        self.groups = build_groups(space)
+        for g in self.groups:
+            if g.n == 0:
+                raise ValueError("empty group")
+            if g.n > 1:
+                g.x = [self.m.NewBoolVar("") for _ in range(g.n)]
+                self.m.AddExactlyOne(g.x)
+        self.n_st = len(self.enc.storage_levels)
+        self.order_vars = []
+        for si in range(self.n_st):
+            k = len(space.orders[si])
+            ys = [self.m.NewBoolVar("") for _ in range(k)] if k > 1 else []
+            if ys:
+                self.m.AddExactlyOne(ys)
+            self.order_vars.append(ys)
+        self._s, self._before, self._sb, self._rc = {}, {}, {}, {}
+        self.bounds: dict[int, tuple[int, int]] = {}
+        self.big = 0
+
+    # -- per-option constants as integer expressions -------------------------------------
+    def value(self, g: Group, values: np.ndarray):
+        """The linear expression equal to values[chosen option] (ints)."""
+        values = np.asarray(values, dtype=np.int64)
+        if g.n == 1:
+            return int(values[0])
+        base = int(values.min())
+        return base + cp_model.LinearExpr.WeightedSum(g.x, [int(v) - base for v in values])
+
+    def var_of(self, g: Group, values: np.ndarray):
+        """An IntVar equal to values[chosen option] (for products)."""
+        values = np.asarray(values, dtype=np.int64)
+        if g.n == 1 or (values == values[0]).all():
+            return int(values[0])
+        v = self.new_var(sorted(set(int(x) for x in values)))
+        self.m.Add(v == self.value(g, values))
+        return v
+
+    def new_var(self, values=None, lo=None, hi=None):
+        """An IntVar over a set of values or a range, remembering its bounds for products."""
+        if values is not None:
+            v = self.m.NewIntVarFromDomain(cp_model.Domain.FromValues(values), "")
+            self.bounds[v.Index()] = (values[0], values[-1])
+        else:
+            v = self.m.NewIntVar(int(lo), int(hi), "")
+            self.bounds[v.Index()] = (int(lo), int(hi))
+        return v
+
+    def product(self, factors, lo_hi=None):
+        """An IntVar equal to the product of ints and IntVars."""
+        consts = [f for f in factors if isinstance(f, (int, np.integer))]
+        vars_ = [f for f in factors if not isinstance(f, (int, np.integer))]
+        c = math.prod(int(x) for x in consts)
+        if not vars_:
+            return c
+        lo, hi = c, c
+        for v in vars_:
+            vlo, vhi = self.bounds[v.Index()]
+            lo, hi = lo * vlo, hi * vhi
+        # No real count comes near 2^61; the cap only keeps CP-SAT's arithmetic in 64 bits.
+        lo, hi = min(lo, 2 ** 61), min(hi, 2 ** 61)
+        self.big = max(self.big, hi)
+        if len(vars_) == 1 and c == 1:
+            return vars_[0]
+        out = self.new_var(lo=lo, hi=hi)
+        # Linear cuts for the LP relaxation: out >= c * u_g * (product of the others' minima).
+        for i, v in enumerate(vars_):
+            rest = c * math.prod(self.bounds[w.Index()][0] for j, w in enumerate(vars_) if j != i)
+            if rest > 1 and len(vars_) > 1:
+                self.m.Add(out >= rest * v)
+        if c == 1:
+            self.m.AddMultiplicationEquality(out, vars_)
+        else:
+            inner = self.new_var(lo=lo // c, hi=hi // c)
+            self.m.AddMultiplicationEquality(inner, vars_)
+            self.m.Add(out == c * inner)
+        return out
+
+    # -- factors per option ---------------------------------------------------------------
+    def fac(self, g: Group, slot: int, d: int) -> np.ndarray:
+        return g.factors[:, slot, g.dims.index(d)]
+
+    def inner_ext(self, g: Group, slot: int, d: int) -> np.ndarray:
+        """Product of dim d's factors in slots >= slot, per option."""
+        return np.prod(g.factors[:, slot:, g.dims.index(d)], axis=1)
+
+    def spatial_above(self, g: Group, slot: int) -> np.ndarray:
+        sl = [s for s in range(slot) if self.enc.slots[s][1] != "T"]
+        return np.prod(g.factors[:, sl, :], axis=(1, 2)) if sl else np.ones(g.n, dtype=np.int64)
+
+    def temporal_all(self, g: Group) -> np.ndarray:
+        sl = [s for s in range(self.enc.n_slots) if self.enc.slots[s][1] == "T"]
+        return np.prod(g.factors[:, sl, :], axis=(1, 2))
+
+    def spatial_all(self, g: Group) -> np.ndarray:
+        return self.spatial_above(g, self.enc.n_slots)
+
+    def tile_part(self, g: Group, t: str, slot: int) -> np.ndarray:
+        """Group g's factor of the tile of t at a storage slot (its axes' extents)."""
+        part = np.ones(g.n, dtype=np.int64)
+        for axis in tensor_axes(self.layer, t):
+            coef = {DIMS.index(d): c for d, c in axis}
+            if not set(coef) & set(g.dims):
+                continue
+            e = np.ones(g.n, dtype=np.int64)
+            for d, c in coef.items():
+                e = e + c * (self.inner_ext(g, slot, d) - 1)
+            part = part * e
+        return part
+
+    def distinct_part(self, g: Group, t: str, p_level: int, c_level: int) -> np.ndarray:
+        """Group g's factor of the distinct child tiles of t per parent instance."""
+        out = np.ones(g.n, dtype=np.int64)
+        for li in range(p_level + 1, c_level):
+            fan = self.arch.levels[li]
+            if not isinstance(fan, Fanout):
+                continue
+            slots = [s for s, (l2, k) in enumerate(self.enc.slots) if l2 == li]
+            for axis in tensor_axes(self.layer, t):
+                coef = {DIMS.index(d): c for d, c in axis}
+                mine = [d for d in coef if d in g.dims]
+                if not mine:
+                    continue
+                if fan.multicast == "exact" and len(coef) > 1:
+                    vals = []
+                    for o in range(g.n):
+                        terms = tuple((int(self.fac(g, s, d)[o]), int(coef[d] * self.inner_ext(g, s + 1, d)[o]))
+                                      for s in slots for d in mine)
+                        vals.append(distinct_offsets(terms))
+                    out = out * np.array(vals, dtype=np.int64)
+                else:
+                    for s in slots:
+                        for d in mine:
+                            out = out * self.fac(g, s, d)
+        return out
+
+    # -- booleans for loop order and support ------------------------------------------
+    def s(self, si: int, d: int):
+        """Literal: the factor of d at storage level si is > 1 (or a Python bool)."""
+        key = (si, d)
+        if key not in self._s:
+            g = self.group_of(d)
+            big = self.fac(g, self.enc.storage_slot[si], d) > 1
+            if not big.any():
+                self._s[key] = False
+            elif big.all():
+                self._s[key] = True
+            else:
+                v = self.m.NewBoolVar("")
+                self.m.Add(v == cp_model.LinearExpr.Sum([g.x[o] for o in np.nonzero(big)[0]]))
+                self._s[key] = v
+        return self._s[key]
+
+    def before(self, si: int, d1: int, d2: int):
+        """Literal: d1 comes before (outside) d2 in level si's chosen order."""
+        key = (si, d1, d2)
+        if key not in self._before:
+            orders = self.space.orders[si]
+            yes = [k for k in range(len(orders)) if list(orders[k]).index(d1) < list(orders[k]).index(d2)]
+            if len(yes) == len(orders):
+                self._before[key] = True
+            elif not yes:
+                self._before[key] = False
+            else:
+                v = self.m.NewBoolVar("")
+                self.m.Add(v == cp_model.LinearExpr.Sum([self.order_vars[si][k] for k in yes]))
+                self._before[key] = v
+        return self._before[key]
+
+    def both(self, a, b):
+        """Literal for a AND b (a, b literals or Python bools)."""
+        if a is False or b is False:
+            return False
+        if a is True:
+            return b
+        if b is True:
+            return a
+        key = ("and", id(a), id(b))
+        if key not in self._sb:
+            v = self.m.NewBoolVar("")
+            self.m.AddBoolAnd([a, b]).OnlyEnforceIf(v)
+            self.m.AddBoolOr([a.Not(), b.Not(), v])
+            self._sb[key] = (v, a, b)
+        return self._sb[key][0]
+
+    def any_of(self, lits):
+        """Literal for OR of literals/bools."""
+        lits = [l for l in lits if l is not False]
+        if any(l is True for l in lits):
+            return True
+        if not lits:
+            return False
+        if len(lits) == 1:
+            return lits[0]
+        v = self.m.NewBoolVar("")
+        self.m.AddBoolOr(lits).OnlyEnforceIf(v)
+        for l in lits:
+            self.m.AddImplication(l, v)
+        return v
+
+    def group_of(self, d: int) -> Group:
+        return next(g for g in self.groups if d in g.dims)
+
+    # -- fills of one buffer ---------------------------------------------------------------
+    def fills(self, t: str, si: int, mult: list[np.ndarray]):
+        """IntVar: words of t fetched per instance of storage level si over the run, times
+        a per-group constant multiplier (instances, distinct tiles) folded into each group's
+        factor, so products that are constant (e.g. instances x MACs) stay constants."""
+        if (t, si) not in self._rc:
+            self._rc[t, si] = self._reuse_literals(t, si)
+        outer, rel, R, counted = self._rc[t, si]
+        slot = self.enc.storage_slot[si]
+        return self.product([self._fills_part(g, t, slot, outer, rel, R, counted, m)
+                             for g, m in zip(self.groups, mult)])
+
+    def _reuse_literals(self, t: str, si: int):
+        """For buffer si and tensor t: the outer loops, which is r, which irrelevant loops count."""
+        rel = {DIMS.index(d) for d in RELEVANT[t]}
+        outer = [(so, d) for so in range(si) for d in range(len(DIMS))
+                 if self.s(so, d) is not False]
+        # R[(so, d)]: the relevant outer loop (so, d) is the innermost one with factor > 1
+        R = {}
+        for so, d in outer:
+            if d not in rel:
+                continue
+            later = [self.s(so2, d2) for so2 in range(so + 1, si) for d2 in rel]
+            later += [self.both(self.s(so, d2), self.before(so, d, d2)) for d2 in rel if d2 != d]
+            blocked = self.any_of(later)
+            R[so, d] = self.both(self.s(so, d), True if blocked is False else
+                                 (False if blocked is True else blocked.Not()))
+        # counted[(so, d)]: the irrelevant outer loop (so, d) sits outside r
+        counted = {}
+        for so, d in outer:
+            if d in rel:
+                continue
+            lits = [R[key] for key in R if key[0] > so]
+            lits += [self.both(R[so, d2], self.before(so, d, d2)) for d2 in rel if (so, d2) in R]
+            counted[so, d] = self.any_of(lits)
+        return outer, rel, R, counted
+
+    def _fills_part(self, g: Group, t, slot, outer, rel, R, counted, mult):
+        """Group g's factor of the fills of t at the buffer in `slot`, times mult."""
+        base = self.tile_part(g, t, slot) * mult
+        mine = [(so, d) for so, d in outer if d in g.dims]
+        for so, d in mine:
+            if d in rel:
+                base = base * self.fac(g, self.enc.storage_slot[so], d)
+        irrelevant = [(so, d) for so, d in mine if d not in rel]
+        sliding = [(so, d) for so, d in mine if d in rel and t == "Inputs" and DIMS[d] in SLIDING]
+        states = []   # (enforcement literals, per-option values)
+        for bits in itertools.product([False, True], repeat=len(irrelevant)):
+            lits, vals, feasible = [], base.copy(), True
+            for (so, d), on in zip(irrelevant, bits):
+                lit = counted[so, d]
+                if lit is True or lit is False:
+                    if lit != on:
+                        feasible = False
+                        break
+                else:
+                    lits.append(lit if on else lit.Not())
+                if on:
+                    vals = vals * self.fac(g, self.enc.storage_slot[so], d)
+            if feasible:
+                states.append((lits, vals))
+        if sliding:
+            new_states = []
+            r_lits = [R[k] for k in sliding]
+            for lits, vals in states:
+                # r outside this group: the plain product
+                none = [l.Not() for l in r_lits if l is not True and l is not False]
+                if all(l is not True for l in r_lits):
+                    new_states.append((lits + none, vals))
+                for (so, d), lit in zip(sliding, r_lits):
+                    if lit is False:
+                        continue
+                    oslot = self.enc.storage_slot[so]
+                    b = self.fac(g, oslot, d)
+                    ext_axis = self._axis_extent(g, t, d, slot)
+                    shift = self._coef(t, d) * self.inner_ext(g, oslot + 1, d)
+                    bracket = ext_axis + (b - 1) * np.minimum(ext_axis, shift)
+                    alt = vals // (ext_axis * b) * bracket
+                    new_states.append((lits + ([] if lit is True else [lit]), alt))
+            states = new_states
+        if len(states) == 1:
+            return self.var_of(g, states[0][1])
+        if all((vals == states[0][1]).all() for _, vals in states):
+            return self.var_of(g, states[0][1])
+        allvals = sorted(set(int(v) for _, vals in states for v in vals))
+        out = self.new_var(allvals)
+        for lits, vals in states:
+            ct = self.m.Add(out == self.value(g, vals))
+            if lits:
+                ct.OnlyEnforceIf(lits)
+        return out
+
+    def _coef(self, t, d):
+        for axis in tensor_axes(self.layer, t):
+            for dd, c in axis:
+                if DIMS.index(dd) == d:
+                    return c
+        return 1
+
+    def _axis_extent(self, g: Group, t, d, slot):
+        for axis in tensor_axes(self.layer, t):
+            coef = {DIMS.index(dd): c for dd, c in axis}
+            if d in coef:
+                e = np.ones(g.n, dtype=np.int64)
+                for dd, c in coef.items():
+                    e = e + c * (self.inner_ext(g, slot, dd) - 1)
+                return e
+        raise KeyError(d)
+
+    def const_product(self, per_group):
+        """Product over groups of per-option constants (list of arrays, one per group)."""
+        return self.product([self.var_of(g, v) for g, v in zip(self.groups, per_group)])
+
+    # -- the whole model ------------------------------------------------------------------
+    def build(self):
+        m, enc, arch, keep = self.m, self.enc, self.arch, self.keep
+        G = self.groups
+        # fan-out sizes
+        for s, (li, kind) in enumerate(enc.slots):
+            if kind == "T":
+                continue
+            fan = arch.levels[li]
+            size = fan.X if kind == "X" else fan.Y
+            prod = self.const_product([np.prod(g.factors[:, s, :], axis=1) for g in G])
+            if not isinstance(prod, int):
+                m.Add(prod <= size)
+        # capacities
+        for si, li in enumerate(enc.storage_levels):
+            level: Storage = arch.levels[li]
+            slot = enc.storage_slot[si]
+            for tensors, cap in level.partitions:
+                terms = [self.const_product([self.tile_part(g, t, slot) for g in G])
+                         for t in tensors if keep[si, TENSORS.index(t)]]
+                if terms:
+                    m.Add(sum(terms) <= cap)
+        ops = self.const_product([self.temporal_all(g) for g in G])
+        reads, fills, updates = {}, {}, {}
+        carried = []
+        n_levels = len(arch.levels)
+
+        def add(d, key, term, sign=1):
+            d.setdefault(key, []).append((sign, term))
+
+        for ti, t in enumerate(TENSORS):
+            chain = [si for si in range(self.n_st) if keep[si, ti]]
+            for k, p in enumerate(chain):
+                c = chain[k + 1] if k + 1 < len(chain) else None
+                p_level = enc.storage_levels[p]
+                c_level = n_levels if c is None else enc.storage_levels[c]
+                p_slot = enc.storage_slot[p]
+                # distinct child tiles in the whole machine, per group
+                groups = [self.spatial_above(g, p_slot) * self.distinct_part(g, t, p_level, c_level) for g in G]
+                between = [i for i in range(p_level + 1, c_level) if isinstance(arch.levels[i], Fanout)]
+                e_net = sum(arch.levels[i].energy_of(t) for i in between)
+                if c is None:
+                    term = self.const_product([gv * self.temporal_all(g) for g, gv in zip(G, groups)])
+                    add(updates if t == "Outputs" else reads, (p, ti), term)
+                    if t == "Outputs":
+                        add(reads, (p, ti), term)
+                        touched = self.const_product([self.spatial_above(g, p_slot) *
+                                                      self._touched_part(g, t, p) for g in G])
+                        add(reads, (p, ti), touched, -1)
+                    if e_net:
+                        carried.append((e_net, self.const_product([self.spatial_all(g) * self.temporal_all(g)
+                                                                   for g in G])))
+                    continue
+                c_slot = enc.storage_slot[c]
+                n_c = [self.spatial_above(g, c_slot) for g in G]
+                total_c = self.fills(t, c, n_c)
+                per_group = self.fills(t, c, groups)
+                if t == "Outputs":
+                    touched_c = self.const_product([nc * self._touched_part(g, t, c) for g, nc in zip(G, n_c)])
+                    touched_g = self.const_product([gv * self._touched_part(g, t, c) for g, gv in zip(G, groups)])
+                    add(reads, (p, ti), per_group)
+                    add(reads, (p, ti), touched_g, -1)
+                    add(fills, (c, ti), total_c)
+                    add(fills, (c, ti), touched_c, -1)
+                    add(updates, (p, ti), per_group)
+                    if e_net:
+                        carried += [(2 * e_net, total_c), (-e_net, touched_c)]
+                else:
+                    add(reads, (p, ti), per_group)
+                    add(fills, (c, ti), total_c)
+                    if e_net:
+                        carried.append((e_net, total_c))
+        # energy (scaled, floored coefficients keep CP-SAT's bound a valid lower bound)
+        terms = []
+        for si, li in enumerate(enc.storage_levels):
+            level: Storage = arch.levels[li]
+            for ti, t in enumerate(TENSORS):
+                er, ew, eu = level.energy_of(t)
+                for dct, e in ((reads, er), (fills, ew), (updates, eu)):
+                    for sign, term in dct.get((si, ti), []):
+                        terms.append((sign * e, term))
+        for e, term in carried:
+            terms.append((e, term))
+        energy_const = self.layer.macs * arch.mac_energy
+        self._fit_scale(terms, energy_const)
+        coef_terms = [(self._scaled(e), term) for e, term in terms if e]
+        energy = sum(c * term for c, term in coef_terms) + self._scaled(energy_const)
+        # cycles
+        cycles_lo = 1
+        cyc = self.new_var(lo=1, hi=max(1, int(self.layer.macs) * 1000))
+        m.Add(cyc >= ops)
+        for si, li in enumerate(enc.storage_levels):
+            level: Storage = arch.levels[li]
+            inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
+            r = sum(sign * term for ti in range(3) for sign, term in reads.get((si, ti), []))
+            w = sum(sign * term for ti in range(3) for dct in (fills, updates)
+                    for sign, term in dct.get((si, ti), []))
+            cn = self.product([cyc, inst])
+            for bw, traffic in ((level.read_bw, r), (level.write_bw, w), (level.shared_bw, r + w)):
+                if bw and not isinstance(traffic, int):
+                    fr = Fraction(bw).limit_denominator(1000)
+                    m.Add(fr.numerator * cn >= fr.denominator * traffic)
+        leak = [(arch.levels[li].leakage, si) for si, li in enumerate(enc.storage_levels) if arch.levels[li].leakage]
+        for e, si in leak:
+            inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
+            energy = energy + self._scaled(e) * self.product([cyc, inst])
+        self.energy_expr, self.cycles = energy, cyc
+        if self.objective == "energy":
+            self.goal = energy
+        elif self.objective == "delay":
+            self.goal = cyc
+        else:
+            limit = 2 ** 61
+            e_var = m.NewIntVar(0, limit, "energy")
+            m.Add(e_var == energy)
+            e_small = m.NewIntVar(0, limit >> self.edp_shift, "")
+            m.Add(e_small * (1 << self.edp_shift) <= e_var)          # e_small = floor(E / 2^shift)
+            m.Add(e_var < (e_small + 1) * (1 << self.edp_shift))
+            edp = m.NewIntVar(0, limit, "edp")
+            m.AddMultiplicationEquality(edp, [e_small, cyc])
+            self.goal = edp
+        m.Minimize(self.goal)
+        return self
+
+    def cutoff(self, energy_pj: float, cycles: int) -> None:
+        """Only look for solutions at least as good as a known mapping's (which stays feasible:
+        floored coefficients never raise its scaled energy)."""
+        e = math.ceil(energy_pj * self.scale) + 1
+        if self.objective == "energy":
+            self.m.Add(self.goal <= e)
+        elif self.objective == "delay":
+            self.m.Add(self.goal <= int(cycles))
+        else:
+            self.m.Add(self.goal <= (e >> self.edp_shift) * int(cycles) + int(cycles))
+
+    edp_shift = 0
+
+    def _touched_part(self, g: Group, t: str, si: int) -> np.ndarray:
+        """Group g's factor of the distinct t words an instance of storage si touches."""
+        rel = {DIMS.index(d) for d in RELEVANT[t]}
+        part = self.tile_part(g, t, self.enc.storage_slot[si])
+        for so in range(si):
+            for d in g.dims:
+                if d in rel:
+                    part = part * self.fac(g, self.enc.storage_slot[so], d)
+        return part
+
+    def _scaled(self, e: float) -> int:
+        return int(math.floor(e * self.scale + 1e-9))
+
+    def _fit_scale(self, terms, const) -> None:
+        """Lower the energy scale (by powers of ten) until every sum stays inside 60 bits."""
+        def hi(term):
+            return int(term) if isinstance(term, (int, np.integer)) else self.bounds[term.Index()][1]
+        total = sum(abs(e) * hi(term) for e, term in terms) + abs(const)
+        while self.scale > 1 and total * self.scale > 2 ** 60:
+            self.scale //= 10
+
+    # -- solutions ------------------------------------------------------------------------
+    def decode(self, solver) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        enc = self.enc
+        factors = np.ones((enc.n_slots, len(DIMS)), dtype=np.int64)
+        for g in self.groups:
+            o = 0 if g.n == 1 else next(i for i, x in enumerate(g.x) if solver.BooleanValue(x))
+            for j, d in enumerate(g.dims):
+                factors[:, d] = g.factors[o, :, j]
+        orders = np.stack([self.space.orders[si][0 if not ys else
+                           next(k for k, y in enumerate(ys) if solver.BooleanValue(y))]
+                           for si, ys in enumerate(self.order_vars)])
+        return factors, orders, self.keep.copy()
+
+    def hint(self, factors: np.ndarray, orders: np.ndarray) -> None:
+        for g in self.groups:
+            if g.n == 1:
+                continue
+            want = factors[:, list(g.dims)]
+            match = np.nonzero((g.factors == want[None]).all(axis=(1, 2)))[0]
+            if len(match):
+                for o, x in enumerate(g.x):
+                    self.m.AddHint(x, o == match[0])
+        for si, ys in enumerate(self.order_vars):
+            if ys:
+                match = np.nonzero((self.space.orders[si] == orders[si]).all(axis=1))[0]
+                if len(match):
+                    for k, y in enumerate(ys):
+                        self.m.AddHint(y, k == match[0])
+
+
+def energy_scale(space: Space) -> int:
+    """Smallest power of ten that makes every energy an integer (capped at 10^6)."""
+    values = [space.arch.mac_energy]
+    for level in space.arch.levels:
+        if isinstance(level, Storage):
+            values += [e for _, es in level.energy for e in es] + [level.leakage]
+        else:
+            values += [e for _, e in level.energy]
+    for k in range(7):
+        if all(abs(v * 10 ** k - round(v * 10 ** k)) < 1e-9 for v in values):
+            return 10 ** k
+    return 10 ** 6
+
+
+def solve(run, workers: int, hints: bool) -> None:
+    """Run CP-SAT on every keep pattern; offer solutions to the run's pool, set its bound."""
+    space: Space = run.space
+    if not len(run.pool.values):
+        run.seed_baseline()
+    scale = energy_scale(space)
+    patterns = list(range(len(space.keeps)))
+    best_keep = run.pool.keep[0]
+    patterns.sort(key=lambda j: not np.array_equal(space.keeps[j], best_keep))
+    bounds, all_proven = [], True
+    for n_done, j in enumerate(patterns):
+        left = run.time_left()
+        if left is not None and left <= 0.05:
+            all_proven = False
+            run.stopped_by_limit = True
+            break
+        b = Builder(space, run.objective, space.keeps[j], scale)
+        if run.objective == "edp":
+            b.edp_shift = _edp_shift(run, scale)
+        b.build()
+        energy, cycles = _incumbent(run)
+        b.cutoff(energy, cycles)
+        same = [i for i in range(len(run.pool.values)) if np.array_equal(run.pool.keep[i], space.keeps[j])]
+        if hints and same:
+            b.hint(run.pool.factors[same[0]], run.pool.orders[same[0]])
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = max(1, workers)
+        solver.parameters.interleave_search = workers > 1     # deterministic with several workers
+        if left is not None:
+            solver.parameters.max_time_in_seconds = max(0.05, left / (len(patterns) - n_done))
+        solver.parameters.random_seed = 0
+        cb = _Progress(run, b, len(patterns))
+        status = solver.Solve(b.m, cb)
+        if status == cp_model.MODEL_INVALID:
+            raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
+        run.evaluated += cb.solutions
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            f, o, k = b.decode(solver)
+            _offer(run, f, o, k)
+        if status == cp_model.OPTIMAL:
+            bounds.append(_true_bound(run, b, solver.ObjectiveValue(), scale))
+        elif status == cp_model.INFEASIBLE:
+            # nothing in this pattern beats the incumbent
+            bounds.append(float("inf"))
+        else:
+            all_proven = False
+            run.stopped_by_limit = True
+            bounds.append(_true_bound(run, b, solver.BestObjectiveBound(), scale))
+    if not bounds:
+        return
+    if len(bounds) < len(patterns):
+        all_proven = False
+    bound = min(min(bounds), run.pool.best)
+    if all_proven:
+        run.proven = True
+    run.bound = bound if run.bound is None else max(run.bound, bound)
+
+
+def _incumbent(run) -> tuple[float, int]:
+    """(energy pJ, cycles) of the pool's best candidate."""
+    enc = run.space.enc
+    c = evaluate_batch(enc, run.pool.factors[:1], run.pool.orders[:1], run.pool.keep[:1])
+    return float(c.energy_pj[0]), int(c.cycles[0])
+
+
+def _edp_shift(run, scale: int) -> int:
+    """Right shift of the scaled energy so that energy x cycles of every solution at least as
+    good as the incumbent stays far inside CP-SAT's 62-bit range."""
+    best = run.pool.best   # energy * cycles (pJ*cycles) of the incumbent
+    bits = math.log2(max(best * scale, 1.0))
+    return max(0, int(math.ceil(bits - 56)))
+
+
+def _true_bound(run, b: Builder, value: float, scale: int) -> float:
+    if run.objective == "energy":
+        return value / scale
+    if run.objective == "delay":
+        return value
+    return value * (1 << b.edp_shift) / scale
+
+
+def _offer(run, f, o, k):
+    enc = run.space.enc
+    v = evaluate_batch(enc, f[None], o[None], k[None]).objective(run.objective)
+    run.valid += 1
+    run.offer(v, f[None], o[None], k[None], "cpsat")
+
+
+class _Progress(cp_model.CpSolverSolutionCallback):
+    def __init__(self, run, builder: Builder, patterns: int):
+        super().__init__()
+        self.run, self.builder, self.patterns = run, builder, patterns
+        self.solutions = 0
+
+    def on_solution_callback(self):
+        self.solutions += 1
+        self.run.show("cpsat", f", bound {self.BestObjectiveBound():.4g} (scaled)")

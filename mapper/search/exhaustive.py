@@ -1,0 +1,66 @@
+"""Exhaustive enumeration of the pruned space (ground truth for small layers).
+
+Factorizations are enumerated in chunks and checked exactly for capacity and fan-out;
+each valid one is combined only with the loop orders that differ for its own loops
+(canonical orders of the dimensions whose factor is > 1 at each level), which keeps the
+enumeration exact and far smaller than factorizations x all canonical orders.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from ..batch import evaluate_batch
+from ..problem import DIMS
+from .space import Space, canonical_orders
+
+CHUNK = 1 << 15
+
+
+@lru_cache(maxsize=4096)
+def _orders_for(support: tuple[str, ...], below: frozenset) -> np.ndarray:
+    return canonical_orders(support, below)
+
+
+def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
+    """Evaluate every candidate; on_batch(values, factors, orders, keep, done_fraction) gets
+    each evaluated batch. Returns the number of candidates considered, or -1 if stopped."""
+    enc = space.enc
+    radices = [len(f) for f in space.factorizations]
+    total = math.prod(radices)
+    n_st = len(enc.storage_levels)
+    below = [frozenset(t for lj in enc.storage_levels[si + 1:] for t in space.arch.levels[lj].keeps)
+             for si in range(n_st)]
+    considered = 0
+    for lo in range(0, total, CHUNK):
+        if out_of_time():
+            return -1
+        idx = np.stack(np.unravel_index(np.arange(lo, min(total, lo + CHUNK)), radices), axis=1)
+        for ki in range(len(space.keeps)):
+            factors, _, keep = space.assemble(idx, np.zeros((len(idx), n_st), np.int64),
+                                              np.full(len(idx), ki))
+            ok = space.valid(factors, keep)
+            sel = np.nonzero(ok)[0]
+            if not len(sel):
+                continue
+            f = factors[sel]
+            support = np.stack([f[:, enc.storage_slot[si], :] > 1 for si in range(n_st)], axis=1)
+            keys, inverse = np.unique(support.reshape(len(sel), -1), axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            for u, key in enumerate(keys):
+                rows = np.nonzero(inverse == u)[0]
+                key = key.reshape(n_st, len(DIMS))
+                per_level = [_orders_for(tuple(d for d, on in zip(DIMS, key[si]) if on), below[si])
+                             for si in range(n_st)]
+                combos = np.array(list(itertools.product(*[range(len(o)) for o in per_level])), dtype=np.int64)
+                orders = np.stack([per_level[si][combos[:, si]] for si in range(n_st)], axis=1)
+                F = np.repeat(f[rows], len(combos), axis=0)
+                O = np.tile(orders, (len(rows), 1, 1))
+                K = np.repeat(keep[sel][rows], len(combos), axis=0)
+                values = evaluate_batch(enc, F, O, K).objective(objective)
+                considered += len(values)
+                on_batch(values, F, O, K, min(1.0, (lo + CHUNK) / total))
+    return considered

@@ -1,0 +1,264 @@
+"""The mapspace of one layer on one architecture, as named subspaces, and its pruning.
+
+Subspaces: the factorization of every dimension over the slots that may hold it (each
+storage level's temporal loops, each fan-out's X and Y axes, restricted by the arch's
+constraints); the loop order of each storage level; and keep/bypass where the arch allows.
+
+Pruning that never removes an optimum:
+* factorizations whose factor on a fan-out axis exceeds that axis, or whose own tile
+  already overflows a buffer that must keep the tensor, are dropped per dimension; joint
+  capacity is checked exactly (integers) before a candidate is evaluated;
+* loop orders: only loops with factor > 1 have an order, and only the relative order of
+  loops relevant and irrelevant to each tensor matters. The loops irrelevant to a tensor
+  are {N, P, Q} for Weights, {M} for Inputs and {C, R, S} for Outputs; G indexes all three,
+  so it goes outermost. An order's reuse is fixed by its tail: the trailing loops
+  irrelevant to one tensor and, for Inputs, which loop slides. Any order is matched or
+  beaten by one that keeps each of the three groups contiguous, so a level needs at most
+  36 canonical orders (the 6 arrangements of the groups, times the internal orders of the
+  group whose last loop matters), deduplicated for the level's allowed dimensions.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from ..arch import Arch, Fanout, Storage
+from ..batch import Encoding, capacity_ok
+from ..mapping import tensor_axes
+from ..problem import DIMS, RELEVANT, TENSORS, Layer
+
+GROUPS = {"A": ("N", "P", "Q"), "B": ("M",), "C": ("C", "R", "S")}
+
+
+def prime_factors(n: int) -> list[tuple[int, int]]:
+    out, p = [], 2
+    while p * p <= n:
+        if n % p == 0:
+            e = 0
+            while n % p == 0:
+                n //= p
+                e += 1
+            out.append((p, e))
+        p += 1
+    if n > 1:
+        out.append((n, 1))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def ordered_factorizations(n: int, limits: tuple[int | None, ...]) -> np.ndarray:
+    """Every tuple (f_1..f_k) of positive ints with product n and f_i <= limits[i] (None = any)."""
+    k = len(limits)
+    rows = [np.ones(k, dtype=np.int64)]
+    for p, e in prime_factors(n):
+        # all ways to distribute e copies of p over k slots
+        splits = [c for c in itertools.product(range(e + 1), repeat=k) if sum(c) == e] if k <= 6 \
+            else list(_compositions(e, k))
+        powers = np.array([[p ** x for x in c] for c in splits], dtype=np.int64)
+        cur = np.array(rows)
+        rows = (cur[:, None, :] * powers[None, :, :]).reshape(-1, k)
+        lim = np.array([l if l is not None else np.iinfo(np.int64).max for l in limits])
+        rows = rows[(rows <= lim).all(axis=1)]
+    return np.array(rows, dtype=np.int64).reshape(-1, k)
+
+
+def _compositions(e: int, k: int):
+    if k == 1:
+        yield (e,)
+        return
+    for first in range(e + 1):
+        for rest in _compositions(e - first, k - 1):
+            yield (first,) + rest
+
+
+def canonical_orders(allowed: tuple[str, ...], below: frozenset[str] = frozenset(TENSORS)) -> np.ndarray:
+    """Canonical loop orders (outermost first, as dim indices over all 8 dims) for a level
+    whose temporal loops may use `allowed` dims, with tensors `below` kept by inner levels
+    (only their reuse depends on this order); see the module docstring. Orders that give
+    every tensor below the same reuse for every set of loops with factor > 1 are merged."""
+    allowed_set = set(allowed)
+    seen, out = set(), []
+    for arrangement in itertools.permutations("ABC"):
+        decisive = arrangement[-1] if arrangement[-1] != "B" else arrangement[-2]
+        for inner in itertools.permutations(GROUPS[decisive]):
+            seq = ["G"]
+            for g in arrangement:
+                seq += list(inner) if g == decisive else list(GROUPS[g])
+            seq = [d for d in seq if d in allowed_set]
+            key = _reuse_key(seq, below)
+            if key in seen:
+                continue
+            seen.add(key)
+            full = seq + [d for d in DIMS if d not in seq]
+            out.append([DIMS.index(d) for d in full])
+    return np.array(out, dtype=np.int64)
+
+
+def _reuse_key(seq: list[str], below: frozenset[str]) -> tuple:
+    """What an order means for reuse, for every subset of its loops having factor > 1:
+    per tensor below, the trailing loops irrelevant to it and (Inputs) the sliding loop."""
+    key = []
+    dims = sorted(seq, key=DIMS.index)          # subsets by dimension, not by position
+    for mask in range(1 << len(dims)):
+        chosen = {d for i, d in enumerate(dims) if mask >> i & 1}
+        present = [d for d in seq if d in chosen]
+        entry = []
+        for t in TENSORS:
+            if t not in below:
+                continue
+            rel = RELEVANT[t]
+            tail = []
+            for d in reversed(present):
+                if d in rel:
+                    break
+                tail.append(d)
+            last_rel = next((d for d in reversed(present) if d in rel), None)
+            slide = last_rel if (t == "Inputs" and last_rel in ("P", "Q", "R", "S")) else None
+            entry.append((frozenset(tail), slide))
+        key.append(tuple(entry))
+    return tuple(key)
+
+
+@dataclass
+class Space:
+    """The pruned mapspace of one layer on one arch."""
+
+    layer: Layer
+    arch: Arch
+    enc: Encoding
+    dim_slots: list[tuple[int, ...]]            # per dim: slots it may use
+    factorizations: list[np.ndarray]            # per dim: [k_d, len(dim_slots[d])]
+    orders: list[np.ndarray]                    # per storage level: [m, 8]
+    keeps: np.ndarray                           # [j, storages, 3]
+    unpruned: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, layer: Layer, arch: Arch) -> "Space":
+        enc = Encoding.of(layer, arch)
+        dims = layer.dims
+        dim_slots, facts = [], []
+        unpruned = {"factorizations_unconstrained": 1, "factorizations_arch": 1}
+        for d in DIMS:
+            slots, limits = [], []
+            for s, (li, kind) in enumerate(enc.slots):
+                level = arch.levels[li]
+                if kind == "T" and d in level.temporal_dims:
+                    slots.append(s)
+                    limits.append(None)
+                elif kind == "X" and d in level.x_dims and (level.reduction or d in "NGMPQ"):
+                    slots.append(s)
+                    limits.append(level.X)
+                elif kind == "Y" and d in level.y_dims and (level.reduction or d in "NGMPQ"):
+                    slots.append(s)
+                    limits.append(level.Y)
+            unpruned["factorizations_unconstrained"] *= len(ordered_factorizations(dims[d], (None,) * enc.n_slots))
+            unpruned["factorizations_arch"] *= len(ordered_factorizations(dims[d], (None,) * len(slots)))
+            f = ordered_factorizations(dims[d], tuple(limits))
+            f = f[_fits_alone(layer, arch, enc, DIMS.index(d), slots, f)]
+            dim_slots.append(tuple(slots))
+            facts.append(f)
+        orders = []
+        for si, li in enumerate(enc.storage_levels):
+            below = frozenset(t for lj in enc.storage_levels[si + 1:] for t in arch.levels[lj].keeps)
+            # only dimensions that can have a factor > 1 here have an order
+            slot = enc.storage_slot[si]
+            movable = tuple(d for i, d in enumerate(DIMS) if slot in dim_slots[i] and
+                            (facts[i][:, dim_slots[i].index(slot)] > 1).any())
+            orders.append(canonical_orders(movable, below))
+        choice = []
+        for li in enc.storage_levels:
+            s: Storage = arch.levels[li]
+            opts = []
+            for bypass in itertools.chain.from_iterable(
+                    itertools.combinations(s.may_bypass, k) for k in range(len(s.may_bypass) + 1)):
+                opts.append([t in s.keeps and t not in bypass for t in TENSORS])
+            choice.append(opts)
+        keeps = np.array([list(c) for c in itertools.product(*choice)], dtype=bool)
+        unpruned["orders"] = [math.factorial(len(arch.levels[li].temporal_dims)) for li in enc.storage_levels]
+        return cls(layer, arch, enc, dim_slots, facts, orders, keeps, unpruned)
+
+    # -- sizes --------------------------------------------------------------------------
+    @property
+    def n_factorizations(self) -> int:
+        return math.prod(len(f) for f in self.factorizations)
+
+    @property
+    def n_orders(self) -> int:
+        return math.prod(len(o) for o in self.orders)
+
+    @property
+    def size(self) -> int:
+        return self.n_factorizations * self.n_orders * len(self.keeps)
+
+    # -- assembling candidates ----------------------------------------------------------
+    def assemble(self, fact_idx: np.ndarray, order_idx: np.ndarray, keep_idx: np.ndarray):
+        """Arrays (factors, orders, keep) for candidates given by index rows:
+        fact_idx [n, 8] (one factorization per dim), order_idx [n, storages], keep_idx [n]."""
+        n = fact_idx.shape[0]
+        factors = np.ones((n, self.enc.n_slots, len(DIMS)), dtype=np.int64)
+        for d in range(len(DIMS)):
+            if self.dim_slots[d]:
+                factors[:, list(self.dim_slots[d]), d] = self.factorizations[d][fact_idx[:, d]]
+        orders = np.stack([self.orders[si][order_idx[:, si]] for si in range(len(self.orders))], axis=1)
+        return factors, orders, self.keeps[keep_idx]
+
+    def valid(self, factors: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Exact joint checks: capacity partitions and fan-out axis products."""
+        ok = capacity_ok(self.enc, factors, keep)
+        for s, (li, kind) in enumerate(self.enc.slots):
+            if kind != "T":
+                fan: Fanout = self.arch.levels[li]
+                ok &= np.prod(factors[:, s, :], axis=1) <= (fan.X if kind == "X" else fan.Y)
+        return ok
+
+    def report(self) -> list[tuple[str, str, str]]:
+        """(subspace, before pruning, after pruning) rows for `mapper space`."""
+        rows = []
+        rows.append(("factorization (all dims x all slots)", f"{self.unpruned['factorizations_unconstrained']:.3g}",
+                     f"{self.n_factorizations:.3g}"))
+        for d, f in zip(DIMS, self.factorizations):
+            full = len(ordered_factorizations(self.layer.dims[d], (None,) * len(self.dim_slots[d])))
+            rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[d])} slots", f"{full:,}", f"{len(f):,}"))
+        for si, li in enumerate(self.enc.storage_levels):
+            rows.append((f"loop order at {self.arch.levels[li].name}", f"{self.unpruned['orders'][si]:,}",
+                         f"{len(self.orders[si]):,}"))
+        rows.append(("keep/bypass", f"{len(self.keeps):,}", f"{len(self.keeps):,}"))
+        before = self.unpruned["factorizations_arch"] * math.prod(self.unpruned["orders"]) * len(self.keeps)
+        rows.append(("total (arch constraints applied)", f"{before:.3g}", f"{self.size:.3g}"))
+        return rows
+
+
+def _fits_alone(layer: Layer, arch: Arch, enc: Encoding, d: int, slots: tuple[int, ...] | list[int],
+                facts: np.ndarray) -> np.ndarray:
+    """Mask of factorizations of dim d whose tile, with every other dim at 1, fits every
+    capacity partition of a level that must keep the tensor (a necessary condition)."""
+    ok = np.ones(len(facts), dtype=bool)
+    dim = DIMS[d]
+    for si, li in enumerate(enc.storage_levels):
+        level: Storage = arch.levels[li]
+        slot = enc.storage_slot[si]
+        inside = [j for j, s in enumerate(slots) if s >= slot]
+        ext = np.prod(facts[:, inside], axis=1) if inside else np.ones(len(facts), dtype=np.int64)
+        for tensors, capacity in level.partitions:
+            words = np.zeros(len(facts), dtype=np.int64)
+            for t in tensors:
+                if t in level.may_bypass:
+                    continue
+                tile = np.ones(len(facts), dtype=np.int64)
+                for axis in tensor_axes(layer, t):
+                    coef = dict(axis)
+                    if dim in coef:
+                        tile = tile * (coef[dim] * (ext - 1) + 1)
+                words = words + tile
+            ok &= words <= capacity
+    return ok
+
+
+@lru_cache(maxsize=16)
+def space_of(layer: Layer, arch: Arch) -> Space:
+    """The Space of a (layer, arch) pair, built once per process (workers reuse it)."""
+    return Space.build(layer, arch)
