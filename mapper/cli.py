@@ -112,5 +112,156 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
         write_json(json_out, document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
 
 
+def search_options(func):
+    opts = [
+        click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path."),
+        click.option("--problem", "-p", required=True, help="Problem: built-in name or YAML path."),
+        click.option("--layer", "-l", default=None, help="One layer (default: every layer in turn)."),
+        click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size N for every layer."),
+        click.option("--density", default=None, help="Densities, e.g. weights=0.4,inputs=0.6 (overrides the file)."),
+        click.option("--density-preset", default=None, help="A density preset named in the problem file."),
+        click.option("--algo", "algorithm", default="hybrid", show_default=True,
+                     help="hybrid | cpsat | random | exhaustive"),
+        click.option("--objective", default="edp", show_default=True, help="energy | delay | edp"),
+        click.option("--workers", type=int, default=None,
+                     help="Parallel workers (joblib processes / CP-SAT threads); default: all cores."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+        click.option("--time-limit", type=float, default=None, help="Seconds per layer."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def load_layers(problem, batch, density, density_preset, layer=None):
+    """The layers to work on, with --batch, --density and --density-preset applied."""
+    net = load_network(problem, batch)
+    over = parse_density_option(density)
+    preset = net.preset(density_preset) if density_preset else {}
+    layers = [net.layer(layer)] if layer else list(net.layers)
+    out = []
+    for l in layers:
+        d = {**preset.get(l.name, {}), **over}
+        out.append(l.with_density(d) if d else l)
+    return net, out
+
+
+def default_workers(workers):
+    import os
+    if workers is None:
+        return max(1, os.cpu_count() or 1)
+    return workers
+
+
+@main.command("search")
+@search_options
+@click.option("--budget", type=int, default=None, help="Evaluation budget (candidates) per layer.")
+@click.option("--patience", type=int, default=None,
+              help="Random search: stop after this many valid candidates without improvement.")
+@click.option("--top", type=int, default=1, show_default=True, help="Emit the K best distinct mappings.")
+@click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@user_errors
+def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
+               time_limit, budget, patience, top, json_out, quiet):
+    """Find the best mapping of a layer (or of every layer of a network)."""
+    from .progress import Progress
+    from .search import check_settings, search_network
+    workers = default_workers(workers)
+    check_settings(algorithm, objective, workers, time_limit, top, budget)
+    arch_spec = load_arch(arch)
+    net, layers = load_layers(problem, batch, density, density_preset, layer)
+    if json_out:
+        _check_writable(json_out)
+    progress = Progress(enabled=not quiet)
+    results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
+                             workers=workers, time_limit=time_limit, budget=budget, patience=patience,
+                             top=top, progress=progress)
+    for res in results:
+        click.echo(f"=== {res.layer.name} on {arch_spec.name}: {res.layer.macs:,} MACs ===")
+        for rank, found in enumerate(res.found):
+            if len(res.found) > 1:
+                click.echo(f"--- mapping {rank + 1} of {len(res.found)} ---")
+            click.echo(loop_nest_text(found.mapping, res.layer, arch_spec))
+            click.echo()
+            click.echo(breakdown_table(found.cost))
+            click.echo()
+            click.echo(totals_line(found.cost, arch_spec))
+        click.echo(search_line(res))
+        click.echo()
+    if len(results) > 1 or not layer:
+        click.echo(network_summary(results, arch_spec, objective))
+    if json_out:
+        docs = [d for r in results for d in r.documents()]
+        write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
+    if any(r.status == "budget" and "interrupted" in " ".join(r.notes) for r in results):
+        sys.exit(130)
+
+
+def _check_writable(path):
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise MapperError(f"{path}: is a folder; --json takes a file name")
+    if parent.exists() and not os_access(parent):
+        raise MapperError(f"{path}: cannot write output (folder {parent} is not writable)")
+
+
+def os_access(folder) -> bool:
+    import os
+    return os.access(folder, os.W_OK)
+
+
+def search_line(res) -> str:
+    gap = "" if res.gap is None else f", gap {100 * res.gap:.2f}%"
+    notes = f" ({'; '.join(res.notes)})" if res.notes else ""
+    return (f"search: {res.settings['algorithm']}, objective {res.settings['objective']}, status {res.status}{gap}; "
+            f"{res.evaluated:,} candidates evaluated ({res.valid:,} valid) in {res.seconds:.2f} s; "
+            f"best found by {res.best.found_by}{notes}")
+
+
+def network_summary(results, arch_spec, objective) -> str:
+    rows = [("layer", "MACs", "energy pJ", "pJ/MAC", "cycles", "util", "status", "seconds")]
+    energy = cycles = macs = 0
+    for r in results:
+        c = r.best.cost
+        energy += c.energy_pj
+        cycles += c.cycles
+        macs += c.macs
+        rows.append((r.layer.name, f"{c.macs:,}", f"{c.energy_pj:,.0f}", f"{c.pj_per_mac:.3f}", f"{c.cycles:,}",
+                     f"{100 * c.utilization:.1f}%", r.status, f"{r.seconds:.2f}"))
+    latency_ms = cycles / (arch_spec.clock_mhz * 1e3)
+    rows.append(("total", f"{macs:,}", f"{energy:,.0f}", f"{energy / macs:.3f}", f"{cycles:,}",
+                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", f"{sum(r.seconds for r in results):.2f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"network: {energy:,.0f} pJ ({energy / macs:.3f} pJ/MAC), {cycles:,} cycles = {latency_ms:.3f} ms "
+                 f"at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, "
+                 f"{1e12 / energy:.1f} inferences/J)")
+    return "\n".join(lines)
+
+
+@main.command("space")
+@click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path.")
+@click.option("--problem", "-p", required=True, help="Problem: built-in name or YAML path.")
+@click.option("--layer", "-l", required=True, help="Layer name.")
+@click.option("--batch", type=click.IntRange(min=1), default=None)
+@user_errors
+def space_cmd(arch, problem, layer, batch):
+    """Print the size of each subspace of the mapspace before and after pruning."""
+    from .search.space import Space
+    arch_spec = load_arch(arch)
+    lay = load_network(problem, batch).layer(layer)
+    space = Space.build(lay, arch_spec)
+    rows = [("subspace", "before pruning", "after pruning")] + space.report()
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
+    for k, r in enumerate(rows):
+        click.echo(f"{r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}  {r[2].rjust(widths[2])}")
+        if k == 0:
+            click.echo("-" * (sum(widths) + 4))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

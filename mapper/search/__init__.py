@@ -10,7 +10,10 @@ Every returned mapping is re-evaluated by the scalar model in `mapper.model`.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,17 +119,19 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     space = space_of(layer, arch)
     explain_if_empty(space)
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
-    try:
-        if algorithm == "exhaustive":
-            run.exhaustive()
-        elif algorithm == "random":
-            run.random(seed, workers, budget, patience)
-        elif algorithm == "cpsat":
-            run.cpsat(workers, hints=False)
-        else:
-            run.hybrid(seed, workers, budget, patience)
-    except KeyboardInterrupt:
-        run.interrupted = True
+    with interruptible(run):
+        try:
+            if algorithm == "exhaustive":
+                run.exhaustive()
+            elif algorithm == "random":
+                run.random(seed, workers, budget, patience)
+            elif algorithm == "cpsat":
+                run.cpsat(workers, hints=False)
+            else:
+                run.hybrid(seed, workers, budget, patience)
+        except KeyboardInterrupt:
+            run.interrupted = True
+    if run.interrupted:
         run.notes.append("interrupted (Ctrl-C): best mapping found so far")
     progress.done()
     if not len(run.pool.values):
@@ -143,6 +148,50 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     status = run.status()
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
                         time.monotonic() - start, status, run.bound, run.notes)
+
+
+def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None,
+                   **settings: Any) -> list[SearchResult]:
+    """Search every layer in turn; identical layers (same shape) are searched once and the
+    result reused. Stops after the layer during which Ctrl-C was pressed."""
+    done: dict[tuple, SearchResult] = {}
+    out = []
+    for layer in layers:
+        key = (layer.type, layer.shape_key())
+        if key in done:
+            prev = done[key]
+            found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
+            out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid,
+                                    0.0, prev.status, prev.bound, [f"same shape as {prev.layer.name}: reused"]))
+            continue
+        res = search(layer, arch, progress=progress, **settings)
+        done[key] = res
+        out.append(res)
+        if any("interrupted" in n for n in res.notes):
+            break
+    return out
+
+
+@contextmanager
+def interruptible(run: "_Run"):
+    """While searching, Ctrl-C asks the run to stop (keeping the best found) instead of
+    killing it; a second Ctrl-C raises KeyboardInterrupt as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.interrupted:
+            raise KeyboardInterrupt
+        run.interrupted = True
+        if run.solver is not None:
+            run.solver.stop_search()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def explain_if_empty(space: Space) -> None:
@@ -190,6 +239,7 @@ class _Run:
         self.proven = False
         self.stopped_by_limit = False
         self.interrupted = False
+        self.solver = None            # the running CP-SAT solver, so Ctrl-C can stop it
         self.found_by: dict[float, str] = {}
         self.notes: list[str] = []
 
@@ -197,6 +247,8 @@ class _Run:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def out_of_time(self) -> bool:
+        if self.interrupted:
+            return True
         left = self.time_left()
         if left is not None and left <= 0:
             self.stopped_by_limit = True
@@ -279,9 +331,14 @@ class _Run:
                                         patience) for s in states]
                 else:
                     from joblib import delayed
-                    states = runner(delayed(run_round)(layer, arch, self.objective, s,
-                                                       None if shares is None else shares[s.worker], patience)
-                                    for s in states)
+                    try:
+                        states = runner(delayed(run_round)(layer, arch, self.objective, s,
+                                                           None if shares is None else shares[s.worker], patience)
+                                        for s in states)
+                    except Exception:
+                        if self.interrupted:      # Ctrl-C also reached the workers
+                            break
+                        raise
                 self.evaluated = self._base_eval + sum(s.evaluated for s in states)
                 self.valid = self._base_valid + sum(s.valid for s in states)
                 merged = self.pool

@@ -632,32 +632,20 @@ def solve(run, workers: int, hints: bool) -> None:
             all_proven = False
             run.stopped_by_limit = True
             break
-        b = Builder(space, run.objective, space.keeps[j], scale)
-        if run.objective == "edp":
-            b.edp_shift = _edp_shift(run, scale)
-        b.build()
-        energy, cycles = _incumbent(run)
-        b.cutoff(energy, cycles)
-        same = [i for i in range(len(run.pool.values)) if np.array_equal(run.pool.keep[i], space.keeps[j])]
-        if hints and same:
-            b.hint(run.pool.factors[same[0]], run.pool.orders[same[0]])
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = max(1, workers)
-        solver.parameters.interleave_search = workers > 1     # deterministic with several workers
-        if left is not None:
-            solver.parameters.max_time_in_seconds = max(0.05, left / (len(patterns) - n_done))
-        solver.parameters.random_seed = 0
-        cb = _Progress(run, b, len(patterns))
-        status = solver.Solve(b.m, cb)
-        if status == cp_model.MODEL_INVALID:
-            raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
-        run.evaluated += cb.solutions
+        status, b, solver = _solve_pattern(run, space, space.keeps[j], scale, workers, hints, left,
+                                           len(patterns) - n_done)
+        if run.objective == "edp" and status in (cp_model.OPTIMAL, cp_model.INFEASIBLE) and \
+                b.edp_shift > _edp_shift(run, scale) + 3 and not run.interrupted:
+            # the energy was rounded coarsely for a poor incumbent: again, finer, from the new one
+            left = run.time_left()
+            status, b, solver = _solve_pattern(run, space, space.keeps[j], scale, workers, hints, left,
+                                               len(patterns) - n_done)
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             f, o, k = b.decode(solver)
             _offer(run, f, o, k)
-        if status == cp_model.OPTIMAL:
+        if status == cp_model.OPTIMAL and not run.interrupted:
             bounds.append(_true_bound(run, b, solver.ObjectiveValue(), scale))
-        elif status == cp_model.INFEASIBLE:
+        elif status == cp_model.INFEASIBLE and not run.interrupted:
             # nothing in this pattern beats the incumbent
             bounds.append(float("inf"))
         else:
@@ -672,6 +660,53 @@ def solve(run, workers: int, hints: bool) -> None:
     if all_proven:
         run.proven = True
     run.bound = bound if run.bound is None else max(run.bound, bound)
+
+
+def _solve_pattern(run, space, keep, scale, workers, hints, left, remaining):
+    """Build and solve the model of one keep pattern, cut off at the incumbent."""
+    b = Builder(space, run.objective, keep, scale)
+    if run.objective == "edp":
+        b.edp_shift = _edp_shift(run, scale)
+    b.build()
+    energy, cycles = _incumbent(run)
+    b.cutoff(energy, cycles)
+    same = [i for i in range(len(run.pool.values)) if np.array_equal(run.pool.keep[i], keep)]
+    if hints and same:
+        b.hint(run.pool.factors[same[0]], run.pool.orders[same[0]])
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = max(1, workers)
+    solver.parameters.interleave_search = workers > 1     # deterministic with several workers
+    if left is not None:
+        solver.parameters.max_time_in_seconds = max(0.05, left / remaining)
+    solver.parameters.random_seed = 0
+    solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
+    cb = _Progress(run, b, remaining)
+    status = _solve_interruptibly(run, solver, b.m, cb)
+    if status == cp_model.MODEL_INVALID:
+        raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
+    run.evaluated += cb.solutions
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and run.objective == "edp":
+        f, o, k = b.decode(solver)
+        _offer(run, f, o, k)
+    return status, b, solver
+
+
+def _solve_interruptibly(run, solver, model, callback):
+    """Solve in a thread so the main thread stays in Python, where Ctrl-C can reach the
+    search's handler (which stops the solver and keeps its best solution)."""
+    import threading
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("status", solver.Solve(model, callback)))
+    run.solver = solver
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+            if run.interrupted:
+                solver.stop_search()
+    finally:
+        run.solver = None
+    return box["status"]
 
 
 def _incumbent(run) -> tuple[float, int]:

@@ -35,6 +35,22 @@ def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
     below = [frozenset(t for lj in enc.storage_levels[si + 1:] for t in space.arch.levels[lj].keeps)
              for si in range(n_st)]
     considered = 0
+    buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    buffered = 0
+
+    def flush(done: float) -> None:
+        nonlocal considered, buffered
+        if not buffer:
+            return
+        F = np.concatenate([b[0] for b in buffer])
+        O = np.concatenate([b[1] for b in buffer])
+        K = np.concatenate([b[2] for b in buffer])
+        buffer.clear()
+        buffered = 0
+        values = evaluate_batch(enc, F, O, K).objective(objective)
+        considered += len(values)
+        on_batch(values, F, O, K, done)
+
     for lo in range(0, total, CHUNK):
         if out_of_time():
             return -1
@@ -57,10 +73,10 @@ def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
                              for si in range(n_st)]
                 combos = np.array(list(itertools.product(*[range(len(o)) for o in per_level])), dtype=np.int64)
                 orders = np.stack([per_level[si][combos[:, si]] for si in range(n_st)], axis=1)
-                F = np.repeat(f[rows], len(combos), axis=0)
-                O = np.tile(orders, (len(rows), 1, 1))
-                K = np.repeat(keep[sel][rows], len(combos), axis=0)
-                values = evaluate_batch(enc, F, O, K).objective(objective)
-                considered += len(values)
-                on_batch(values, F, O, K, min(1.0, (lo + CHUNK) / total))
+                buffer.append((np.repeat(f[rows], len(combos), axis=0), np.tile(orders, (len(rows), 1, 1)),
+                               np.repeat(keep[sel][rows], len(combos), axis=0)))
+                buffered += len(rows) * len(combos)
+                if buffered >= CHUNK:
+                    flush(min(1.0, (lo + CHUNK) / total))
+    flush(1.0)
     return considered

@@ -21,6 +21,14 @@ from .space import Space, space_of
 ROUND = 8192          # candidates each worker samples per round
 
 
+def _ignore_sigint_in_worker() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops after the current round."""
+    import multiprocessing
+    import signal
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @dataclass
 class WorkerState:
     """Everything a worker carries from one round to the next (picklable)."""
@@ -61,6 +69,7 @@ def run_round(layer, arch, objective: str, state: WorkerState, budget: int | Non
     """One round of one worker: sample, prune, evaluate, update its pool and counters."""
     if state.done:
         return state
+    _ignore_sigint_in_worker()
     space = space_of(layer, arch)
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
