@@ -26,6 +26,7 @@ from .model import distinct_offsets
 from .problem import DIMS, RELEVANT, TENSORS, Layer
 
 D = {d: i for i, d in enumerate(DIMS)}
+CHUNK = 4096
 T_INDEX = {t: i for i, t in enumerate(TENSORS)}
 
 
@@ -114,17 +115,29 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
                    with_counts: bool = False) -> BatchCost:
     """Energy and cycles of n encoded candidates (assumed valid)."""
     n = factors.shape[0]
+    if n > 2 * CHUNK:
+        # Blocks of a few thousand candidates keep the working arrays in cache (about 2x faster).
+        parts = [evaluate_batch(enc, factors[i:i + CHUNK], orders[i:i + CHUNK], keep[i:i + CHUNK], with_counts)
+                 for i in range(0, n, CHUNK)]
+        return BatchCost(np.concatenate([p.energy_pj for p in parts]), np.concatenate([p.cycles for p in parts]),
+                         np.concatenate([p.compute_cycles for p in parts]),
+                         np.concatenate([p.counts for p in parts]) if with_counts else None)
     energy = np.zeros(n)
     cycles = np.zeros(n)
     ops = np.ones(n)
     counts = np.zeros((n, len(enc.storage_levels), 3, 3)) if with_counts else None
     # Candidates with the same keep pattern share their tensors' level chains.
-    patterns, inverse = np.unique(keep.reshape(n, -1), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for p, pattern in enumerate(patterns):
-        rows = np.nonzero(inverse == p)[0]
-        sub = _evaluate_pattern(enc, factors[rows], orders[rows], pattern.reshape(keep.shape[1:]),
-                                with_counts)
+    flat = keep.reshape(n, -1)
+    code = flat.astype(np.int64) @ (1 << np.arange(flat.shape[1], dtype=np.int64))
+    for c in np.unique(code):
+        rows = np.nonzero(code == c)[0]
+        pattern = flat[rows[0]].reshape(keep.shape[1:])
+        sub = _evaluate_pattern(enc, factors[rows], orders[rows], pattern, with_counts)
+        if len(rows) == n:
+            energy, cycles, ops = sub[0], sub[1], sub[2]
+            if with_counts:
+                counts = sub[3]
+            break
         energy[rows], cycles[rows], ops[rows] = sub[0], sub[1], sub[2]
         if with_counts:
             counts[rows] = sub[3]
@@ -156,9 +169,16 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     fills = np.zeros((n, n_st, 3))
     updates = np.zeros((n, n_st, 3))
     carried = {}
-    # Factor of each storage level's loop at each order position: [n, storages, 8]
-    ordered = np.stack([np.take_along_axis(Ff[:, enc.storage_slot[si], :], orders[:, si, :], axis=1)
-                        for si in range(n_st)], axis=1)
+    rows = np.arange(n)
+    # Each storage level's temporal loops in order: factor per position [n, storages, 8],
+    # and the product of the factors before each position (exclusive cumulative product).
+    st_slots = list(enc.storage_slot)
+    level_f = Ff[:, st_slots, :]                                           # [n, st, 8] by dim
+    ordered = np.take_along_axis(level_f, orders, axis=2)                   # [n, st, 8] by position
+    before = np.cumprod(ordered, axis=2) / ordered
+    level_prod = np.prod(level_f, axis=2)                                   # [n, st]
+    outer_prod = np.cumprod(np.concatenate([np.ones((n, 1)), level_prod[:, :-1]], axis=1), axis=1)
+    last = np.arange(len(DIMS))[None, None, :]
 
     def tile_of(ti: int, slot: int):
         ext = inner[:, slot, :]
@@ -172,48 +192,52 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             tile = tile * e
         return tile, extents
 
+    reuse_cache = {}
+
+    def reuse(ti: int):
+        """Per storage level si: where the innermost relevant outer loop r is (found, sweeps,
+        bound, dim, slot) and the product of the relevant outer factors (for first touches)."""
+        if ti in reuse_cache:
+            return reuse_cache[ti]
+        rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
+        mask = rel[orders] & (ordered > 1)                                  # [n, st, 8]
+        has = mask.any(axis=2)
+        pos = (len(DIMS) - 1) - np.argmax(mask[:, :, ::-1], axis=2)         # last relevant position
+        idx = (rows[:, None], np.arange(n_st)[None, :], pos)
+        r_bound, r_dim, r_before = ordered[idx], orders[idx], before[idx]
+        rel_prod = np.prod(np.where(rel[None, None, :], level_f, 1.0), axis=2)
+        out = [None]
+        found = np.zeros(n, dtype=bool)
+        sweeps, bound, dim, slot = np.ones(n), np.ones(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        touched = np.ones(n)
+        for si in range(1, n_st):
+            so = si - 1
+            h = has[:, so]
+            # a level with a relevant loop holds the new r; one without lies inside r (no change)
+            sweeps = np.where(h, outer_prod[:, so] * r_before[:, so], sweeps)
+            bound = np.where(h, r_bound[:, so], bound)
+            dim = np.where(h, r_dim[:, so], dim)
+            slot = np.where(h, st_slots[so], slot)
+            found = found | h
+            touched = touched * rel_prod[:, so]
+            out.append((found, sweeps, bound, dim, slot, touched))
+        reuse_cache[ti] = out
+        return out
+
     def fills_of(ti: int, si: int):
         """(fetched per instance, distinct touched per instance) at storage si for tensor ti."""
-        slot = enc.storage_slot[si]
-        tile, extents = tile_of(ti, slot)
-        rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
-        touched = tile.copy()
-        found = np.zeros(n, dtype=bool)
-        r_bound = np.ones(n)
-        r_dim = np.zeros(n, dtype=np.int64)
-        r_slot = np.zeros(n, dtype=np.int64)
-        sweeps = np.ones(n)
-        # Walk outer storage levels from the innermost outward; the first one with a relevant
-        # loop (factor > 1) holds r; levels further out multiply the sweeps.
-        for so in range(si - 1, -1, -1):
-            oslot = enc.storage_slot[so]
-            touched = touched * np.prod(np.where(rel[None, :], Ff[:, oslot, :], 1.0), axis=1)
-            vals = ordered[:, so, :]
-            dims = orders[:, so, :]
-            relmask = rel[dims] & (vals > 1)
-            has = relmask.any(axis=1)
-            new = has & ~found
-            # last relevant position in this level's order
-            pos = 7 - np.argmax(relmask[:, ::-1], axis=1)
-            before = np.cumprod(np.concatenate([np.ones((n, 1)), vals[:, :-1]], axis=1), axis=1)
-            take = np.take_along_axis
-            r_bound = np.where(new, take(vals, pos[:, None], 1)[:, 0], r_bound)
-            r_dim = np.where(new, take(dims, pos[:, None], 1)[:, 0], r_dim)
-            r_slot = np.where(new, oslot, r_slot)
-            sweeps = np.where(new, take(before, pos[:, None], 1)[:, 0],
-                              np.where(found, sweeps * np.prod(vals, axis=1), sweeps))
-            found = found | has
+        tile, extents = tile_of(ti, enc.storage_slot[si])
+        found, sweeps, r_bound, r_dim, r_slot, touched = reuse(ti)[si]
         # step of loop r: its dimension's factors in all slots after r's slot
-        step = np.take_along_axis(inner[np.arange(n), r_slot + 1, :], r_dim[:, None], 1)[:, 0]
-        overlap = tile.copy()
+        step = inner[rows, r_slot + 1, r_dim]
+        overlap = tile
         for axis, extent in zip(_axes_index(layer, TENSORS[ti]), extents):
             shift = np.zeros(n)
             for d, c in axis:
                 shift = shift + np.where(r_dim == d, c * step, 0.0)
-            moving = shift > 0
-            overlap = np.where(moving, overlap / extent * np.maximum(0.0, extent - shift), overlap)
+            overlap = np.where(shift > 0, overlap / extent * np.maximum(0.0, extent - shift), overlap)
         fetched = np.where(found, sweeps * (tile + (r_bound - 1) * (tile - overlap)), tile)
-        return fetched, touched
+        return fetched, tile * touched
 
     def groups_of(ti: int, parent_si: int, child_si: int | None):
         """Distinct child tiles per parent instance (product over the fan-outs in between of

@@ -150,48 +150,86 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
                         time.monotonic() - start, status, run.bound, run.notes)
 
 
-def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None,
+def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
                    **settings: Any) -> list[SearchResult]:
-    """Search every layer in turn; identical layers (same shape) are searched once and the
-    result reused. Stops after the layer during which Ctrl-C was pressed."""
+    """Search every layer; identical layers (same shape) are searched once and the result
+    reused. With several workers the layers are searched in parallel processes (one
+    worker each, so every layer's result is the same as when searched alone)."""
+    progress = progress or Progress(enabled=False)
+    unique: dict[tuple, Layer] = {}
+    for layer in layers:
+        unique.setdefault((layer.type, layer.shape_key()), layer)
+    jobs = list(unique.values())
     done: dict[tuple, SearchResult] = {}
+    if workers > 1 and len(jobs) > 1:
+        from joblib import Parallel, delayed
+        start = time.monotonic()
+        # Ctrl-C reaches the workers too: each stops its own search and returns its best, so
+        # the parent only has to keep collecting.
+        with on_sigint(lambda: None):
+            runner = Parallel(n_jobs=min(workers, len(jobs)), backend="loky", return_as="generator")
+            results = runner(delayed(_search_job)(layer, arch, settings) for layer in jobs)
+            for k, res in enumerate(results):
+                done[(res.layer.type, res.layer.shape_key())] = res
+                elapsed = time.monotonic() - start
+                progress.update(f"[{arch.name}] {k + 1}/{len(jobs)} layers searched ({res.layer.name}: "
+                                f"{res.status}), {elapsed:.0f}s elapsed, about "
+                                f"{elapsed / (k + 1) * (len(jobs) - k - 1):.0f}s left", force=True)
+        progress.done()
+    else:
+        for layer in jobs:
+            res = search(layer, arch, progress=progress, workers=workers, **settings)
+            done[(layer.type, layer.shape_key())] = res
+            if any("interrupted" in n for n in res.notes):
+                break
     out = []
+    first: dict[tuple, str] = {}
     for layer in layers:
         key = (layer.type, layer.shape_key())
-        if key in done:
-            prev = done[key]
-            found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
-            out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid,
-                                    0.0, prev.status, prev.bound, [f"same shape as {prev.layer.name}: reused"]))
+        if key not in done:
             continue
-        res = search(layer, arch, progress=progress, **settings)
-        done[key] = res
-        out.append(res)
-        if any("interrupted" in n for n in res.notes):
-            break
+        prev = done[key]
+        if key in first:
+            found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
+            out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
+                                    prev.status, prev.bound, [f"same shape as {first[key]}: reused"]))
+        else:
+            first[key] = layer.name
+            out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
+                                    prev.seconds, prev.status, prev.bound, prev.notes))
     return out
 
 
+def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any]) -> SearchResult:
+    """One layer's search in a worker process (Ctrl-C there stops it gracefully)."""
+    return search(layer, arch, workers=1, **settings)
+
+
 @contextmanager
-def interruptible(run: "_Run"):
-    """While searching, Ctrl-C asks the run to stop (keeping the best found) instead of
-    killing it; a second Ctrl-C raises KeyboardInterrupt as usual."""
+def on_sigint(callback):
+    """While the block runs, the first Ctrl-C calls `callback` (ask the work to stop and keep
+    its best result) instead of raising; a second Ctrl-C raises KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    hits = []
 
     def handler(signum, frame):
-        if run.interrupted:
+        if hits:
             raise KeyboardInterrupt
-        run.interrupted = True
-        if run.solver is not None:
-            run.solver.stop_search()
+        hits.append(1)
+        callback()
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def interruptible(run: "_Run"):
+    """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted)."""
+    return on_sigint(lambda: setattr(run, "interrupted", True))
 
 
 def explain_if_empty(space: Space) -> None:

@@ -616,8 +616,24 @@ def energy_scale(space: Space) -> int:
     return 10 ** 6
 
 
+@dataclass
+class PatternResult:
+    """What one keep pattern's solve produced (built in a worker thread, merged by solve)."""
+
+    status: int
+    bound: float                      # valid lower bound of the true objective in this pattern
+    solutions: list                   # [(factors, orders, keep)] found, best last
+    found: int
+    best: "_Incumbent"                # the best mapping known after this solve
+
+
 def solve(run, workers: int, hints: bool) -> None:
-    """Run CP-SAT on every keep pattern; offer solutions to the run's pool, set its bound."""
+    """Run CP-SAT on every keep pattern; offer solutions to the run's pool, set its bound.
+
+    Each solve uses one CP-SAT worker, which is deterministic; with several patterns and
+    workers the patterns are solved concurrently in threads (CP-SAT releases the GIL).
+    With one pattern, CP-SAT's own parallel workers run in deterministic interleaved mode.
+    """
     space: Space = run.space
     if not len(run.pool.values):
         run.seed_baseline()
@@ -625,102 +641,126 @@ def solve(run, workers: int, hints: bool) -> None:
     patterns = list(range(len(space.keeps)))
     best_keep = run.pool.keep[0]
     patterns.sort(key=lambda j: not np.array_equal(space.keeps[j], best_keep))
-    bounds, all_proven = [], True
-    for n_done, j in enumerate(patterns):
-        left = run.time_left()
-        if left is not None and left <= 0.05:
-            all_proven = False
-            run.stopped_by_limit = True
-            break
-        status, b, solver = _solve_pattern(run, space, space.keeps[j], scale, workers, hints, left,
-                                           len(patterns) - n_done)
-        if run.objective == "edp" and status in (cp_model.OPTIMAL, cp_model.INFEASIBLE) and \
-                b.edp_shift > _edp_shift(run, scale) + 3 and not run.interrupted:
-            # the energy was rounded coarsely for a poor incumbent: again, finer, from the new one
-            left = run.time_left()
-            status, b, solver = _solve_pattern(run, space, space.keeps[j], scale, workers, hints, left,
-                                               len(patterns) - n_done)
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            f, o, k = b.decode(solver)
-            _offer(run, f, o, k)
-        if status == cp_model.OPTIMAL and not run.interrupted:
-            bounds.append(_true_bound(run, b, solver.ObjectiveValue(), scale))
-        elif status == cp_model.INFEASIBLE and not run.interrupted:
-            # nothing in this pattern beats the incumbent
-            bounds.append(float("inf"))
-        else:
-            all_proven = False
-            run.stopped_by_limit = True
-            bounds.append(_true_bound(run, b, solver.BestObjectiveBound(), scale))
-    if not bounds:
+    incumbent = _Incumbent.of(run)
+    concurrent = min(workers, len(patterns))
+    cp_workers = workers if concurrent == 1 else 1
+    left = run.time_left()
+    if left is not None and left <= 0.05:
+        run.stopped_by_limit = True
         return
-    if len(bounds) < len(patterns):
-        all_proven = False
-    bound = min(min(bounds), run.pool.best)
+    budget = None if left is None else left / math.ceil(len(patterns) / concurrent)
+
+    def one(j):
+        return _solve_pattern(run, space, space.keeps[j], scale, cp_workers, hints, budget, incumbent)
+
+    if concurrent > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(concurrent) as pool:
+            results = list(pool.map(one, patterns))
+    else:
+        results = []
+        for j in patterns:
+            results.append(one(j))
+            incumbent = results[-1].best
+    all_proven = True
+    for res in results:
+        run.evaluated += res.found
+        for f, o, k in res.solutions:
+            _offer(run, f, o, k)
+        if res.status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) or run.interrupted:
+            all_proven = False
+            run.stopped_by_limit = True
+    bound = min(min(r.bound for r in results), run.pool.best)
     if all_proven:
         run.proven = True
+        bound = run.pool.best
     run.bound = bound if run.bound is None else max(run.bound, bound)
 
 
-def _solve_pattern(run, space, keep, scale, workers, hints, left, remaining):
-    """Build and solve the model of one keep pattern, cut off at the incumbent."""
-    b = Builder(space, run.objective, keep, scale)
-    if run.objective == "edp":
-        b.edp_shift = _edp_shift(run, scale)
-    b.build()
-    energy, cycles = _incumbent(run)
-    b.cutoff(energy, cycles)
-    same = [i for i in range(len(run.pool.values)) if np.array_equal(run.pool.keep[i], keep)]
-    if hints and same:
-        b.hint(run.pool.factors[same[0]], run.pool.orders[same[0]])
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = max(1, workers)
-    solver.parameters.interleave_search = workers > 1     # deterministic with several workers
-    if left is not None:
-        solver.parameters.max_time_in_seconds = max(0.05, left / remaining)
-    solver.parameters.random_seed = 0
-    solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
-    cb = _Progress(run, b, remaining)
-    status = _solve_interruptibly(run, solver, b.m, cb)
-    if status == cp_model.MODEL_INVALID:
-        raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
-    run.evaluated += cb.solutions
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and run.objective == "edp":
-        f, o, k = b.decode(solver)
-        _offer(run, f, o, k)
-    return status, b, solver
+@dataclass
+class _Incumbent:
+    """The best known mapping's objective, energy and cycles (cutoff and EDP scaling)."""
+
+    value: float
+    energy: float
+    cycles: int
+    factors: np.ndarray
+    orders: np.ndarray
+    keep: np.ndarray
+    objective: str
+
+    @classmethod
+    def of(cls, run) -> "_Incumbent":
+        p = run.pool
+        c = evaluate_batch(run.space.enc, p.factors[:1], p.orders[:1], p.keep[:1])
+        return cls(p.best, float(c.energy_pj[0]), int(c.cycles[0]), p.factors[0], p.orders[0], p.keep[0],
+                   run.objective)
+
+
+def _solve_pattern(run, space, keep, scale, workers, hints, budget, incumbent: "_Incumbent") -> PatternResult:
+    """Build and solve the model of one keep pattern, cut off at the incumbent. For EDP the
+    energy is rounded relative to the incumbent; if the solve finds a much better mapping,
+    it solves again with the finer rounding that mapping allows."""
+    start = time.monotonic()
+    solutions, found = [], 0
+    best = incumbent
+    for attempt in range(3):
+        b = Builder(space, run.objective, keep, scale)
+        if run.objective == "edp":
+            b.edp_shift = _edp_shift(best.value, scale)
+        b.build()
+        b.cutoff(best.energy, best.cycles)
+        if hints and np.array_equal(best.keep, keep):
+            b.hint(best.factors, best.orders)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = max(1, workers)
+        solver.parameters.interleave_search = workers > 1     # deterministic with several workers
+        if budget is not None:
+            solver.parameters.max_time_in_seconds = max(0.05, budget - (time.monotonic() - start))
+        solver.parameters.random_seed = 0
+        solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
+        cb = _Progress(run, b)
+        status = _solve_interruptibly(run, solver, b.m, cb)
+        if status == cp_model.MODEL_INVALID:
+            raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
+        found += cb.solutions
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            f, o, k = b.decode(solver)
+            solutions.append((f, o, k))
+            c = evaluate_batch(space.enc, f[None], o[None], k[None])
+            value = float(c.objective(run.objective)[0])
+            if value < best.value:
+                best = _Incumbent(value, float(c.energy_pj[0]), int(c.cycles[0]), f, o, k, run.objective)
+        if status == cp_model.OPTIMAL:
+            bound = _true_bound(run, b, solver.ObjectiveValue(), scale)
+        elif status == cp_model.INFEASIBLE:
+            bound = float("inf")                 # nothing in this pattern beats the incumbent
+        else:
+            bound = _true_bound(run, b, solver.BestObjectiveBound(), scale)
+        finer = run.objective == "edp" and b.edp_shift > _edp_shift(best.value, scale) + 3
+        if not finer or status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) or run.interrupted:
+            break
+    return PatternResult(status, bound, solutions, found, best)
 
 
 def _solve_interruptibly(run, solver, model, callback):
-    """Solve in a thread so the main thread stays in Python, where Ctrl-C can reach the
-    search's handler (which stops the solver and keeps its best solution)."""
+    """Solve in a thread so the calling thread stays in Python, where Ctrl-C can reach the
+    search's handler (which sets run.interrupted; the solver then stops, keeping its best)."""
     import threading
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("status", solver.Solve(model, callback)))
-    run.solver = solver
     thread.start()
-    try:
-        while thread.is_alive():
-            thread.join(0.1)
-            if run.interrupted:
-                solver.stop_search()
-    finally:
-        run.solver = None
+    while thread.is_alive():
+        thread.join(0.1)
+        if run.interrupted:
+            solver.stop_search()
     return box["status"]
 
 
-def _incumbent(run) -> tuple[float, int]:
-    """(energy pJ, cycles) of the pool's best candidate."""
-    enc = run.space.enc
-    c = evaluate_batch(enc, run.pool.factors[:1], run.pool.orders[:1], run.pool.keep[:1])
-    return float(c.energy_pj[0]), int(c.cycles[0])
-
-
-def _edp_shift(run, scale: int) -> int:
+def _edp_shift(best_value: float, scale: int) -> int:
     """Right shift of the scaled energy so that energy x cycles of every solution at least as
     good as the incumbent stays far inside CP-SAT's 62-bit range."""
-    best = run.pool.best   # energy * cycles (pJ*cycles) of the incumbent
-    bits = math.log2(max(best * scale, 1.0))
+    bits = math.log2(max(best_value * scale, 1.0))
     return max(0, int(math.ceil(bits - 56)))
 
 
@@ -740,9 +780,9 @@ def _offer(run, f, o, k):
 
 
 class _Progress(cp_model.CpSolverSolutionCallback):
-    def __init__(self, run, builder: Builder, patterns: int):
+    def __init__(self, run, builder: Builder):
         super().__init__()
-        self.run, self.builder, self.patterns = run, builder, patterns
+        self.run, self.builder = run, builder
         self.solutions = 0
 
     def on_solution_callback(self):
