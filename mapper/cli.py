@@ -98,6 +98,8 @@ def layers(problem, batch, as_json):
 @user_errors
 def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
     """Evaluate one mapping: loop nest, per-level breakdown and totals."""
+    if json_out:
+        _check_writable(json_out)
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
     mapping = parse_mapping(load_yaml(mapping_path), arch_spec, mapping_path)
@@ -263,5 +265,21 @@ def space_cmd(arch, problem, layer, batch):
             click.echo("-" * (sum(widths) + 4))
 
 
+def entry() -> None:
+    """Console entry point: click's own usage errors become one `error:` line, exit code 2."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.ClickException as exc:
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
+        click.echo(f"error: {where}{exc.format_message()}", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else 2)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -100,7 +100,7 @@ class Layer:
         return {
             "name": self.name, "type": self.type,
             "dims": self.dims,
-            "stride": list(self.stride), "dilation": list(self.dilation), "pad": list(self.pad),
+            "stride": list(self.stride), "dilation": list(self.dilation), "pad_total": list(self.pad),
             "input": [self.H, self.W],
             "density": self.densities(),
             "macs": self.macs,
@@ -148,7 +148,7 @@ LAYER_FIELDS = ("name", "type", "C", "M", "H", "W", "R", "S", "stride", "pad", "
 
 def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int,
                  src: str, where: str, axis: str) -> int:
-    span = size + pad - dilation * (kernel - 1) - 1
+    span = size + pad - dilation * (kernel - 1) - 1   # pad < 0: 'same' leaves trailing rows unread
     if span < 0:
         raise SpecError(src, where, f"filter ({kernel} with dilation {dilation}) is larger than the "
                         f"padded input {axis} ({size} + pad {pad})")
@@ -159,12 +159,13 @@ def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int,
 
 
 def _padding(value: Any, sizes, kernels, strides, dilations, src, where) -> tuple[int, int]:
-    """Total padding per axis: an int or [v, h] pads both sides; 'same' pads as TensorFlow does."""
+    """Total padding per axis: an int or [v, h] pads both sides; 'same' pads as TensorFlow
+    does (output = ceil(size / stride); rows past the last window are never read)."""
     if value == "same":
         totals = []
         for size, k, s, d in zip(sizes, kernels, strides, dilations):
             out = -(-size // s)
-            totals.append(max((out - 1) * s + (k - 1) * d + 1 - size, 0))
+            totals.append((out - 1) * s + (k - 1) * d + 1 - size)
         return tuple(totals)
     if isinstance(value, str):
         raise SpecError(src, where, f"expected a number, [vertical, horizontal] or 'same', got {value!r}")
@@ -186,7 +187,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
         M = f.integer("M")
         H = W = R = S = 1
         stride = dilation = (1, 1)
-        pad_total = (0, 0)
+        pad_total = shown_pad = (0, 0)
         groups = f.integer("groups", 1)
     else:
         for key in ("H", "W", "R", "S"):
@@ -196,6 +197,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
         stride = pair(f.get("stride", 1), src, f.path("stride"), 1)
         dilation = pair(f.get("dilation", 1), src, f.path("dilation"), 1)
         pad_total = _padding(f.get("pad", 0), (H, W), (R, S), stride, dilation, src, f.path("pad"))
+        shown_pad = tuple(max(0, p) for p in pad_total)
         if kind == "depthwise":
             M = f.integer("M", C)
             groups = f.integer("groups", C)
@@ -215,7 +217,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
     N = batch if batch is not None else f.integer("N", 1)
     density = parse_density(f.get("density", {}), src, f.path("density"))
     return Layer(name=name, type=kind, N=N, G=groups, M=M // groups, C=C // groups, P=P, Q=Q,
-                 R=R, S=S, stride=stride, dilation=dilation, pad=pad_total, H=H, W=W,
+                 R=R, S=S, stride=stride, dilation=dilation, pad=shown_pad, H=H, W=W,
                  density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
                                       key=lambda kv: DENSITY_KEYS.index(kv[0]))))
 

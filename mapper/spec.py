@@ -8,6 +8,7 @@ that is silently ignored is the most common complaint about peer tools.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -36,12 +37,26 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise SpecError(str(path), "", f"cannot read file ({exc.strerror or exc})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(str(path), "", f"malformed YAML: {line}{problem}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"field '{key}' is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def closest(name: str, known: Iterable[str]) -> str:
@@ -136,7 +151,8 @@ class Fields:
 
 
 def as_int(value: Any, src: str, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
         raise SpecError(src, field, f"expected a whole number, got {value!r}")
     value = int(value)
     if value < minimum:
@@ -145,7 +161,7 @@ def as_int(value: Any, src: str, field: str, minimum: int = 1) -> int:
 
 
 def as_number(value: Any, src: str, field: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SpecError(src, field, f"expected a number, got {value!r}")
     if value < minimum:
         raise SpecError(src, field, f"must be at least {minimum}, got {value}")

@@ -115,6 +115,12 @@ class Builder:
                 self.m.AddExactlyOne(ys)
             self.order_vars.append(ys)
         self._s, self._before, self._sb, self._rc = {}, {}, {}, {}
+        # Every count is at most (temporal iterations x instances) x the input halo's growth:
+        # a tile of weights or outputs has at most one word per inner iteration, an input
+        # tile at most stride x dilation times that per axis.
+        sv, sh = self.layer.stride
+        dv, dh = self.layer.dilation
+        self.cap = max(1 << 20, 4 * self.layer.macs * (sv + dv) * (sh + dh))
         self.bounds: dict[int, tuple[int, int]] = {}
         self.big = 0
 
@@ -157,8 +163,8 @@ class Builder:
         for v in vars_:
             vlo, vhi = self.bounds[v.Index()]
             lo, hi = lo * vlo, hi * vhi
-        # No real count comes near 2^61; the cap only keeps CP-SAT's arithmetic in 64 bits.
-        lo, hi = min(lo, 2 ** 61), min(hi, 2 ** 61)
+        # No access count can exceed `cap` (see __init__); the cap keeps CP-SAT's domains small.
+        lo, hi = min(lo, self.cap), min(hi, self.cap)
         self.big = max(self.big, hi)
         if len(vars_) == 1 and c == 1:
             return vars_[0]
@@ -501,9 +507,10 @@ class Builder:
         self._fit_scale(terms, energy_const)
         coef_terms = [(self._scaled(e), term) for e, term in terms if e]
         energy = sum(c * term for c, term in coef_terms) + self._scaled(energy_const)
+        energy_hi = sum(max(c * self._hi(t), c * self._lo(t)) for c, t in coef_terms) + self._scaled(energy_const)
         # cycles
         cycles_lo = 1
-        cyc = self.new_var(lo=1, hi=max(1, int(self.layer.macs) * 1000))
+        cyc = self.new_var(lo=1, hi=self.cap)
         m.Add(cyc >= ops)
         for si, li in enumerate(enc.storage_levels):
             level: Storage = arch.levels[li]
@@ -519,20 +526,22 @@ class Builder:
         leak = [(arch.levels[li].leakage, si) for si, li in enumerate(enc.storage_levels) if arch.levels[li].leakage]
         for e, si in leak:
             inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
-            energy = energy + self._scaled(e) * self.product([cyc, inst])
+            term = self.product([cyc, inst])
+            energy = energy + self._scaled(e) * term
+            energy_hi += self._scaled(e) * self._hi(term)
         self.energy_expr, self.cycles = energy, cyc
         if self.objective == "energy":
             self.goal = energy
         elif self.objective == "delay":
             self.goal = cyc
         else:
-            limit = 2 ** 61
-            e_var = m.NewIntVar(0, limit, "energy")
+            e_hi = min(int(energy_hi), 2 ** 60)
+            e_var = m.NewIntVar(0, e_hi, "energy")
             m.Add(e_var == energy)
-            e_small = m.NewIntVar(0, limit >> self.edp_shift, "")
+            e_small = m.NewIntVar(0, e_hi >> self.edp_shift, "")
             m.Add(e_small * (1 << self.edp_shift) <= e_var)          # e_small = floor(E / 2^shift)
             m.Add(e_var < (e_small + 1) * (1 << self.edp_shift))
-            edp = m.NewIntVar(0, limit, "edp")
+            edp = m.NewIntVar(0, min(2 ** 60, (e_hi >> self.edp_shift) * self.cap), "edp")
             m.AddMultiplicationEquality(edp, [e_small, cyc])
             self.goal = edp
         m.Minimize(self.goal)
@@ -561,14 +570,18 @@ class Builder:
                     part = part * self.fac(g, self.enc.storage_slot[so], d)
         return part
 
+    def _hi(self, term) -> int:
+        return int(term) if isinstance(term, (int, np.integer)) else self.bounds[term.Index()][1]
+
+    def _lo(self, term) -> int:
+        return int(term) if isinstance(term, (int, np.integer)) else self.bounds[term.Index()][0]
+
     def _scaled(self, e: float) -> int:
         return int(math.floor(e * self.scale + 1e-9))
 
     def _fit_scale(self, terms, const) -> None:
         """Lower the energy scale (by powers of ten) until every sum stays inside 60 bits."""
-        def hi(term):
-            return int(term) if isinstance(term, (int, np.integer)) else self.bounds[term.Index()][1]
-        total = sum(abs(e) * hi(term) for e, term in terms) + abs(const)
+        total = sum(abs(e) * self._hi(term) for e, term in terms) + abs(const)
         while self.scale > 1 and total * self.scale > 2 ** 60:
             self.scale //= 10
 

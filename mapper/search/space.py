@@ -220,9 +220,9 @@ class Space:
         rows = []
         rows.append(("factorization (all dims x all slots)", f"{self.unpruned['factorizations_unconstrained']:.3g}",
                      f"{self.n_factorizations:.3g}"))
-        for d, f in zip(DIMS, self.factorizations):
-            full = len(ordered_factorizations(self.layer.dims[d], (None,) * len(self.dim_slots[d])))
-            rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[d])} slots", f"{full:,}", f"{len(f):,}"))
+        for i, (d, f) in enumerate(zip(DIMS, self.factorizations)):
+            full = len(ordered_factorizations(self.layer.dims[d], (None,) * len(self.dim_slots[i])))
+            rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[i])} slots", f"{full:,}", f"{len(f):,}"))
         for si, li in enumerate(self.enc.storage_levels):
             rows.append((f"loop order at {self.arch.levels[li].name}", f"{self.unpruned['orders'][si]:,}",
                          f"{len(self.orders[si]):,}"))
