@@ -104,6 +104,8 @@ class BatchCost:
             return self.energy_pj
         if name == "delay":
             return self.cycles
+        if name == "compute":
+            return self.compute_cycles
         return self.energy_pj * self.cycles
 
 

@@ -95,7 +95,9 @@ class Cost:
         return self.energy_pj / self.macs
 
     def objective(self, name: str) -> float:
-        return {"energy": self.energy_pj, "delay": float(self.cycles), "edp": self.edp}[name]
+        """energy, delay (cycles), edp, or compute (cycles ignoring bandwidth; for Eyexam)."""
+        return {"energy": self.energy_pj, "delay": float(self.cycles), "edp": self.edp,
+                "compute": float(self.compute_cycles)}[name]
 
     def level_energy(self, level: str) -> float:
         return sum(c.energy_pj for c in self.levels.get(level, {}).values())

@@ -534,6 +534,8 @@ class Builder:
             self.goal = energy
         elif self.objective == "delay":
             self.goal = cyc
+        elif self.objective == "compute":
+            self.goal = ops if not isinstance(ops, int) else m.NewConstant(ops)
         else:
             e_hi = min(int(energy_hi), 2 ** 60)
             e_var = m.NewIntVar(0, e_hi, "energy")
@@ -555,6 +557,8 @@ class Builder:
             self.m.Add(self.goal <= e)
         elif self.objective == "delay":
             self.m.Add(self.goal <= int(cycles))
+        elif self.objective == "compute":
+            pass
         else:
             self.m.Add(self.goal <= (e >> self.edp_shift) * int(cycles) + int(cycles))
 
@@ -780,7 +784,7 @@ def _edp_shift(best_value: float, scale: int) -> int:
 def _true_bound(run, b: Builder, value: float, scale: int) -> float:
     if run.objective == "energy":
         return value / scale
-    if run.objective == "delay":
+    if run.objective in ("delay", "compute"):
         return value
     return value * (1 << b.edp_shift) / scale
 
