@@ -281,5 +281,57 @@ def entry() -> None:
         sys.exit(exc.exit_code if exc.exit_code else 2)
 
 
+@main.command("sweep")
+@click.option("--arch", "-a", "archs", multiple=True, required=True, help="Architecture (repeatable).")
+@click.option("--problem", "-p", "problems", multiple=True, required=True, help="Problem (repeatable).")
+@click.option("--objective", default="edp", show_default=True, help="energy | delay | edp")
+@click.option("--algo", "algorithm", default="hybrid", show_default=True, help="hybrid | cpsat | random | exhaustive")
+@click.option("--time-limit", type=float, default=None, help="Seconds per layer.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None, help="Parallel jobs (default: all cores).")
+@click.option("--out", "out", default="results/sweep", show_default=True, type=click.Path(),
+              help="Output folder.")
+@click.option("--resume", is_flag=True, help="Skip jobs whose result exists with the same inputs.")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True)
+@click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786.")
+@click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--density", default=None, help="Densities, e.g. weights=0.4,inputs=0.6.")
+@click.option("--density-preset", default=None)
+@click.option("--quiet", "-q", is_flag=True)
+@user_errors
+def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, out, resume, backend,
+              scheduler, batch, density, density_preset, quiet):
+    """Search every layer of every network on every architecture; write a results folder."""
+    from .progress import Progress
+    from .search import check_settings
+    from .sweep import sweep
+    workers = default_workers(workers)
+    check_settings(algorithm, objective, workers, time_limit, 1, None)
+    if scheduler and backend != "dask":
+        raise MapperError("--scheduler: only used with --backend dask")
+    arch_specs = [load_arch(a) for a in archs]
+    networks = [load_layers(p, batch, density, density_preset) for p in problems]
+    settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "time_limit": time_limit}
+    summary = sweep(arch_specs, networks, out, settings, workers=workers, resume=resume, backend=backend,
+                    scheduler=scheduler, progress=Progress(enabled=not quiet))
+    rows = [("network", "arch", "energy uJ", "pJ/MAC", "latency ms", "inf/s", "inf/J", "util")]
+    for net, per_arch in summary["networks"].items():
+        for arch_name, t in per_arch.items():
+            rows.append((net, arch_name, f"{t['energy_pj'] / 1e6:,.1f}", f"{t['pj_per_mac']:.3f}",
+                         f"{t['latency_ms']:.3f}", f"{t['inferences_per_s']:.1f}", f"{t['inferences_per_j']:.1f}",
+                         f"{100 * t['utilization']:.1f}%" + ("" if t["complete"] else " (partial)")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, r in enumerate(rows):
+        click.echo("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1])] +
+                             [c.rjust(w) for c, w in zip(r[2:], widths[2:])]))
+        if k == 0:
+            click.echo("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    jobs = summary["jobs"]
+    click.echo(f"{jobs['total']} jobs: {jobs['run']} run, {jobs['skipped']} already done; results in {out}")
+    if summary["interrupted"]:
+        click.echo("interrupted: run again with --resume to finish", err=True)
+        sys.exit(130)
+
+
 if __name__ == "__main__":  # pragma: no cover
     entry()

@@ -25,7 +25,8 @@ def _ignore_sigint_in_worker() -> None:
     """Worker processes leave Ctrl-C to the parent, which stops after the current round."""
     import multiprocessing
     import signal
-    if multiprocessing.parent_process() is not None:
+    import threading
+    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -1,0 +1,261 @@
+"""Batch sweeps: every (architecture, network, layer) is one search job.
+
+Jobs run in parallel through joblib: processes on this machine (loky) or a Dask cluster
+(`backend="dask"`, `scheduler="tcp://host:port"`). Identical layers within a network are
+searched once. Every result is written atomically as soon as its job finishes, so an
+interrupted sweep (Ctrl-C or a killed process) leaves only complete files, and
+`resume=True` skips jobs whose result exists with the same inputs hash.
+
+Output folder:
+    sweep.json                    format version and settings of the sweep
+    <arch>/<network>/<layer>.json one result document per layer (the JSON of `search`)
+    summary.csv                   one row per arch x layer, with energy per storage level
+    summary.json                  network totals per arch
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .arch import Arch, Storage, load_arch
+from .problem import Layer, Network
+from .progress import Progress, eta
+from .result import inputs_sha256, write_json, write_text
+from .spec import MapperError
+
+FORMAT = 1          # bump when the folder layout or documents change incompatibly
+
+
+@dataclass(frozen=True)
+class Job:
+    arch: Arch
+    network: str
+    layer: Layer
+    settings: tuple[tuple[str, Any], ...]
+
+    @property
+    def key(self) -> tuple:
+        return (self.arch.name, self.network, self.layer.type, self.layer.shape_key())
+
+    def hash(self) -> str:
+        return inputs_sha256(self.layer, self.arch, search_settings(dict(self.settings)))
+
+
+def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    from .search import search_settings as base
+    return base({"budget": None, "patience": None, "top": 1, "workers": 1, **settings})
+
+
+def result_path(out: Path, arch: str, network: str, layer: str) -> Path:
+    return out / arch / network / f"{layer}.json"
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Search one layer (in a worker process or on a Dask worker); returns its document."""
+    from .search import search
+    settings = dict(job.settings)
+    res = search(job.layer, job.arch, workers=1, **settings)
+    doc = res.documents()[0]
+    doc["network"] = job.network
+    doc["interrupted"] = any("interrupted" in n for n in res.notes)
+    return doc
+
+
+def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
+    """Create the output folder, or check that an existing one was written by this format."""
+    marker = out / "sweep.json"
+    if marker.exists():
+        try:
+            meta = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            raise MapperError(f"{marker}: not a sweep results file (unreadable); choose another --out") from None
+        if meta.get("format") != FORMAT:
+            raise MapperError(f"{out}: written by an incompatible version (format {meta.get('format')}, "
+                              f"mapper {meta.get('version')}); this is format {FORMAT}: use another --out")
+    elif out.exists() and any(out.iterdir()) and resume:
+        raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
+    write_json(marker, {"format": FORMAT, "version": __version__, "settings": settings})
+
+
+def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: str | Path,
+          settings: dict[str, Any], workers: int = 1, resume: bool = False, backend: str = "loky",
+          scheduler: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every job not already done; write per-layer documents and the summaries."""
+    out = Path(out)
+    progress = progress or Progress(enabled=False)
+    check_folder(out, resume, settings)
+    frozen = tuple(sorted(settings.items()))
+    jobs: dict[tuple, Job] = {}
+    placements: list[tuple[Arch, str, Layer, tuple]] = []
+    for arch in archs:
+        for net, layers in networks:
+            for layer in layers:
+                job = Job(arch, net.name, layer, frozen)
+                jobs.setdefault(job.key, job)
+                placements.append((arch, net.name, layer, job.key))
+    # a job is done when the result of its first layer exists with the same inputs hash
+    first = {}
+    for arch, net, layer, key in placements:
+        first.setdefault(key, (arch, net, layer))
+    todo, docs = [], {}
+    for key, job in jobs.items():
+        arch, net, layer = first[key]
+        path = result_path(out, arch.name, net, layer.name)
+        doc = _load(path) if resume else None
+        if doc is not None and doc.get("inputs_sha256") == job.hash() and not doc.get("interrupted"):
+            docs[key] = doc
+        else:
+            todo.append(job)
+    client = _dask_client(scheduler, workers) if backend == "dask" and todo else None
+    start = time.monotonic()
+    done = 0
+    interrupted = False
+    label = lambda j: f"{j.arch.name}/{j.network}/{j.layer.name}"   # noqa: E731
+    progress.update(f"sweep: {len(jobs) - len(todo)}/{len(jobs)} jobs already done, {len(todo)} to run", force=True)
+    try:
+        for job, doc in _execute(todo, workers, client):
+            if doc.get("interrupted"):
+                interrupted = True
+                continue
+            docs[job.key] = doc
+            arch, net, layer = first[job.key]
+            _write_doc(out, arch, net, layer, doc)
+            done += 1
+            elapsed = time.monotonic() - start
+            progress.update(f"sweep: {done}/{len(todo)} jobs ({label(job)}: {doc['search']['status']}), "
+                            f"{elapsed:.0f}s elapsed, ETA {eta(done, len(todo), elapsed)}", force=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if client is not None:
+            client.close()
+    progress.done()
+    # every layer that shares a finished job gets its own document
+    for arch, net, layer, key in placements:
+        if key in docs and first[key] != (arch, net, layer):
+            path = result_path(out, arch.name, net, layer.name)
+            existing = _load(path)
+            if existing is None or existing.get("inputs_sha256") != docs[key]["inputs_sha256"]:
+                doc = dict(docs[key])
+                doc["layer"] = layer.describe()
+                doc["reused_from"] = first[key][2].name
+                _write_doc(out, arch, net, layer, doc)
+    summary = write_summaries(out, archs, networks, placements, docs)
+    summary["interrupted"] = interrupted
+    summary["jobs"] = {"total": len(jobs), "run": done, "skipped": len(jobs) - len(todo)}
+    return summary
+
+
+def _write_doc(out: Path, arch: Arch, net: str, layer: Layer, doc: dict) -> None:
+    write_json(result_path(out, arch.name, net, layer.name), doc)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _execute(todo: list[Job], workers: int, client=None):
+    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`)."""
+    if not todo:
+        return
+    from joblib import Parallel, delayed, parallel_config
+    if client is not None:
+        with parallel_config(backend="dask"):
+            runner = Parallel(n_jobs=-1, return_as="generator_unordered")
+            yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+        return
+    if workers <= 1 or len(todo) == 1:
+        for job in todo:
+            yield job, run_job(job)
+        return
+    from .search import on_sigint
+    # Ctrl-C also reaches the workers, whose searches stop and return their best so far;
+    # those results are marked interrupted and not written.
+    with on_sigint(lambda: None):
+        runner = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
+        yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+
+
+def _tagged(i: int, job: Job):
+    return i, run_job(job)
+
+
+def zip_jobs(todo, results):
+    for i, doc in results:
+        yield todo[i], doc
+
+
+def _dask_client(scheduler: str | None, workers: int):
+    """A client of the given scheduler (or of a local Dask cluster); fails within 8 s."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise MapperError("--backend dask needs Dask: pip install -e '.[dask]'") from None
+    try:
+        if scheduler:
+            return Client(scheduler, timeout="8s")
+        return Client(processes=True, n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    except (OSError, TimeoutError) as exc:
+        raise MapperError(f"--scheduler {scheduler}: cannot reach the Dask scheduler within 8 s ({exc})") from None
+
+
+def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) -> dict[str, Any]:
+    """summary.csv (one row per arch x layer) and summary.json (network totals per arch)."""
+    levels = []
+    for arch in archs:
+        for level in arch.levels:
+            if isinstance(level, Storage) and level.name not in levels:
+                levels.append(level.name)
+    fields = ["network", "arch", "layer", "macs", "energy_pj", "pj_per_mac", "cycles", "utilization", "edp",
+              "status", "seconds"] + [f"energy_{lv}_pj" for lv in levels]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    totals: dict[str, dict[str, dict[str, float]]] = {}
+    owner: dict[tuple, tuple] = {}
+    for arch, net, layer, key in placements:
+        owner.setdefault(key, (arch.name, net, layer.name))
+    for arch, net, layer, key in placements:
+        doc = docs.get(key)
+        if doc is None:
+            continue
+        cost = doc["cost"]
+        row = {"network": net, "arch": arch.name, "layer": layer.name, "macs": cost["macs"],
+               "energy_pj": cost["energy_pj"], "pj_per_mac": cost["pj_per_mac"], "cycles": cost["cycles"],
+               "utilization": cost["utilization"], "edp": cost["edp"], "status": doc["search"]["status"],
+               "seconds": doc["search"]["seconds"] if owner[key] == (arch.name, net, layer.name) else 0.0}
+        for lv in levels:
+            tensors = cost["levels"].get(lv)
+            row[f"energy_{lv}_pj"] = sum(t["energy_pj"] for t in tensors.values()) if tensors is not None else ""
+        writer.writerow(row)
+        t = totals.setdefault(arch.name, {}).setdefault(net, {"energy_pj": 0.0, "cycles": 0, "macs": 0,
+                                                               "layers": 0, "batch": layer.N})
+        t["energy_pj"] += cost["energy_pj"]
+        t["cycles"] += cost["cycles"]
+        t["macs"] += cost["macs"]
+        t["layers"] += 1
+    write_text(out / "summary.csv", buf.getvalue())
+    arch_by_name = {a.name: a for a in archs}
+    summary: dict[str, Any] = {"version": __version__, "networks": {}}
+    for arch_name, nets in totals.items():
+        arch = arch_by_name[arch_name]
+        for net, t in nets.items():
+            seconds = t["cycles"] / (arch.clock_mhz * 1e6)
+            n = t.pop("batch")
+            summary["networks"].setdefault(net, {})[arch_name] = {
+                **t, "latency_ms": 1e3 * seconds, "inferences_per_s": n / seconds,
+                "inferences_per_j": n / (t["energy_pj"] * 1e-12), "pj_per_mac": t["energy_pj"] / t["macs"],
+                "utilization": t["macs"] / (t["cycles"] * arch.pes), "clock_mhz": arch.clock_mhz,
+                "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net),
+            }
+    write_json(out / "summary.json", summary)
+    return summary
