@@ -23,7 +23,19 @@ from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, reso
 
 ACTIONS = ("read", "write", "update")
 MULTICAST = ("exact", "projection")
-NETWORK_MODES = ("unicast", "grouped", "interleaved", "broadcast")
+
+#: Network modes of a fan-out (Eyeriss v2's hierarchical mesh): which children can share
+#: one parent read (multicast credit on the X and/or Y axis) and how many independent
+#: ports deliver words (per parent instance), as a function of the fan-out's X and Y.
+#: unicast: every child its own port, no sharing (high bandwidth); grouped: the children of
+#: one row (same Y, any X) share a port; interleaved: the children of one column share a
+#: port; broadcast: one port reaches all children (high reuse).
+NETWORK_MODES = {
+    "unicast": (False, False, lambda X, Y: X * Y),
+    "grouped": (True, False, lambda X, Y: Y),
+    "interleaved": (False, True, lambda X, Y: X),
+    "broadcast": (True, True, lambda X, Y: 1),
+}
 
 
 @dataclass(frozen=True)
@@ -72,13 +84,56 @@ class Fanout:
     multicast: str = "exact"
     reduction: bool = True
     instances: int = 1   # instances of the level above (parents)
+    # Network modes offered per tensor (empty: no modes, `multicast` applies) and the
+    # words per cycle one port delivers (None: no bandwidth limit).
+    modes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    port_words: float | None = None
 
     @property
     def size(self) -> int:
         return self.X * self.Y
 
+    def modes_of(self, tensor: str) -> tuple[str, ...]:
+        return dict(self.modes).get(tensor, ())
+
+    def credit(self, mode: str | None) -> dict[str, str]:
+        """Per axis (X, Y), which children share one parent read: "exact" (all children with
+        identical tiles), "projection" (children replicated by a loop over a dimension the
+        tensor does not depend on) or "none" (every child reads its own words)."""
+        if mode is None:
+            return {"X": self.multicast, "Y": self.multicast}
+        x, y = NETWORK_MODES[mode][:2]
+        return {"X": "exact" if x else "none", "Y": "exact" if y else "none"}
+
+    def ports(self, mode: str | None) -> int:
+        return 1 if mode is None else NETWORK_MODES[mode][2](self.X, self.Y)
+
     def energy_of(self, tensor: str) -> float:
         return dict(self.energy)[tensor]
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    """How the chip exploits zeros (see README "Sparsity").
+
+    skip_zero_macs: MACs with a zero operand are skipped, saving energy and cycles (Eyeriss
+    v2's CSC processing). gate_zero_inputs: MACs (and their weight reads) with a zero input
+    activation are gated, saving energy but not cycles (Eyeriss v1). compressed: per level,
+    the tensors stored in compressed form and their metadata overhead per non-zero (e.g.
+    0.5 for a 4-bit count with each 8-bit value): such a tensor of density d < 1 takes
+    min(1, d * (1 + overhead)) of its dense size and accesses.
+    """
+
+    skip_zero_macs: bool = False
+    gate_zero_inputs: bool = False
+    compressed: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+
+    def factor(self, level: str, tensor: str, density: float) -> float:
+        """Fraction of the dense words stored or moved for this tensor at this level."""
+        overhead = dict(dict(self.compressed).get(level, ())).get(tensor)
+        if overhead is None or density >= 1.0:
+            return 1.0
+        return min(1.0, density * (1.0 + overhead))
 
 
 @dataclass(frozen=True)
@@ -90,6 +145,7 @@ class Arch:
     word_bits: int = 16
     source: str = ""
     notes: str = ""
+    sparsity: Sparsity = Sparsity()
 
     @property
     def storages(self) -> tuple[Storage, ...]:
@@ -120,7 +176,8 @@ class Arch:
 
 STORAGE_FIELDS = ("name", "capacity", "keeps", "may_bypass", "energy", "bandwidth",
                   "temporal_dims", "word_bits", "leakage", "notes")
-FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "notes")
+FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "modes",
+                 "port_words", "notes")
 
 
 def _tensor_energy(value: Any, src: str, where: str, actions: tuple[str, ...]):
@@ -194,14 +251,24 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
     reduction = f.get("reduction", True)
     if not isinstance(reduction, bool):
         raise f.error("reduction", f"expected true or false, got {reduction!r}")
+    modes = ()
+    if f.has("modes"):
+        mf = Fields(f.get("modes"), src, f.path("modes"), TENSORS, required=TENSORS)
+        modes = tuple((t, mf.names(t, tuple(NETWORK_MODES))) for t in TENSORS)
+        for t, ms in modes:
+            if not ms:
+                raise mf.error(t, "offer at least one network mode")
+        if f.has("multicast"):
+            raise f.error("multicast", "a fan-out with network modes takes its multicast from the mode")
     return Fanout(name=f.string("name"), X=size.integer("X"), Y=size.integer("Y"),
                   x_dims=dims.names("X", DIMS, DIMS), y_dims=dims.names("Y", DIMS, DIMS),
                   energy=energy, multicast=f.choice("multicast", MULTICAST, "exact"),
-                  reduction=reduction, instances=instances)
+                  reduction=reduction, instances=instances, modes=modes,
+                  port_words=f.number("port_words", allow_none=True, minimum=1e-9))
 
 
 def parse_arch(data: Any, src: str) -> Arch:
-    f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description"),
+    f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description", "sparsity"),
                required=("name", "levels", "mac"))
     word_bits = f.integer("word_bits", 16)
     mac = Fields(f.get("mac"), src, "mac", ("energy",), required=("energy",))
@@ -230,7 +297,30 @@ def parse_arch(data: Any, src: str) -> Arch:
     if isinstance(levels[-1], Fanout):
         pass  # MACs directly below a fan-out are fine: each MAC reads from the level above.
     return Arch(name=f.string("name"), levels=tuple(levels), mac_energy=mac.number("energy"),
-                clock_mhz=f.number("clock_mhz", 200.0, minimum=1e-9), word_bits=word_bits, source=src)
+                clock_mhz=f.number("clock_mhz", 200.0, minimum=1e-9), word_bits=word_bits, source=src,
+                sparsity=_parse_sparsity(f.get("sparsity", {}), src, levels))
+
+
+def _parse_sparsity(data: Any, src: str, levels) -> Sparsity:
+    f = Fields(data, src, "sparsity", ("skip_zero_macs", "gate_zero_inputs", "compressed"))
+    flags = {}
+    for key in ("skip_zero_macs", "gate_zero_inputs"):
+        value = f.get(key, False)
+        if not isinstance(value, bool):
+            raise f.error(key, f"expected true or false, got {value!r}")
+        flags[key] = value
+    names = {l.name: l for l in levels if isinstance(l, Storage)}
+    comp = Fields(f.get("compressed", {}), src, "sparsity.compressed", list(names))
+    compressed = []
+    for level in comp.data:
+        tf = Fields(comp.get(level), src, comp.path(level), ("Weights", "Inputs"))
+        entries = []
+        for t in tf.data:
+            if t not in names[level].keeps:
+                raise tf.error(t, f"level {level} does not keep {t}")
+            entries.append((t, tf.number(t)))
+        compressed.append((level, tuple(entries)))
+    return Sparsity(flags["skip_zero_macs"], flags["gate_zero_inputs"], tuple(compressed))
 
 
 def load_arch(name_or_path: str | Path) -> Arch:

@@ -14,6 +14,7 @@ loop, which is what makes the "innermost relevant loop" a small array computatio
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -22,7 +23,7 @@ import numpy as np
 
 from .arch import Arch, Fanout, Storage
 from .mapping import Loop, Mapping, normalize, tensor_axes
-from .model import distinct_offsets
+from .model import Sparse, distinct_offsets
 from .problem import DIMS, RELEVANT, TENSORS, Layer
 
 D = {d: i for i, d in enumerate(DIMS)}
@@ -39,6 +40,7 @@ class Encoding:
     slots: tuple[tuple[int, str], ...]        # (arch level index, "T" | "X" | "Y")
     storage_levels: tuple[int, ...]           # arch level index of each storage level
     storage_slot: tuple[int, ...]             # slot of each storage level
+    mode_fans: tuple[int, ...] = ()           # arch level index of each fan-out with network modes
 
     @classmethod
     def of(cls, layer: Layer, arch: Arch) -> "Encoding":
@@ -51,7 +53,30 @@ class Encoding:
             else:
                 slots.append((i, "X"))
                 slots.append((i, "Y"))
-        return cls(layer, arch, tuple(slots), tuple(storage_levels), tuple(storage_slot))
+        mode_fans = tuple(i for i, l in enumerate(arch.levels) if isinstance(l, Fanout) and l.modes)
+        return cls(layer, arch, tuple(slots), tuple(storage_levels), tuple(storage_slot), mode_fans)
+
+    def assignments(self) -> np.ndarray:
+        """Every choice of network modes: [A, mode fan-outs, 3] indices into each fan-out's
+        modes for each tensor (A = 1 with an empty middle axis when there are none)."""
+        choices = [range(len(self.arch.levels[i].modes_of(t))) for i in self.mode_fans for t in TENSORS]
+        combos = np.array(list(itertools.product(*choices)), dtype=np.int64)
+        return combos.reshape(len(combos), len(self.mode_fans), len(TENSORS))
+
+    def encode_modes(self, mapping: Mapping) -> np.ndarray:
+        out = np.zeros((len(self.mode_fans), len(TENSORS)), dtype=np.int64)
+        for j, i in enumerate(self.mode_fans):
+            fan = self.arch.levels[i]
+            for ti, t in enumerate(TENSORS):
+                out[j, ti] = fan.modes_of(t).index(mapping.mode(fan.name, t))
+        return out
+
+    def decode_modes(self, modes: np.ndarray | None) -> dict[str, dict[str, str]]:
+        if modes is None:
+            return {}
+        return {self.arch.levels[i].name: {t: self.arch.levels[i].modes_of(t)[int(modes[j, ti])]
+                                           for ti, t in enumerate(TENSORS)}
+                for j, i in enumerate(self.mode_fans)}
 
     @property
     def n_slots(self) -> int:
@@ -74,8 +99,9 @@ class Encoding:
             factors[slot_of[(index[l.level], l.spatial or "T")], D[l.dim]] *= l.factor
         return factors, orders, keep
 
-    def decode(self, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray) -> Mapping:
-        """The Mapping of one encoded candidate."""
+    def decode(self, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
+               modes: np.ndarray | None = None) -> Mapping:
+        """The Mapping of one encoded candidate (with its network modes, if any)."""
         loops: list[Loop] = []
         keep_map = {}
         for s, (li, kind) in enumerate(self.slots):
@@ -89,7 +115,7 @@ class Encoding:
             for d in dims:
                 if factors[s, d] > 1:
                     loops.append(Loop(name, DIMS[d], int(factors[s, d]), None if kind == "T" else kind))
-        return normalize(loops, self.arch, keep_map)
+        return normalize(loops, self.arch, keep_map, self.decode_modes(modes))
 
 
 @dataclass
@@ -98,15 +124,20 @@ class BatchCost:
     cycles: np.ndarray             # [n] (float, already rounded up)
     compute_cycles: np.ndarray     # [n]
     counts: np.ndarray | None      # [n, storages, 3 tensors, 3 (reads, fills, updates)] when asked
+    modes: np.ndarray | None = None  # [n, mode fan-outs, 3]: the network modes used (0 fan-outs: none)
 
     def objective(self, name: str) -> np.ndarray:
-        if name == "energy":
-            return self.energy_pj
-        if name == "delay":
-            return self.cycles
-        if name == "compute":
-            return self.compute_cycles
-        return self.energy_pj * self.cycles
+        return objective_of(name, self.energy_pj, self.cycles, self.compute_cycles)
+
+
+def objective_of(name: str, energy, cycles, compute):
+    if name == "energy":
+        return energy
+    if name == "delay":
+        return cycles
+    if name == "compute":
+        return compute
+    return energy * cycles
 
 
 def _axes_index(layer: Layer, tensor: str):
@@ -114,41 +145,54 @@ def _axes_index(layer: Layer, tensor: str):
 
 
 def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
+                   modes: np.ndarray | None = None, objective: str = "edp",
                    with_counts: bool = False) -> BatchCost:
-    """Energy and cycles of n encoded candidates (assumed valid)."""
+    """Energy and cycles of n encoded candidates (assumed valid).
+
+    With network modes in the arch, `modes` [n, mode fan-outs, 3] fixes them; None picks,
+    for every candidate, the modes that minimise `objective` (exactly: all choices are
+    evaluated) and returns them in BatchCost.modes.
+    """
     n = factors.shape[0]
     if n > 2 * CHUNK:
         # Blocks of a few thousand candidates keep the working arrays in cache (about 2x faster).
-        parts = [evaluate_batch(enc, factors[i:i + CHUNK], orders[i:i + CHUNK], keep[i:i + CHUNK], with_counts)
+        parts = [evaluate_batch(enc, factors[i:i + CHUNK], orders[i:i + CHUNK], keep[i:i + CHUNK],
+                                None if modes is None else modes[i:i + CHUNK], objective, with_counts)
                  for i in range(0, n, CHUNK)]
-        return BatchCost(np.concatenate([p.energy_pj for p in parts]), np.concatenate([p.cycles for p in parts]),
-                         np.concatenate([p.compute_cycles for p in parts]),
-                         np.concatenate([p.counts for p in parts]) if with_counts else None)
-    energy = np.zeros(n)
-    cycles = np.zeros(n)
-    ops = np.ones(n)
+        cat = lambda xs: None if xs[0] is None else np.concatenate(xs)   # noqa: E731
+        return BatchCost(*(cat([getattr(p, f) for p in parts])
+                           for f in ("energy_pj", "cycles", "compute_cycles", "counts", "modes")))
+    energy, cycles, ops = np.zeros(n), np.zeros(n), np.ones(n)
     counts = np.zeros((n, len(enc.storage_levels), 3, 3)) if with_counts else None
-    # Candidates with the same keep pattern share their tensors' level chains.
+    chosen = np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64)
+    all_assignments = enc.assignments()
+    # Candidates with the same keep pattern (and fixed modes) share their level chains.
     flat = keep.reshape(n, -1)
     code = flat.astype(np.int64) @ (1 << np.arange(flat.shape[1], dtype=np.int64))
+    if modes is not None and enc.mode_fans:
+        index = {a.tobytes(): k for k, a in enumerate(all_assignments)}
+        which = np.array([index[m.tobytes()] for m in modes])
+        code = code * len(all_assignments) + which
     for c in np.unique(code):
         rows = np.nonzero(code == c)[0]
         pattern = flat[rows[0]].reshape(keep.shape[1:])
-        sub = _evaluate_pattern(enc, factors[rows], orders[rows], pattern, with_counts)
-        if len(rows) == n:
-            energy, cycles, ops = sub[0], sub[1], sub[2]
-            if with_counts:
-                counts = sub[3]
-            break
-        energy[rows], cycles[rows], ops[rows] = sub[0], sub[1], sub[2]
+        assign = all_assignments if modes is None or not enc.mode_fans else modes[rows[:1]]
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, factors[rows], orders[rows], pattern, assign,
+                                                 objective, with_counts)
+        energy[rows], cycles[rows], ops[rows] = e, cyc, o
         if with_counts:
-            counts[rows] = sub[3]
-    return BatchCost(energy, cycles, ops, counts)
+            counts[rows] = cnt
+        chosen[rows] = assign[pick]
+    return BatchCost(energy, cycles, ops, counts, chosen)
 
 
 def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np.ndarray,
-                      with_counts: bool):
+                      assign: np.ndarray, objective: str, with_counts: bool):
+    """One keep pattern; `assign` [A, mode fan-outs, 3] lists the network-mode choices to
+    evaluate (the cheapest per candidate by `objective` is kept)."""
     arch, layer = enc.arch, enc.layer
+    A = len(assign)
+    sparse = Sparse.of(layer, arch)
     n, S, _ = F.shape
     Ff = F.astype(np.float64)
     # inner[:, s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
@@ -167,10 +211,11 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         instances_at[:, s + 1] = instances_at[:, s] * per_slot_spatial[:, s]
 
     n_st = len(enc.storage_levels)
-    reads = np.zeros((n, n_st, 3))
+    reads = np.zeros((n, A, n_st, 3))       # reads and updates may depend on the network modes
     fills = np.zeros((n, n_st, 3))
-    updates = np.zeros((n, n_st, 3))
+    updates = np.zeros((n, A, n_st, 3))
     carried = {}
+    demand = {}                              # (fan-out level, tensor) -> [n, A] words per fan-out instance
     rows = np.arange(n)
     # Each storage level's temporal loops in order: factor per position [n, storages, 8],
     # and the product of the factors before each position (exclusive cumulative product).
@@ -208,10 +253,10 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         idx = (rows[:, None], np.arange(n_st)[None, :], pos)
         r_bound, r_dim, r_before = ordered[idx], orders[idx], before[idx]
         rel_prod = np.prod(np.where(rel[None, None, :], level_f, 1.0), axis=2)
-        out = [None]
         found = np.zeros(n, dtype=bool)
         sweeps, bound, dim, slot = np.ones(n), np.ones(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
         touched = np.ones(n)
+        out = [(found, sweeps, bound, dim, slot, touched)]      # the outermost level: no loops outside
         for si in range(1, n_st):
             so = si - 1
             h = has[:, so]
@@ -241,26 +286,56 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         fetched = np.where(found, sweeps * (tile + (r_bound - 1) * (tile - overlap)), tile)
         return fetched, tile * touched
 
-    def groups_of(ti: int, parent_si: int, child_si: int | None):
-        """Distinct child tiles per parent instance (product over the fan-outs in between of
-        the distinct tiles each creates) times the parent's instances."""
-        p_level = enc.storage_levels[parent_si]
-        c_level = len(arch.levels) if child_si is None else enc.storage_levels[child_si]
-        total = instances_at[:, enc.storage_slot[parent_si]].copy()
-        for li in range(p_level + 1, c_level):
-            fan = arch.levels[li]
-            if not isinstance(fan, Fanout):
-                continue
-            fan_slots = [s for s in spatial if enc.slots[s][0] == li]
+    exact_cache = {}
+
+    def exact_part(ti: int, li: int, axes: str):
+        """Distinct tile offsets along every axis of tensor ti among the children of fan-out
+        li that differ only on the fan-out axes in `axes` (those sharing reads exactly)."""
+        key = (ti, li, axes)
+        if key not in exact_cache:
+            fan_slots = [s for s in spatial if enc.slots[s][0] == li and enc.slots[s][1] in axes]
+            total = np.ones(n)
             for axis in _axes_index(layer, TENSORS[ti]):
-                if fan.multicast == "exact" and len(axis) > 1:
+                if len(axis) > 1:
                     total = total * _distinct_batch([(Ff[:, s, d], c * inner[:, s + 1, d])
                                                      for s in fan_slots for d, c in axis])
                 else:
                     # one dimension per axis: nested progressions never collide -> product
                     for s in fan_slots:
-                        for d, _ in axis:
-                            total = total * Ff[:, s, d]
+                        total = total * Ff[:, s, axis[0][0]]
+            exact_cache[key] = total
+        return exact_cache[key]
+
+    def fanout_part(ti: int, li: int, credit: dict[str, str]):
+        fan_slots = [s for s in spatial if enc.slots[s][0] == li]
+        rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
+        part = exact_part(ti, li, "".join(a for a in "XY" if credit[a] == "exact"))
+        for s in fan_slots:
+            label = credit[enc.slots[s][1]]
+            if label == "none":
+                part = part * per_slot_spatial[:, s]
+            elif label == "projection":
+                part = part * np.prod(np.where(rel, Ff[:, s, :], 1.0), axis=1)
+        return part
+
+    def groups_of(ti: int, parent_si: int, child_si: int | None):
+        """[n, A]: distinct child tiles per parent instance (the product over the fan-outs in
+        between of the distinct tiles each creates, under each mode choice) times the
+        parent's instances."""
+        p_level = enc.storage_levels[parent_si]
+        c_level = len(arch.levels) if child_si is None else enc.storage_levels[child_si]
+        total = instances_at[:, enc.storage_slot[parent_si]][:, None] * np.ones((1, A))
+        for li in range(p_level + 1, c_level):
+            fan = arch.levels[li]
+            if not isinstance(fan, Fanout):
+                continue
+            if li in enc.mode_fans:
+                j = enc.mode_fans.index(li)
+                options = fan.modes_of(TENSORS[ti])
+                per_mode = np.stack([fanout_part(ti, li, fan.credit(m)) for m in options], axis=1)
+                total = total * per_mode[:, assign[:, j, ti]]
+            else:
+                total = total * fanout_part(ti, li, fan.credit(None))[:, None]
         return total
 
     for ti, t in enumerate(TENSORS):
@@ -272,39 +347,50 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             c_level = len(arch.levels) if c is None else enc.storage_levels[c]
             between = [i for i in range(p_level + 1, c_level) if isinstance(arch.levels[i], Fanout)]
             if c is None:
+                work = sparse.operand(t)
                 if t == "Outputs":
                     _, touched = fills_of(ti, p)
-                    updates[:, p, ti] += groups * ops
-                    reads[:, p, ti] += groups * ops - instances_at[:, enc.storage_slot[p]] * touched
+                    updates[:, :, p, ti] += groups * (ops * work)[:, None]
+                    reads[:, :, p, ti] += (groups * ops[:, None] -
+                                           (instances_at[:, enc.storage_slot[p]] * touched)[:, None]) * work
+                    down = 2 * groups * (ops * work)[:, None]
                 else:
-                    reads[:, p, ti] += groups * ops
-                words = mac_units * ops
+                    reads[:, :, p, ti] += groups * (ops * work)[:, None]
+                    down = groups * (ops * work)[:, None]
+                words = mac_units * ops * work
             else:
                 fetched, touched = fills_of(ti, c)
                 n_c = instances_at[:, enc.storage_slot[c]]
                 if t == "Outputs":
-                    reads[:, p, ti] += groups * (fetched - touched)
+                    reads[:, :, p, ti] += groups * (fetched - touched)[:, None]
                     fills[:, c, ti] += n_c * (fetched - touched)
-                    updates[:, p, ti] += groups * fetched
+                    updates[:, :, p, ti] += groups * fetched[:, None]
                     words = n_c * (fetched - touched) + n_c * fetched
+                    down = groups * (2 * fetched - touched)[:, None]
                 else:
-                    reads[:, p, ti] += groups * fetched
-                    fills[:, c, ti] += n_c * fetched
-                    words = n_c * fetched
+                    at_p = sparse.stored(arch.levels[enc.storage_levels[p]].name, t)
+                    at_c = sparse.stored(arch.levels[enc.storage_levels[c]].name, t)
+                    reads[:, :, p, ti] += groups * (fetched * at_p)[:, None]
+                    fills[:, c, ti] += n_c * fetched * at_c
+                    words = n_c * fetched * at_c
+                    down = groups * (fetched * at_p)[:, None]
             for i in between:
                 carried[i, ti] = carried.get((i, ti), 0.0) + words
+                fan_inst = instances_at[:, enc.slots.index((i, "X"))]
+                demand[i, ti] = demand.get((i, ti), 0.0) + down / fan_inst[:, None]
 
-    energy = np.zeros(n)
-    cyc = ops.copy()
+    energy = np.zeros((n, A))
+    compute = ops * sparse.mac_cycles
+    cyc = compute[:, None] * np.ones((1, A))
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
             if keep[si, ti]:
                 er, ew, eu = level.energy_of(t)
-                energy += reads[:, si, ti] * er + fills[:, si, ti] * ew + updates[:, si, ti] * eu
-        inst = instances_at[:, enc.storage_slot[si]]
-        r = reads[:, si, :].sum(axis=1) / inst
-        w = (fills[:, si, :] + updates[:, si, :]).sum(axis=1) / inst
+                energy += reads[:, :, si, ti] * er + (fills[:, si, ti] * ew)[:, None] + updates[:, :, si, ti] * eu
+        inst = instances_at[:, enc.storage_slot[si]][:, None]
+        r = reads[:, :, si, :].sum(axis=2) / inst
+        w = (fills[:, None, si, :] + updates[:, :, si, :]).sum(axis=2) / inst
         if level.read_bw:
             cyc = np.maximum(cyc, r / level.read_bw)
         if level.write_bw:
@@ -312,15 +398,35 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         if level.shared_bw:
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
     for (i, ti), words in carried.items():
-        energy += words * arch.levels[i].energy_of(TENSORS[ti])
-    energy += layer.macs * arch.mac_energy
+        fan: Fanout = arch.levels[i]
+        energy += (words * fan.energy_of(TENSORS[ti]))[:, None]
+        if fan.port_words:
+            if i in enc.mode_fans:
+                options = fan.modes_of(TENSORS[ti])
+                ports = np.array([fan.ports(options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
+            else:
+                ports = np.full(A, fan.ports(None))
+            cyc = np.maximum(cyc, demand[i, ti] / (ports[None, :] * fan.port_words))
+    energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
     cyc = np.ceil(cyc - 1e-9)
     for si, li in enumerate(enc.storage_levels):
         if arch.levels[li].leakage:
-            energy += arch.levels[li].leakage * cyc * instances_at[:, enc.storage_slot[si]]
-    counts = np.stack([reads, fills, updates], axis=-1) if with_counts else None
-    return energy, cyc, ops, counts
+            energy += arch.levels[li].leakage * cyc * instances_at[:, enc.storage_slot[si]][:, None]
+    compute = np.ceil(compute - 1e-9)
+    if A == 1:
+        pick = np.zeros(n, dtype=np.int64)
+    else:
+        # the best mode choice per candidate; ties go to the lower energy, then the first listed
+        value = objective_of(objective, energy, cyc, compute[:, None] * np.ones((1, A)))
+        best = value.min(axis=1, keepdims=True)
+        tie = value <= best * (1 + 1e-12)
+        pick = np.argmin(np.where(tie, energy, np.inf), axis=1)
+    sel = (rows, pick)
+    counts = None
+    if with_counts:
+        counts = np.stack([reads[rows, pick], fills, updates[rows, pick]], axis=-1)
+    return energy[sel], cyc[sel], compute, counts, pick
 
 
 def _distinct_batch(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -348,6 +454,7 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     """[n] bool: every kept tile fits its capacity partition (exact integer arithmetic)."""
     n = factors.shape[0]
     ok = np.ones(n, dtype=bool)
+    sparse = Sparse.of(enc.layer, enc.arch)
     inner = np.ones((n, enc.n_slots + 1, len(DIMS)), dtype=np.int64)
     for s in range(enc.n_slots - 1, -1, -1):
         inner[:, s] = inner[:, s + 1] * factors[:, s]
@@ -363,6 +470,15 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
                     for d, c in axis:
                         e = e + c * (ext[:, d] - 1)
                     tile = tile * e
+                factor = sparse.stored(level.name, t)
+                if factor != 1.0:          # compressed storage (see mapping.tile_words)
+                    tile = np.ceil(tile * factor - 1e-9).astype(np.int64)
                 words = words + np.where(keep[:, si, T_INDEX[t]], tile, 0)
             ok &= words <= capacity
     return ok
+
+
+def score(enc: Encoding, factors, orders, keep, objective: str):
+    """(objective values, network modes chosen) of candidates, the modes picked per candidate."""
+    cost = evaluate_batch(enc, factors, orders, keep, objective=objective)
+    return cost.objective(objective), cost.modes

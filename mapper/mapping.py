@@ -59,29 +59,43 @@ class Loop:
 class Mapping:
     loops: tuple[Loop, ...]                                   # outermost first
     keep: tuple[tuple[str, tuple[str, ...]], ...]             # storage level -> kept tensors
+    # fan-out -> tensor -> network mode, for fan-outs that offer modes (Eyeriss v2's HM-NoC)
+    network: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     def kept(self, level: str) -> tuple[str, ...]:
         return dict(self.keep)[level]
 
+    def mode(self, fanout: str, tensor: str) -> str | None:
+        return dict(dict(self.network).get(fanout, ())).get(tensor)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"loops": [l.to_dict() for l in self.loops],
-                "keep": {level: list(ts) for level, ts in self.keep}}
+        out = {"loops": [l.to_dict() for l in self.loops],
+               "keep": {level: list(ts) for level, ts in self.keep}}
+        if self.network:
+            out["network"] = {fan: dict(modes) for fan, modes in self.network}
+        return out
 
     def key(self) -> tuple:
         """Identity of the mapping, ignoring factor-1 loops."""
-        return (tuple(l for l in self.loops if l.factor > 1), self.keep)
+        return (tuple(l for l in self.loops if l.factor > 1), self.keep, self.network)
 
 
-def normalize(loops: Iterable[Loop], arch: Arch, keep: dict[str, Iterable[str]] | None = None) -> Mapping:
+def normalize(loops: Iterable[Loop], arch: Arch, keep: dict[str, Iterable[str]] | None = None,
+              network: dict[str, dict[str, str]] | None = None) -> Mapping:
     """Canonical form: levels in arch order (loop order within a level kept), factor-1 loops
-    dropped, X before Y at fan-outs, and every storage level's kept tensors listed."""
+    dropped, X before Y at fan-outs, every storage level's kept tensors listed, and every
+    fan-out with network modes given a mode per tensor (by default the last one the arch
+    lists, its highest-reuse mode)."""
     index = {l.name: i for i, l in enumerate(arch.levels)}
     loops = [l for l in loops if l.factor > 1]
     loops.sort(key=lambda l: (index[l.level], {None: 0, "X": 0, "Y": 1}[l.spatial]))
     keep = dict(keep or {})
     full = tuple((s.name, tuple(t for t in TENSORS if t in keep.get(s.name, s.keeps)))
                  for s in arch.storages)
-    return Mapping(loops=tuple(loops), keep=full)
+    network = network or {}
+    modes = tuple((f.name, tuple((t, network.get(f.name, {}).get(t, f.modes_of(t)[-1])) for t in TENSORS))
+                  for f in arch.fanouts if f.modes)
+    return Mapping(loops=tuple(loops), keep=full, network=modes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,7 +108,7 @@ def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
         where = "mapping"
     else:
         where = ""
-    f = Fields(data, src, where, ("loops", "keep"), required=("loops",))
+    f = Fields(data, src, where, ("loops", "keep", "network"), required=("loops",))
     raw = f.get("loops")
     if not isinstance(raw, list):
         raise f.error("loops", "expected a list of loops, outermost first")
@@ -120,6 +134,13 @@ def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
     keep_raw = f.get("keep", {})
     kf = Fields(keep_raw, src, f.path("keep"), [s.name for s in arch.storages])
     keep = {level: kf.names(level, TENSORS) for level in keep_raw}
+    net_raw = f.get("network", {})
+    with_modes = [fan.name for fan in arch.fanouts if fan.modes]
+    nf = Fields(net_raw, src, f.path("network"), with_modes)
+    network = {}
+    for fan in net_raw:
+        tf = Fields(nf.get(fan), src, nf.path(fan), TENSORS)
+        network[fan] = {t: tf.string(t) for t in tf.data}
     seen = set()
     for i, l in enumerate(loops):
         k = (l.level, l.dim, l.spatial)
@@ -127,7 +148,7 @@ def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
             raise SpecError(src, f.path(f"loops[{i}]"), f"a second {l.dim} loop at level '{l.level}'"
                             + (f" axis {l.spatial}" if l.spatial else "") + "; merge their factors")
         seen.add(k)
-    return normalize(loops, arch, keep)
+    return normalize(loops, arch, keep, network)
 
 
 def check(mapping: Mapping, layer: Layer, arch: Arch, src: str = "mapping") -> None:
@@ -177,6 +198,11 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
                     if l.dim not in allowed:
                         out.append((f"level {level.name}", f"dim {l.dim} may not be unrolled on {axis} "
                                     f"(allowed: {', '.join(allowed) or 'none'})"))
+            for t in TENSORS:
+                mode = mapping.mode(level.name, t)
+                if level.modes and mode not in level.modes_of(t):
+                    out.append((f"level {level.name}", f"network mode '{mode}' for {t} is not offered "
+                                f"(modes: {', '.join(level.modes_of(t))})"))
             if not level.reduction:
                 for l in mine:
                     if l.dim not in ("N", "G", "M", "P", "Q"):
@@ -202,7 +228,12 @@ def tile_extents(mapping: Mapping, arch: Arch, level: str) -> dict[str, int]:
 
 
 def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: str) -> int:
-    return footprint(layer, tensor, tile_extents(mapping, arch, level))
+    """Words the tile occupies: compressed size where the arch stores this tensor compressed
+    (sparse data takes min(1, density x (1 + metadata overhead)) of the dense words)."""
+    dense = footprint(layer, tensor, tile_extents(mapping, arch, level))
+    d = layer.densities()
+    factor = arch.sparsity.factor(level, tensor, {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
+    return dense if factor == 1.0 else math.ceil(dense * factor - 1e-9)
 
 
 def overflows(mapping: Mapping, layer: Layer, arch: Arch):

@@ -199,12 +199,18 @@ class _Nest:
             if not isinstance(self.arch.levels[fan], Fanout):
                 continue
             loops = [k for k, (lvl, _, _, s) in enumerate(self.loops) if s is not None and lvl == fan]
-            exact = self.arch.levels[fan].multicast == "exact"
+            level: Fanout = self.arch.levels[fan]
+            credit = level.credit(self.mapping.mode(level.name, tensor))
+            for k in loops:
+                _, d, f, axis = self.loops[k]
+                if credit[axis] == "none" or (credit[axis] == "projection" and d in RELEVANT[tensor]):
+                    total *= f
             for axis in tensor_axes(self.layer, tensor):
                 coef = dict(axis)
-                terms = [(self.loops[k][2], coef[self.loops[k][1]] * self.step[k])
-                         for k in loops if self.loops[k][1] in coef]
-                total *= distinct_offsets(tuple(terms)) if exact else math.prod(c for c, _ in terms)
+                # identical tiles share a read: count distinct offsets along this tensor axis
+                shared = tuple((self.loops[k][2], coef[self.loops[k][1]] * self.step[k]) for k in loops
+                               if self.loops[k][1] in coef and credit[self.loops[k][3]] == "exact")
+                total *= distinct_offsets(shared)
         return total
 
 
@@ -217,39 +223,49 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     reads = {(i, t): 0 for i in storages for t in TENSORS}
     fills = dict(reads)
     updates = dict(reads)
-    carried = {(i, t): 0 for i, l in enumerate(arch.levels) if isinstance(l, Fanout) for t in TENSORS}
+    fanouts = [i for i, l in enumerate(arch.levels) if isinstance(l, Fanout)]
+    carried = {(i, t): 0 for i in fanouts for t in TENSORS}
+    demand = {(i, t): 0.0 for i in fanouts for t in TENSORS}     # distinct words per fan-out instance
     ops = nest.ops_per_mac
+    sparse = Sparse.of(layer, arch)
 
     for t in TENSORS:
         chain = [i for i in storages if t in mapping.kept(arch.levels[i].name)]
         for pos, p in enumerate(chain):
             c = chain[pos + 1] if pos + 1 < len(chain) else None
             groups = nest.instances(p) * nest.distinct_children(t, p, c)  # distinct child tiles
-            between = [i for i in carried_levels(arch, p, c)]
+            between = carried_levels(arch, p, c)
             if c is None:
-                child_instances = nest.mac_units
+                work = sparse.operand(t)                  # fraction of MACs that touch t
                 if t == "Outputs":
                     _, touched = nest.fills(t, p)
-                    updates[p, t] += groups * ops
-                    reads[p, t] += groups * ops - nest.instances(p) * touched
+                    updates[p, t] += scaled(groups * ops, work)
+                    # read-modify-write: every update but an output's first reads the psum
+                    reads[p, t] += scaled(groups * ops - nest.instances(p) * touched, work)
+                    words = 2 * scaled(groups * ops, work)
                 else:
-                    reads[p, t] += groups * ops
+                    reads[p, t] += scaled(groups * ops, work)
+                    words = scaled(groups * ops, work)
                 for i in between:
-                    carried[i, t] += child_instances * ops
+                    carried[i, t] += scaled(nest.mac_units * ops, work)
+                    demand[i, t] += words / nest.instances(i)
                 continue
             fetched, touched = nest.fills(t, c)
+            n_c = nest.instances(c)
             if t == "Outputs":
-                n_c = nest.instances(c)
                 reads[p, t] += groups * (fetched - touched)    # partial sums sent back down
                 fills[c, t] += n_c * (fetched - touched)
                 updates[p, t] += groups * fetched              # every resident tile is written back
                 for i in between:
                     carried[i, t] += n_c * (fetched - touched) + n_c * fetched
+                    demand[i, t] += groups * (2 * fetched - touched) / nest.instances(i)
             else:
-                reads[p, t] += groups * fetched
-                fills[c, t] += nest.instances(c) * fetched
+                at_p, at_c = sparse.stored(arch.levels[p].name, t), sparse.stored(arch.levels[c].name, t)
+                reads[p, t] += scaled(groups * fetched, at_p)
+                fills[c, t] += scaled(n_c * fetched, at_c)
                 for i in between:
-                    carried[i, t] += nest.instances(c) * fetched
+                    carried[i, t] += scaled(n_c * fetched, at_c)
+                    demand[i, t] += scaled(groups * fetched, at_p) / nest.instances(i)
 
     levels: dict[str, dict[str, Counts]] = {}
     level_cycles: dict[str, float] = {}
@@ -273,16 +289,69 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     for (i, t), words in carried.items():
         fan: Fanout = arch.levels[i]
         network[fan.name] = network.get(fan.name, 0.0) + words * fan.energy_of(t)
+        if fan.port_words:
+            ports = fan.ports(mapping.mode(fan.name, t))
+            level_cycles[f"{fan.name} {t}"] = demand[i, t] / (ports * fan.port_words)
     energy += sum(network.values())
-    mac_pj = layer.macs * arch.mac_energy
+    mac_pj = layer.macs * arch.mac_energy * sparse.mac_energy
     energy += mac_pj
-    cycles = math.ceil(max([float(ops)] + list(level_cycles.values())) - 1e-9)
+    compute = ops * sparse.mac_cycles
+    cycles = math.ceil(max([float(compute)] + list(level_cycles.values())) - 1e-9)
     leak = sum(arch.levels[i].leakage * cycles * nest.instances(i) for i in storages)
     energy += leak
-    return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=ops,
+    return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=math.ceil(compute - 1e-9),
                 utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
                 levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles,
                 leakage_pj=leak)
+
+
+def scaled(count, fraction: float):
+    """A count times a density fraction; exact integers stay integers when dense."""
+    return count if fraction == 1.0 else count * fraction
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """The density factors of one layer on one arch (all 1.0 for dense layers)."""
+
+    weights: float
+    inputs: float
+    skip: bool
+    gate: bool
+    arch: Arch
+
+    @classmethod
+    def of(cls, layer: Layer, arch: Arch) -> "Sparse":
+        d = layer.densities()
+        return cls(d["weights"], d["inputs"], arch.sparsity.skip_zero_macs, arch.sparsity.gate_zero_inputs, arch)
+
+    @property
+    def effectual(self) -> float:
+        """Fraction of MACs whose operands are both non-zero."""
+        return self.weights * self.inputs
+
+    @property
+    def mac_energy(self) -> float:
+        return self.effectual if self.skip else (self.inputs if self.gate else 1.0)
+
+    @property
+    def mac_cycles(self) -> float:
+        return self.effectual if self.skip else 1.0
+
+    def operand(self, tensor: str) -> float:
+        """Fraction of the per-MAC accesses of `tensor` at its innermost level that happen:
+        with skipping, only non-zero inputs are read and, for each, the non-zero weights;
+        with gating, a zero input gates its MAC and weight read."""
+        if self.skip:
+            return {"Inputs": self.inputs, "Weights": self.effectual, "Outputs": self.effectual}[tensor]
+        if self.gate and tensor == "Weights":
+            return self.inputs
+        return 1.0
+
+    def stored(self, level: str, tensor: str) -> float:
+        """Fraction of the dense words of `tensor` stored and moved at `level`."""
+        d = {"Weights": self.weights, "Inputs": self.inputs}.get(tensor, 1.0)
+        return self.arch.sparsity.factor(level, tensor, d)
 
 
 def carried_levels(arch: Arch, parent: int, child: int | None) -> list[int]:

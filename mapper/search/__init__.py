@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..arch import Arch
-from ..batch import evaluate_batch
+from ..batch import score
 from ..mapping import Mapping, problems_of
 from ..model import Cost, evaluate
 from ..problem import Layer
@@ -140,7 +140,7 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
                           f"in {run.evaluated:,} candidates; raise --time-limit or --budget")
     found = []
     for i in range(len(run.pool.values)):
-        m = space.enc.decode(run.pool.factors[i], run.pool.orders[i], run.pool.keep[i])
+        m = space.enc.decode(run.pool.factors[i], run.pool.orders[i], run.pool.keep[i], run.pool.modes[i])
         cost = evaluate(layer, arch, m)
         value = cost.objective(objective)
         if not math.isclose(value, run.pool.values[i], rel_tol=1e-9):
@@ -236,11 +236,11 @@ def interruptible(run: "_Run"):
 def explain_if_empty(space: Space) -> None:
     """Raise a MapperError naming the constraint that rules out every mapping, if one does."""
     from ..problem import DIMS
-    for d, facts in zip(DIMS, space.factorizations):
+    for i, (d, facts) in enumerate(zip(DIMS, space.factorizations)):
         if len(facts) == 0:
             size = space.layer.dims[d]
             slots = [space.arch.levels[space.enc.slots[s][0]].name + ("" if space.enc.slots[s][1] == "T"
-                     else f".{space.enc.slots[s][1]}") for s in space.dim_slots[d]]
+                     else f".{space.enc.slots[s][1]}") for s in space.dim_slots[i]]
             raise MapperError(f"no valid mapping of layer {space.layer.name} on {space.arch.name}: "
                               f"dimension {d} = {size} cannot be split over the levels that allow it "
                               f"({', '.join(slots) or 'none'}) without overflowing a buffer or a fan-out")
@@ -259,7 +259,7 @@ def _outermost(space: Space):
     idx = np.zeros((1, len(space.factorizations)), dtype=np.int64)
     for d, facts in enumerate(space.factorizations):
         # the factorization putting the most into the first (outermost) slot
-        idx[0, d] = int(np.lexsort(facts.T[::-1])[-1]) if len(facts) else 0
+        idx[0, d] = int(np.lexsort(facts.T[::-1])[-1]) if len(facts) and facts.shape[1] else 0
     f, o, k = space.assemble(idx, np.zeros((1, len(space.orders)), np.int64), np.zeros(1, np.int64))
     return f, o, k
 
@@ -271,7 +271,7 @@ class _Run:
                  deadline: float | None, label: str):
         self.space, self.objective, self.progress = space, objective, progress
         self.start, self.deadline, self.label = start, deadline, label
-        self.pool = Pool.empty(max(top, 1), space.enc.n_slots, len(space.enc.storage_levels))
+        self.pool = Pool.empty(max(top, 1), space.enc)
         self.evaluated = 0
         self.valid = 0
         self.bound: float | None = None
@@ -294,9 +294,9 @@ class _Run:
             return True
         return False
 
-    def offer(self, values, factors, orders, keep, by: str) -> None:
+    def offer(self, values, factors, orders, keep, modes, by: str) -> None:
         before = self.pool.best
-        self.pool = self.pool.add(values, factors, orders, keep)
+        self.pool = self.pool.add(values, factors, orders, keep, modes)
         for v in self.pool.values:
             self.found_by.setdefault(float(v), by)
         if self.pool.best < before:
@@ -322,8 +322,8 @@ class _Run:
     def seed_baseline(self) -> None:
         """Offer the smallest-tile candidate (valid whenever anything is)."""
         f, o, k = _outermost(self.space)
-        v = evaluate_batch(self.space.enc, f, o, k).objective(self.objective)
-        self.offer(v, f, o, k, "baseline")
+        v, md = score(self.space.enc, f, o, k, self.objective)
+        self.offer(v, f, o, k, md, "baseline")
 
     def exhaustive(self) -> None:
         from .exhaustive import enumerate_space
@@ -333,11 +333,11 @@ class _Run:
                               f"factorizations to enumerate (limit {EXHAUSTIVE_LIMIT:.0e}); "
                               f"use --algo hybrid or cpsat")
 
-        def on_batch(values, f, o, k, done):
+        def on_batch(values, f, o, k, md, done):
             self.evaluated += len(values)
             self.valid += len(values)
             top = np.argsort(values, kind="stable")[:self.pool.k]
-            self.offer(values[top], f[top], o[top], k[top], "exhaustive")
+            self.offer(values[top], f[top], o[top], k[top], md[top], "exhaustive")
             self.show("exhaustive", f", {100 * done:.0f}% of the factorizations")
 
         if enumerate_space(space, self.objective, on_batch, self.out_of_time) < 0:
@@ -401,12 +401,12 @@ class _Run:
         for i in range(len(pool.values)):
             if self.out_of_time():
                 return
-            f, o, k, v, n = refine(self.space, self.objective, pool.factors[i], pool.orders[i], pool.keep[i],
-                                   float(pool.values[i]), deadline=self.deadline)
+            f, o, k, md, v, n = refine(self.space, self.objective, pool.factors[i], pool.orders[i],
+                                       pool.keep[i], pool.modes[i], float(pool.values[i]), deadline=self.deadline)
             self.evaluated += n
             self.valid += n
             if v < pool.values[i]:
-                self.offer(np.array([v]), f[None], o[None], k[None], label)
+                self.offer(np.array([v]), f[None], o[None], k[None], md[None], label)
         self._base_eval, self._base_valid = self.evaluated, self.valid
         self.show(label)
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..batch import evaluate_batch
+from ..batch import score
 from ..problem import DIMS
 from .space import Space, canonical_orders
 
@@ -26,7 +26,7 @@ def _orders_for(support: tuple[str, ...], below: frozenset) -> np.ndarray:
 
 
 def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
-    """Evaluate every candidate; on_batch(values, factors, orders, keep, done_fraction) gets
+    """Evaluate every candidate; on_batch(values, factors, orders, keep, modes, done_fraction) gets
     each evaluated batch. Returns the number of candidates considered, or -1 if stopped."""
     enc = space.enc
     radices = [len(f) for f in space.factorizations]
@@ -47,9 +47,9 @@ def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
         K = np.concatenate([b[2] for b in buffer])
         buffer.clear()
         buffered = 0
-        values = evaluate_batch(enc, F, O, K).objective(objective)
+        values, modes = score(enc, F, O, K, objective)
         considered += len(values)
-        on_batch(values, F, O, K, done)
+        on_batch(values, F, O, K, modes, done)
 
     for lo in range(0, total, CHUNK):
         if out_of_time():

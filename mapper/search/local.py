@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..batch import evaluate_batch
+from ..batch import score
 from .space import Space, prime_factors
 
 
@@ -49,8 +49,9 @@ def neighbours(space: Space, factors: np.ndarray, orders: np.ndarray, keep: np.n
 
 
 def refine(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
-           value: float, max_steps: int = 200, deadline: float | None = None):
-    """Steepest descent from one candidate; returns (factors, orders, keep, value, evaluated)."""
+           modes: np.ndarray, value: float, max_steps: int = 200, deadline: float | None = None):
+    """Steepest descent from one candidate (network modes are re-chosen for every neighbour);
+    returns (factors, orders, keep, modes, value, evaluated)."""
     import time
     evaluated = 0
     for _ in range(max_steps):
@@ -65,9 +66,9 @@ def refine(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray
         if not ok.any():
             break
         idx = np.nonzero(ok)[0]
-        vals = evaluate_batch(space.enc, nf[idx], no[idx], nk[idx]).objective(objective)
+        vals, md = score(space.enc, nf[idx], no[idx], nk[idx], objective)
         j = int(np.argmin(vals))
         if not vals[j] < value * (1 - 1e-12):
             break
-        factors, orders, keep, value = nf[idx[j]], no[idx[j]], nk[idx[j]], float(vals[j])
-    return factors, orders, keep, value, evaluated
+        factors, orders, keep, modes, value = nf[idx[j]], no[idx[j]], nk[idx[j]], md[j], float(vals[j])
+    return factors, orders, keep, modes, value, evaluated

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..batch import evaluate_batch
+from ..batch import score
 from .pool import Pool
 from .space import Space, space_of
 
@@ -49,7 +49,8 @@ def start_states(space: Space, seed: int, workers: int, k: int) -> list[WorkerSt
     seqs = np.random.SeedSequence(seed).spawn(workers)
     n_st = len(space.enc.storage_levels)
     return [WorkerState(w, workers, np.random.default_rng(s).bit_generator.state,
-                        Pool.empty(k, space.enc.n_slots, n_st)) for w, s in enumerate(seqs)]
+                        Pool.empty(k, space.enc))
+            for w, s in enumerate(seqs)]
 
 
 def sample(space: Space, rng: np.random.Generator, n: int, worker: int = 0, workers: int = 1):
@@ -83,8 +84,7 @@ def run_round(layer, arch, objective: str, state: WorkerState, budget: int | Non
     ok = space.valid(factors, keep)
     idx = np.nonzero(ok)[0]
     if len(idx):
-        cost = evaluate_batch(space.enc, factors[idx], orders[idx], keep[idx])
-        values = cost.objective(objective)
+        values, modes = score(space.enc, factors[idx], orders[idx], keep[idx], objective)
         # Victory condition, counted candidate by candidate in sampling order.
         best_before = np.minimum.accumulate(np.concatenate([[state.pool.best], values]))[:-1]
         improved = np.nonzero(values < best_before)[0]
@@ -93,13 +93,13 @@ def run_round(layer, arch, objective: str, state: WorkerState, budget: int | Non
         if patience is not None and (gaps >= patience).any():
             g = int(np.argmax(gaps >= patience))
             stop = int(marks[g] + patience)           # index of the last counted candidate
-            values, idx = values[:stop + 1], idx[:stop + 1]
+            values, idx, modes = values[:stop + 1], idx[:stop + 1], modes[:stop + 1]
             state.done = True
             state.stale = patience
         else:
             state.stale = int(len(values) - 1 - improved[-1]) if len(improved) else state.stale + len(values)
         top = np.argsort(values, kind="stable")[:state.pool.k]
-        state.pool = state.pool.add(values[top], factors[idx][top], orders[idx][top], keep[idx][top])
+        state.pool = state.pool.add(values[top], factors[idx][top], orders[idx][top], keep[idx][top], modes[top])
         state.valid += len(values)
     state.evaluated += n
     state.rng_state = rng.bit_generator.state

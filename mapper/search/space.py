@@ -53,6 +53,8 @@ def prime_factors(n: int) -> list[tuple[int, int]]:
 def ordered_factorizations(n: int, limits: tuple[int | None, ...]) -> np.ndarray:
     """Every tuple (f_1..f_k) of positive ints with product n and f_i <= limits[i] (None = any)."""
     k = len(limits)
+    if k == 0:     # no slot may hold this dimension: only size 1 fits
+        return np.ones((1 if n == 1 else 0, 0), dtype=np.int64)
     rows = [np.ones(k, dtype=np.int64)]
     for p, e in prime_factors(n):
         # all ways to distribute e copies of p over k slots
