@@ -432,6 +432,8 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
 def _distinct_batch(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """distinct_offsets for every candidate: closed form for up to two non-trivial
     progressions, the scalar routine for the rare candidates with more."""
+    if not terms:
+        return 1.0
     counts = np.stack([c for c, _ in terms], axis=1)
     steps = np.stack([s for _, s in terms], axis=1)
     nontrivial = counts > 1

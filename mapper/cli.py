@@ -93,7 +93,7 @@ def layers(problem, batch, as_json):
 @problem_options
 @click.option("--layer", "-l", required=True, help="Layer name in the problem.")
 @click.option("--mapping", "-m", "mapping_path", required=True, type=click.Path(),
-              help="Mapping file (our JSON/YAML, or a result document).")
+              help="Mapping file: ours (JSON/YAML or a result document) or a Timeloop map.yaml.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document here.")
 @user_errors
 def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
@@ -102,7 +102,12 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
         _check_writable(json_out)
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
-    mapping = parse_mapping(load_yaml(mapping_path), arch_spec, mapping_path)
+    data = load_yaml(mapping_path)
+    from .timeloop import is_timeloop_mapping, mapping_from_timeloop
+    if is_timeloop_mapping(data):
+        mapping = mapping_from_timeloop(data, arch_spec, lay, source=str(mapping_path))
+    else:
+        mapping = parse_mapping(data, arch_spec, mapping_path)
     check(mapping, lay, arch_spec, mapping_path)
     cost = evaluate(lay, arch_spec, mapping, validate=False)
     click.echo(loop_nest_text(mapping, lay, arch_spec))
@@ -331,6 +336,122 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
     if summary["interrupted"]:
         click.echo("interrupted: run again with --resume to finish", err=True)
         sys.exit(130)
+
+
+@main.command("eyexam")
+@click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path.")
+@click.option("--problem", "-p", required=True, help="Problem: built-in name or YAML path.")
+@click.option("--layer", "-l", default=None, help="One layer (default: every layer, with a network summary).")
+@click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--density", default=None, help="Densities, e.g. weights=0.4,inputs=0.6.")
+@click.option("--density-preset", default=None)
+@click.option("--objective", default="edp", show_default=True, help="Objective of step 7's mapping.")
+@click.option("--algo", "algorithm", default="hybrid", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None)
+@click.option("--time-limit", type=float, default=None, help="Seconds per search (three per layer).")
+@click.option("--json", "json_out", type=click.Path(), help="Write the analysis here.")
+@click.option("--quiet", "-q", is_flag=True)
+@user_errors
+def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, algorithm, seed, workers,
+               time_limit, json_out, quiet):
+    """Eyexam: the bound on MACs/cycle step by step, and the step that loses the most."""
+    from .eyexam import eyexam, format_network, format_table, network_eyexam, network_summary, save_json
+    from .progress import Progress
+    from .search import check_settings
+    workers = default_workers(workers)
+    check_settings(algorithm, objective, workers, time_limit, 1, None)
+    if json_out:
+        _check_writable(json_out)
+    arch_spec = load_arch(arch)
+    net, layers = load_layers(problem, batch, density, density_preset, layer)
+    settings = dict(objective=objective, algorithm=algorithm, seed=seed, workers=workers, time_limit=time_limit,
+                    progress=Progress(enabled=not quiet))
+    if layer:
+        result = eyexam(layers[0], arch_spec, **settings)
+        click.echo(format_table(result))
+        if json_out:
+            save_json(json_out, result)
+        return
+    results = network_eyexam(layers, arch_spec, **settings)
+    for r in results:
+        click.echo(format_table(r))
+        click.echo()
+    click.echo(format_network(network_summary(results)))
+    if json_out:
+        save_json(json_out, results)
+
+
+@main.command("plot")
+@click.argument("results_dir", required=False, type=click.Path())
+@click.option("--eyexam", "eyexam_json", type=click.Path(), help="Plot an Eyexam JSON as a waterfall.")
+@click.option("-o", "--out", "out", type=click.Path(), help="PNG file to write.")
+@user_errors
+def plot_cmd(results_dir, eyexam_json, out):
+    """Plot a sweep's energy per layer by storage level, or an Eyexam waterfall."""
+    from .plot import plot_eyexam, plot_results
+    if bool(results_dir) == bool(eyexam_json):
+        raise MapperError("plot: give either a RESULTS_DIR or --eyexam EYEXAM.json")
+    path = plot_eyexam(eyexam_json, out) if eyexam_json else plot_results(results_dir, out)
+    click.echo(f"wrote {path}")
+
+
+@main.group("convert")
+def convert_group():
+    """Convert Timeloop v0.4 problems and architectures to our format."""
+
+
+@convert_group.command("timeloop-problem")
+@click.argument("problem", type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(), help="Our problem YAML to write.")
+@user_errors
+def convert_problem(problem, out):
+    """A Timeloop CNN_Layer problem -> our problem file."""
+    from .timeloop import write_problem
+    write_problem(problem, out)
+    click.echo(f"wrote {out}")
+
+
+@convert_group.command("timeloop-arch")
+@click.argument("arch_file", type=click.Path())
+@click.option("--ert", required=True, type=click.Path(), help="Timeloop energy reference table (ERT).")
+@click.option("--constraints", type=click.Path(), default=None, help="Timeloop constraints file.")
+@click.option("--name", default=None, help="Name of the converted arch.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Our arch YAML to write.")
+@user_errors
+def convert_arch(arch_file, ert, constraints, name, out):
+    """A Timeloop v0.4 architecture with its ERT (and constraints) -> our arch file."""
+    from .timeloop import write_arch
+    unsupported = write_arch(arch_file, ert, out, constraints_path=constraints, name=name)
+    for part in unsupported:
+        click.echo(f"note: no equivalent in our format, not converted: {part}", err=True)
+    click.echo(f"wrote {out}")
+
+
+@main.group("export")
+def export_group():
+    """Export results to other tools' formats."""
+
+
+@export_group.command("timeloop")
+@click.argument("result", type=click.Path())
+@click.option("--arch", "-a", default=None, help="Our arch the result is for (default: the result's arch).")
+@click.option("--timeloop-problem", type=click.Path(), default=None,
+              help="The Timeloop problem, to list exactly its dimensions in the mapping.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Timeloop map.yaml to write.")
+@user_errors
+def export_timeloop(result, arch, timeloop_problem, out):
+    """Our result document -> a Timeloop mapping (map.yaml) for timeloop-model."""
+    from .timeloop import export_result, problem_dims
+    if arch is None:
+        try:
+            arch = json.loads(Path(result).read_text())
+            arch = (arch[0] if isinstance(arch, list) else arch)["arch"]["name"]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            raise SpecError(str(result), "arch.name", "cannot tell the arch; give --arch") from None
+    dims = problem_dims(timeloop_problem) if timeloop_problem else None
+    export_result(result, out, arch, dims=dims)
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -515,13 +515,13 @@ class Builder:
                                                                    for g, gv in zip(G, gr)]))
                                         for (_, lits), gr in zip(combos, groups)])
                     add(updates if t == "Outputs" else reads, (p, ti), term, work)
-                    down = [(term, work)]
+                    down = [(work, term)]
                     if t == "Outputs":
                         add(reads, (p, ti), term, work)
                         touched = self.const_product([self.spatial_above(g, p_slot) *
                                                       self._touched_part(g, t, p) for g in G])
                         add(reads, (p, ti), touched, -work)
-                        down = [(term, 2 * work)]
+                        down = [(2 * work, term)]
                     if e_net:
                         carried.append((e_net * work, self.const_product([self.spatial_all(g) * self.temporal_all(g)
                                                                           for g in G])))
@@ -540,7 +540,7 @@ class Builder:
                         add(fills, (c, ti), total_c)
                         add(fills, (c, ti), touched_c, -1.0)
                         add(updates, (p, ti), per_group)
-                        down = [(per_group, 2.0), (touched_g, -1.0)]
+                        down = [(2.0, per_group), (-1.0, touched_g)]
                         if e_net:
                             carried += [(2 * e_net, total_c), (-e_net, touched_c)]
                     else:
@@ -548,7 +548,7 @@ class Builder:
                         at_c = sparse.stored(arch.levels[c_level].name, t)
                         add(reads, (p, ti), per_group, at_p)
                         add(fills, (c, ti), total_c, at_c)
-                        down = [(per_group, at_p)]
+                        down = [(at_p, per_group)]
                         if e_net:
                             carried.append((e_net * at_c, total_c))
                 for i in between:
