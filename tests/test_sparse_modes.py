@@ -1,0 +1,172 @@
+"""Eyeriss v2's network modes and sparse processing in the model, the batch model and search."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapper import load_arch, load_network, parse_arch
+from mapper.batch import Encoding, evaluate_batch
+from mapper.mapping import Loop, normalize, problems_of
+from mapper.model import evaluate
+from mapper.problem import TENSORS, layer_from_dims
+from mapper.search import search
+from mapper.search.random import sample
+from mapper.search.space import Space
+from mapper.spec import SpecError
+
+V1, V2 = load_arch("eyeriss_v1"), load_arch("eyeriss_v2")
+LAYERS = [layer_from_dims("conv", M=8, C=4, P=6, Q=6, R=3, S=3),
+          layer_from_dims("pw", M=16, C=8, P=4, Q=4),
+          layer_from_dims("s2", stride=(2, 2), M=4, C=3, P=3, Q=3, R=3, S=3)]
+
+
+def candidates(layer, arch, n=60, seed=0):
+    space = Space.build(layer, arch)
+    f, o, k = sample(space, np.random.default_rng(seed), 4000)
+    ok = space.valid(f, k)
+    return space.enc, f[ok][:n], o[ok][:n], k[ok][:n]
+
+
+@pytest.mark.parametrize("arch", [V1, V2], ids=["v1", "v2"])
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda l: l.name)
+def test_density_one_is_the_dense_model(arch, layer):
+    """density 1.0 (given explicitly) reproduces the dense counts, energy and cycles exactly."""
+    enc, f, o, k = candidates(layer, arch)
+    ones = layer.with_density({"weights": 1.0, "inputs": 1.0})
+    dense = evaluate_batch(enc, f, o, k, with_counts=True)
+    again = evaluate_batch(Encoding.of(ones, arch), f, o, k, dense.modes, with_counts=True)
+    assert np.array_equal(dense.energy_pj, again.energy_pj)
+    assert np.array_equal(dense.cycles, again.cycles)
+    assert np.array_equal(dense.counts, again.counts)
+    for j in range(0, len(f), 15):
+        m = enc.decode(f[j], o[j], k[j], dense.modes[j])
+        a, b = evaluate(layer, arch, m), evaluate(ones, arch, m)
+        assert a.to_dict() == b.to_dict()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([0, 1]), st.sampled_from(range(3)), st.integers(0, 10 ** 6),
+       st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_lower_density_never_raises_cost(arch_i, layer_i, seed, dw, di, shrink_w, shrink_i):
+    arch, layer = (V1, V2)[arch_i], LAYERS[layer_i]
+    enc, f, o, k = candidates(layer, arch, n=5, seed=seed)
+    high = layer.with_density({"weights": dw, "inputs": di})
+    low = layer.with_density({"weights": dw * (1 - 0.9 * shrink_w), "inputs": di * (1 - 0.9 * shrink_i)})
+    for j in range(len(f)):
+        m = enc.decode(f[j], o[j], k[j])
+        if problems_of(m, high, arch):
+            continue
+        assert problems_of(m, low, arch) == []           # what fits denser data fits sparser data
+        a, b = evaluate(high, arch, m), evaluate(low, arch, m)
+        assert b.energy_pj <= a.energy_pj * (1 + 1e-12)
+        assert b.cycles <= a.cycles
+
+
+def test_sparse_scalar_and_batch_agree():
+    layer = LAYERS[0].with_density({"weights": 0.4, "inputs": 0.6})
+    for arch in (V1, V2):
+        enc, f, o, k = candidates(layer, arch)
+        batch = evaluate_batch(enc, f, o, k, with_counts=True)
+        for j in range(len(f)):
+            m = enc.decode(f[j], o[j], k[j], batch.modes[j])
+            c = evaluate(layer, arch, m)
+            assert math.isclose(c.energy_pj, batch.energy_pj[j], rel_tol=1e-12)
+            assert c.cycles == batch.cycles[j]
+
+
+def test_skipping_and_gating_by_hand():
+    """v2 skips MACs with a zero operand (energy and cycles x dw*di); v1 gates zero inputs
+    (MAC energy x di, cycles unchanged)."""
+    base = layer_from_dims("fc", M=16, C=8)
+    sparse = base.with_density({"weights": 0.5, "inputs": 0.25})
+    for arch, energy_factor, cycle_factor in ((V2, 0.125, 0.125), (V1, 0.25, 1.0)):
+        loops = [Loop("DRAM", "M", 16), Loop("DRAM", "C", 8)]
+        m = normalize(loops, arch)
+        dense, sp = evaluate(base, arch, m), evaluate(sparse, arch, m)
+        assert sp.mac_pj == pytest.approx(dense.mac_pj * energy_factor)
+        assert sp.compute_cycles == math.ceil(dense.compute_cycles * cycle_factor)
+
+
+def test_compressed_tile_is_judged_by_its_compressed_size():
+    """A 24-word input tile does not fit v2's 16-entry iact spad dense; at density 0.4 it
+    takes ceil(24 * 0.4 * 1.5) = 15 entries (4-bit count per 8-bit value) and fits."""
+    layer = layer_from_dims("l", M=2, C=24, P=2, Q=2)
+    loops = [Loop("DRAM", "M", 2), Loop("DRAM", "P", 2), Loop("DRAM", "Q", 2), Loop("iact_spad", "Q", 1),
+             Loop("weights_spad", "C", 24)]
+    m = normalize(loops, V2)
+    problems = problems_of(m, layer, V2)
+    assert problems and "iact_spad" in problems[0][0] and "24" in problems[0][1]
+    assert problems_of(m, layer.with_density({"inputs": 0.4}), V2) == []
+
+
+def test_network_modes_trade_reuse_for_bandwidth():
+    """Broadcast shares one read among clusters that need the same words (fewest DRAM reads)
+    but has one port; unicast reads separately for every cluster and has one port each."""
+    layer = layer_from_dims("l", M=16, C=8, P=4, Q=4)
+    loops = [Loop("DRAM", "C", 8), Loop("cluster_array", "M", 2, "X"), Loop("cluster_array", "M", 8, "Y"),
+             Loop("GLB", "P", 4), Loop("GLB", "Q", 4)]
+    costs = {}
+    for mode in ("unicast", "grouped", "interleaved", "broadcast"):
+        m = normalize(loops, V2, network={"cluster_array": {t: mode for t in TENSORS}})
+        costs[mode] = evaluate(layer, V2, m)
+    reads = {mode: c.levels["DRAM"]["Inputs"].reads for mode, c in costs.items()}
+    # the 16 clusters differ only in M, so all need the same inputs
+    inputs = layer.tensor_size("Inputs") * 8 // 8        # C=8 tiles of 1 channel each, 8 times
+    assert reads["broadcast"] == inputs
+    assert reads["unicast"] == 16 * inputs
+    assert reads["grouped"] == 8 * inputs               # shared along X (2), not along Y (8)
+    assert reads["interleaved"] == 2 * inputs
+    # port bandwidth: broadcast has one port of 3 words/cycle, unicast sixteen
+    assert costs["broadcast"].level_cycles["cluster_array Inputs"] == pytest.approx(inputs / 3)
+    assert costs["unicast"].level_cycles["cluster_array Inputs"] == pytest.approx(16 * inputs / (16 * 3))
+
+
+def test_batch_picks_the_best_modes_exactly():
+    layer = LAYERS[1]
+    enc, f, o, k = candidates(layer, V2, n=20, seed=3)
+    for objective in ("energy", "delay", "edp"):
+        batch = evaluate_batch(enc, f, o, k, objective=objective)
+        for j in range(len(f)):
+            best = math.inf
+            for combo in itertools.product(*[V2.level("cluster_array").modes_of(t) for t in TENSORS]):
+                m = enc.decode(f[j], o[j], k[j])
+                m = normalize(m.loops, V2, dict(m.keep), {"cluster_array": dict(zip(TENSORS, combo))})
+                best = min(best, evaluate(layer, V2, m).objective(objective))
+            assert batch.objective(objective)[j] == pytest.approx(best, rel=1e-12)
+
+
+def test_search_explores_modes():
+    res = search(load_network("mobilenet_v1").layer("dw13"), V2, objective="energy", workers=1, time_limit=20)
+    m = res.best.mapping
+    assert dict(m.network)["cluster_array"]
+    assert evaluate(res.layer, V2, m).energy_pj == res.best.cost.energy_pj
+
+
+def test_unoffered_mode_is_an_error():
+    arch = parse_arch({"name": "a", "mac": {"energy": 1}, "levels": [
+        {"name": "DRAM", "keeps": list(TENSORS), "energy": 10},
+        {"name": "net", "fanout": {"X": 2, "Y": 1}, "modes": {t: ["unicast", "broadcast"] for t in TENSORS}},
+        {"name": "rf", "keeps": list(TENSORS), "capacity": 64, "energy": 1}]}, "a.yaml")
+    layer = layer_from_dims("l", M=2, C=2)
+    m = normalize([Loop("DRAM", "C", 2), Loop("net", "M", 2, "X")], arch, network={"net": {"Inputs": "grouped"}})
+    problems = problems_of(m, layer, arch)
+    assert problems and "grouped" in problems[0][1] and "unicast, broadcast" in problems[0][1]
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({"sparsity": {"compressed": {"GLB": {"Outputs": 0.5}}}}, "known fields: Weights, Inputs"),
+    ({"sparsity": {"compressed": {"DRAM": {"Weights": -1}}}}, "at least"),
+    ({"sparsity": {"compressed": {"GLX": {"Inputs": 0.5}}}}, "did you mean 'GLB'"),
+    ({"sparsity": {"skip_zero_macs": "yes"}}, "true or false"),
+])
+def test_sparsity_spec_errors(spec, fragment):
+    data = {"name": "a", "mac": {"energy": 1}, "levels": [
+        {"name": "DRAM", "keeps": list(TENSORS), "energy": 10},
+        {"name": "GLB", "keeps": ["Inputs", "Weights"], "capacity": 64, "energy": 1}], **spec}
+    with pytest.raises(SpecError, match=fragment):
+        parse_arch(data, "a.yaml")
