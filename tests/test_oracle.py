@@ -54,6 +54,9 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
             lv["fanout"] = {"X": X, "Y": Y}
             lv["spatial_dims"] = {"X": list(DIMS), "Y": list(DIMS)}
             lv["energy"] = dict(FAN_ENERGY)
+            # the oracle models the fixed multicast rules, not network modes
+            lv.pop("modes", None)
+            lv.pop("port_words", None)
             if multicast:
                 lv["multicast"] = multicast[lv["name"]]
         else:

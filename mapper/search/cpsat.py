@@ -174,12 +174,17 @@ class Builder:
             rest = c * math.prod(self.bounds[w.Index()][0] for j, w in enumerate(vars_) if j != i)
             if rest > 1 and len(vars_) > 1:
                 self.m.Add(out >= rest * v)
-        if c == 1:
-            self.m.AddMultiplicationEquality(out, vars_)
-        else:
-            inner = self.new_var(lo=lo // c, hi=hi // c)
-            self.m.AddMultiplicationEquality(inner, vars_)
-            self.m.Add(out == c * inner)
+        # A chain of two-factor products (CP-SAT reduces wider ones itself; doing it here
+        # keeps every intermediate's domain tight).
+        acc, acc_lo, acc_hi = vars_[0], *self.bounds[vars_[0].Index()]
+        for k, v in enumerate(vars_[1:], start=1):
+            vlo, vhi = self.bounds[v.Index()]
+            acc_lo, acc_hi = min(acc_lo * vlo, self.cap), min(acc_hi * vhi, self.cap)
+            nxt = out if (k == len(vars_) - 1 and c == 1) else self.new_var(lo=acc_lo, hi=acc_hi)
+            self.m.AddMultiplicationEquality(nxt, [acc, v])
+            acc = nxt
+        if c != 1:
+            self.m.Add(out == c * acc)
         return out
 
     # -- factors per option ---------------------------------------------------------------
@@ -816,56 +821,94 @@ class _Incumbent:
 
 
 def _solve_pattern(run, space, keep, scale, workers, hints, budget, incumbent: "_Incumbent") -> PatternResult:
-    """Build and solve the model of one keep pattern, cut off at the incumbent. For EDP the
-    energy is rounded relative to the incumbent; if the solve finds a much better mapping,
-    it solves again with the finer rounding that mapping allows."""
+    """Build and solve the model of one keep pattern, cut off at the incumbent, and check
+    any proof (see `_solve_checked`). For EDP the energy is rounded relative to the
+    incumbent; if the solve finds a much better mapping, it solves again with the finer
+    rounding that mapping allows."""
     start = time.monotonic()
     solutions, found = [], 0
     best = incumbent
     for attempt in range(3):
-        b = Builder(space, run.objective, keep, scale)
-        if run.objective == "edp":
-            b.edp_shift = _edp_shift(best.value, scale)
-        b.build()
-        b.cutoff(best.energy, best.cycles)
-        if hints and np.array_equal(best.keep, keep):
-            b.hint(best.factors, best.orders, best.modes)
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = max(1, workers)
-        solver.parameters.interleave_search = workers > 1     # deterministic with several workers
-        if budget is not None:
-            solver.parameters.max_time_in_seconds = max(0.05, budget - (time.monotonic() - start))
-        solver.parameters.random_seed = 0
-        # OR-Tools 9.15 "proved" wrong optima on a few small models of ours, depending on the
-        # seed (a subset model with some options fixed reached a better value). Repeated
-        # presolve passes, presolve probing and the LP relaxation are switched off, which
-        # removed every case we found (tests/test_search.py) and is faster on our models.
-        solver.parameters.linearization_level = 0
-        solver.parameters.cp_model_probing_level = 0
-        solver.parameters.max_presolve_iterations = 1
-        solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
-        cb = _Progress(run, b)
-        status = _solve_interruptibly(run, solver, b.m, cb)
-        if status == cp_model.MODEL_INVALID:
-            raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
-        found += cb.solutions
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            f, o, k, md = b.decode(solver)
+        shift = _edp_shift(best.value, scale) if run.objective == "edp" else 0
+
+        def build():
+            b = Builder(space, run.objective, keep, scale)
+            b.edp_shift = shift
+            b.build()
+            b.cutoff(best.energy, best.cycles)
+            if hints and np.array_equal(best.keep, keep):
+                b.hint(best.factors, best.orders, best.modes)
+            return b
+
+        left = None if budget is None else budget - (time.monotonic() - start)
+        status, bound_cp, sols, n = _solve_checked(run, build, workers, left)
+        found += n
+        for f, o, k, md in sols:
             solutions.append((f, o, k, md))
             c = evaluate_batch(space.enc, f[None], o[None], k[None], md[None])
             value = float(c.objective(run.objective)[0])
             if value < best.value:
                 best = _Incumbent(value, float(c.energy_pj[0]), int(c.cycles[0]), f, o, k, md, run.objective)
-        if status == cp_model.OPTIMAL:
-            bound = _true_bound(run, b, solver.ObjectiveValue(), scale)
-        elif status == cp_model.INFEASIBLE:
-            bound = float("inf")                 # nothing in this pattern beats the incumbent
-        else:
-            bound = _true_bound(run, b, solver.BestObjectiveBound(), scale)
-        finer = run.objective == "edp" and b.edp_shift > _edp_shift(best.value, scale) + 3
+        bound = float("inf") if bound_cp is None else _true_bound(run, shift, bound_cp, scale)
+        finer = run.objective == "edp" and shift > _edp_shift(best.value, scale) + 3
         if not finer or status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE) or run.interrupted:
             break
     return PatternResult(status, bound, solutions, found, best)
+
+
+FAST = {"linearization_level": 0, "cp_model_probing_level": 0, "max_presolve_iterations": 1, "random_seed": 0}
+CHECK = {"linearization_level": 0, "random_seed": 1}
+
+
+def _solve_checked(run, build, workers: int, budget: float | None):
+    """Solve fast, then check the proof.
+
+    OR-Tools 9.15 sometimes "proves" a wrong optimum on our models (a model with more
+    constraints reached a better value; which instances fail depends on the parameters).
+    So a claimed optimum V (or "nothing beats the incumbent") is only accepted once a
+    second solve with other settings (presolve probing on, another seed) finds nothing
+    better than V; whatever it finds instead is kept and checked in turn. On every wrong
+    proof we found (tests/test_search.py) one of the two settings was right. Returns (status, bound in CP units or
+    None for "nothing in this pattern beats the cutoff", solutions, solutions seen).
+    """
+    start = time.monotonic()
+    sols, seen = [], 0
+    cutoff = None
+    params = FAST
+    for _ in range(20):
+        left = None if budget is None else budget - (time.monotonic() - start)
+        if left is not None and left <= 0.05:
+            return cp_model.FEASIBLE if sols else cp_model.UNKNOWN, 0, sols, seen
+        b = build()
+        if cutoff is not None:
+            b.m.Add(b.goal <= cutoff)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = max(1, workers)
+        solver.parameters.interleave_search = workers > 1     # deterministic with several workers
+        for key, value in params.items():
+            setattr(solver.parameters, key, value)
+        if left is not None:
+            solver.parameters.max_time_in_seconds = max(0.05, left)
+        solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
+        cb = _Progress(run, b)
+        status = _solve_interruptibly(run, solver, b.m, cb)
+        if status == cp_model.MODEL_INVALID:
+            raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
+        seen += cb.solutions
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            sols.append(b.decode(solver))
+        if run.interrupted or status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
+            bound = solver.BestObjectiveBound() if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else 0
+            return cp_model.FEASIBLE if sols else cp_model.UNKNOWN, bound, sols, seen
+        if params is CHECK and status == cp_model.INFEASIBLE:
+            if cutoff is None:       # confirmed: nothing in this pattern beats the incumbent
+                return cp_model.INFEASIBLE, None, sols, seen
+            return cp_model.OPTIMAL, cutoff + 1, sols, seen      # confirmed optimum
+        # a claim to check (or a better solution the check found): look strictly below it
+        if status == cp_model.OPTIMAL:
+            cutoff = int(round(solver.ObjectiveValue())) - 1
+        params = CHECK
+    return cp_model.FEASIBLE if sols else cp_model.UNKNOWN, 0, sols, seen
 
 
 def _solve_interruptibly(run, solver, model, callback):
@@ -898,12 +941,12 @@ def _edp_shift(best_value: float, scale: int) -> int:
     return max(0, int(math.ceil(bits - 56)))
 
 
-def _true_bound(run, b: Builder, value: float, scale: int) -> float:
+def _true_bound(run, shift: int, value: float, scale: int) -> float:
     if run.objective == "energy":
         return value / scale
     if run.objective in ("delay", "compute"):
         return value
-    return value * (1 << b.edp_shift) / scale
+    return value * (1 << shift) / scale
 
 
 def _offer(run, f, o, k, md):
