@@ -15,9 +15,7 @@ loop, which is what makes the "innermost relevant loop" a small array computatio
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
@@ -225,7 +223,6 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     before = np.cumprod(ordered, axis=2) / ordered
     level_prod = np.prod(level_f, axis=2)                                   # [n, st]
     outer_prod = np.cumprod(np.concatenate([np.ones((n, 1)), level_prod[:, :-1]], axis=1), axis=1)
-    last = np.arange(len(DIMS))[None, None, :]
 
     def tile_of(ti: int, slot: int):
         ext = inner[:, slot, :]

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from .arch import Arch, Fanout, Storage
 from .problem import DIMS, TENSORS, Layer
-from .spec import Fields, MapperError, SpecError, as_int, closest
+from .spec import Fields, SpecError, as_int, closest
 
 #: Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
 #: Inputs' rows and columns combine two dimensions each (the sliding window).

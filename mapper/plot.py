@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .result import atomic
 from .spec import MapperError
 
 #: The part of a layer's energy no storage level accounts for: MACs, fan-out networks, leakage.
@@ -35,26 +34,10 @@ def _matplotlib():
 
 
 def _save(fig, out_png: str | Path) -> Path:
-    """Save a figure as PNG atomically (temporary file in the same folder, then os.replace)."""
-    out = Path(out_png)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise MapperError(f"{out}: cannot write output ({exc.strerror or exc})") from None
-    os.close(fd)
-    try:
+    """Save a figure as PNG atomically (mapper.result.atomic)."""
+    with atomic(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise MapperError(f"{out}: cannot write output ({exc.strerror or exc})") from None
-        raise
-    return out
+    return Path(out_png)
 
 
 # ---------------------------------------------------------------------------------------

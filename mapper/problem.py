@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, pair, resolve
+from .spec import Fields, SpecError, as_number, closest, load_yaml, pair, resolve
 
 DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
 TENSORS = ("Weights", "Inputs", "Outputs")

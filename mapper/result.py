@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +53,33 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically: a temporary file in the same folder, flushed, then renamed
-    over the target, so an interrupted run never leaves a half-written file."""
+    """Write a file atomically (see `atomic`)."""
+    with atomic(path) as tmp:
+        with open(tmp, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+@contextmanager
+def atomic(path: str | Path):
+    """Yield a temporary path in the target's folder; on success it is renamed over the
+    target, on failure removed, so an interrupted run never leaves a half-written file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as exc:
         raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
     try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         raise

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .arch import Arch, Storage, load_arch
+from .arch import Arch, Storage
 from .problem import Layer, Network
 from .progress import Progress, eta
 from .result import inputs_sha256, write_json, write_text

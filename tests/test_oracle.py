@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mapper.arch import Fanout, Storage, parse_arch
+from mapper.arch import Storage, parse_arch
 from mapper.mapping import Loop, normalize, problems_of
 from mapper.model import evaluate
 from mapper.problem import DIMS, TENSORS, layer_from_dims

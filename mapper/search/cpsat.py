@@ -38,7 +38,7 @@ from ..batch import evaluate_batch
 from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
 from ..problem import DIMS, RELEVANT, TENSORS
-from .space import Space, _fits_alone
+from .space import Space
 
 GROUPS = (("N",), ("G",), ("M",), ("C",), ("P", "R"), ("Q", "S"))
 SLIDING = {"P": "H", "R": "H", "Q": "W", "S": "W"}

@@ -47,7 +47,6 @@ class WorkerState:
 
 def start_states(space: Space, seed: int, workers: int, k: int) -> list[WorkerState]:
     seqs = np.random.SeedSequence(seed).spawn(workers)
-    n_st = len(space.enc.storage_levels)
     return [WorkerState(w, workers, np.random.default_rng(s).bit_generator.state,
                         Pool.empty(k, space.enc))
             for w, s in enumerate(seqs)]
