@@ -224,7 +224,14 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     level_prod = np.prod(level_f, axis=2)                                   # [n, st]
     outer_prod = np.cumprod(np.concatenate([np.ones((n, 1)), level_prod[:, :-1]], axis=1), axis=1)
 
+    tiles = {}
+
     def tile_of(ti: int, slot: int):
+        if (ti, slot) not in tiles:
+            tiles[ti, slot] = _tile(ti, slot)
+        return tiles[ti, slot]
+
+    def _tile(ti: int, slot: int):
         ext = inner[:, slot, :]
         tile = np.ones(n)
         extents = []
@@ -272,14 +279,20 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         """(fetched per instance, distinct touched per instance) at storage si for tensor ti."""
         tile, extents = tile_of(ti, enc.storage_slot[si])
         found, sweeps, r_bound, r_dim, r_slot, touched = reuse(ti)[si]
-        # step of loop r: its dimension's factors in all slots after r's slot
-        step = inner[rows, r_slot + 1, r_dim]
-        overlap = tile
-        for axis, extent in zip(_axes_index(layer, TENSORS[ti]), extents):
-            shift = np.zeros(n)
-            for d, c in axis:
-                shift = shift + np.where(r_dim == d, c * step, 0.0)
-            overlap = np.where(shift > 0, overlap / extent * np.maximum(0.0, extent - shift), overlap)
+        # Only a sliding axis (two dimensions, e.g. P and R over input rows) can overlap
+        # between consecutive tiles; a step along any other axis brings a disjoint tile.
+        overlap = np.zeros(n)
+        sliding = [(axis, extent) for axis, extent in zip(_axes_index(layer, TENSORS[ti]), extents)
+                   if len(axis) > 1]
+        if sliding:
+            # step of loop r: its dimension's factors in all slots after r's slot
+            step = inner[rows, r_slot + 1, r_dim]
+            for axis, extent in sliding:
+                coef = np.zeros(len(DIMS))
+                for d, c in axis:
+                    coef[d] = c
+                shift = coef[r_dim] * step
+                overlap = np.where(shift > 0, tile / extent * np.maximum(0.0, extent - shift), overlap)
         fetched = np.where(found, sweeps * (tile + (r_bound - 1) * (tile - overlap)), tile)
         return fetched, tile * touched
 
