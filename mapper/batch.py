@@ -27,6 +27,12 @@ from .problem import DIMS, RELEVANT, TENSORS, Layer
 D = {d: i for i, d in enumerate(DIMS)}
 CHUNK = 4096
 T_INDEX = {t: i for i, t in enumerate(TENSORS)}
+# Bit tricks of the hot path (DIMS has 8 dimensions: one byte holds one flag per loop position).
+assert len(DIMS) == 8
+_POSITION_BITS = (1 << np.arange(8)).astype(np.uint8)
+_LOWEST_BIT = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(256)], dtype=np.int64)
+_RELEVANT_BITS = np.array([sum(1 << ti for ti, t in enumerate(TENSORS) if d in RELEVANT[t]) for d in DIMS],
+                          dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -171,11 +177,14 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
         index = {a.tobytes(): k for k, a in enumerate(all_assignments)}
         which = np.array([index[m.tobytes()] for m in modes])
         code = code * len(all_assignments) + which
-    for c in np.unique(code):
+    ordered_codes = np.sort(code)       # (np.unique hashes, several times slower here)
+    for c in ordered_codes[np.concatenate(([True], ordered_codes[1:] != ordered_codes[:-1]))]:
         rows = np.nonzero(code == c)[0]
         pattern = flat[rows[0]].reshape(keep.shape[1:])
         assign = all_assignments if modes is None or not enc.mode_fans else modes[rows[:1]]
-        e, cyc, o, cnt, pick = _evaluate_pattern(enc, factors[rows], orders[rows], pattern, assign,
+        whole = len(rows) == n               # one pattern: no need to gather copies
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, factors if whole else factors[rows],
+                                                 orders if whole else orders[rows], pattern, assign,
                                                  objective, with_counts)
         energy[rows], cycles[rows], ops[rows] = e, cyc, o
         if with_counts:
@@ -187,42 +196,55 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
 def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np.ndarray,
                       assign: np.ndarray, objective: str, with_counts: bool):
     """One keep pattern; `assign` [A, mode fan-outs, 3] lists the network-mode choices to
-    evaluate (the cheapest per candidate by `objective` is kept)."""
+    evaluate (the cheapest per candidate by `objective` is kept).
+
+    Working arrays keep the candidate axis last, so every per-slot, per-dimension or
+    per-level row is one contiguous vector (about twice as fast as candidate-major)."""
     arch, layer = enc.arch, enc.layer
     A = len(assign)
     sparse = Sparse.of(layer, arch)
-    n, S, _ = F.shape
-    Ff = F.astype(np.float64)
-    # inner[:, s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
-    inner = np.ones((n, S + 1, len(DIMS)))
+    n, S, ND = F.shape
+    Ff = np.ascontiguousarray(F.transpose(1, 2, 0), dtype=np.float64)     # [S, 8, n]
+    # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
+    inner = np.ones((S + 1, ND, n))
     for s in range(S - 1, -1, -1):
-        inner[:, s] = inner[:, s + 1] * Ff[:, s]
+        np.multiply(inner[s + 1], Ff[s], out=inner[s])
     temporal = [s for s, (_, k) in enumerate(enc.slots) if k == "T"]
     spatial = [s for s, (_, k) in enumerate(enc.slots) if k != "T"]
-    ops = np.prod(Ff[:, temporal, :], axis=(1, 2)) if temporal else np.ones(n)
-    mac_units = np.prod(Ff[:, spatial, :], axis=(1, 2)) if spatial else np.ones(n)
+    slot_prod = np.prod(Ff, axis=1)                                          # [S, n]
+    ops = np.prod(slot_prod[temporal], axis=0) if temporal else np.ones(n)
+    mac_units = np.prod(slot_prod[spatial], axis=0) if spatial else np.ones(n)
     # used instances of each slot's level: spatial factors in slots above it
-    spatial_mask = np.array([k != "T" for _, k in enc.slots])
-    per_slot_spatial = np.prod(Ff, axis=2) * spatial_mask + (~spatial_mask)
-    instances_at = np.ones((n, S + 1))
+    per_slot_spatial = slot_prod.copy()
+    per_slot_spatial[temporal] = 1.0
+    instances_at = np.ones((S + 1, n))
     for s in range(S):
-        instances_at[:, s + 1] = instances_at[:, s] * per_slot_spatial[:, s]
+        np.multiply(instances_at[s], per_slot_spatial[s], out=instances_at[s + 1])
 
     n_st = len(enc.storage_levels)
-    reads = np.zeros((n, A, n_st, 3))       # reads and updates may depend on the network modes
-    fills = np.zeros((n, n_st, 3))
-    updates = np.zeros((n, A, n_st, 3))
+    reads = np.zeros((n_st, 3, A, n))       # reads and updates may depend on the network modes
+    fills = np.zeros((n_st, 3, n))
+    updates = np.zeros((n_st, 3, A, n))
     carried = {}
-    demand = {}                              # (fan-out level, tensor) -> [n, A] words per fan-out instance
+    demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
-    # Each storage level's temporal loops in order: factor per position [n, storages, 8],
-    # and the product of the factors before each position (exclusive cumulative product).
+    # Each storage level's temporal loops, innermost first: the dimension and factor at each
+    # position, and the product of the factors of the loops outside each position.
     st_slots = list(enc.storage_slot)
-    level_f = Ff[:, st_slots, :]                                           # [n, st, 8] by dim
-    ordered = np.take_along_axis(level_f, orders, axis=2)                   # [n, st, 8] by position
-    before = np.cumprod(ordered, axis=2) / ordered
-    level_prod = np.prod(level_f, axis=2)                                   # [n, st]
-    outer_prod = np.cumprod(np.concatenate([np.ones((n, 1)), level_prod[:, :-1]], axis=1), axis=1)
+    O = np.ascontiguousarray(orders[:, :, ::-1].transpose(1, 2, 0))        # [st, 8, n] dims
+    level_f = Ff[st_slots]                                                  # [st, 8, n] by dim
+    # ordered[si, q] = level_f[si, O[si, q]]: one gather in the flattened array
+    level_offset = rows + (np.arange(n_st) * (ND * n))[:, None]           # [st, n]
+    ordered = level_f.reshape(-1)[O * n + level_offset[:, None, :]]
+    outside = np.ones_like(ordered)
+    for q in range(ND - 2, -1, -1):
+        np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
+    iterating = ordered > 1
+    relevant_bits = _RELEVANT_BITS.take(O)          # bit ti set: the loop's dim matters to tensor ti
+    level_prod = slot_prod[st_slots]                                        # [st, n]
+    outer_prod = np.ones((n_st, n))
+    for si in range(1, n_st):
+        outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
 
     tiles = {}
 
@@ -232,13 +254,13 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         return tiles[ti, slot]
 
     def _tile(ti: int, slot: int):
-        ext = inner[:, slot, :]
+        ext = inner[slot]
         tile = np.ones(n)
         extents = []
         for axis in _axes_index(layer, TENSORS[ti]):
             e = np.ones(n)
             for d, c in axis:
-                e = e + c * (ext[:, d] - 1)
+                e = e + c * (ext[d] - 1)
             extents.append(e)
             tile = tile * e
         return tile, extents
@@ -251,26 +273,28 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         if ti in reuse_cache:
             return reuse_cache[ti]
         rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
-        mask = rel[orders] & (ordered > 1)                                  # [n, st, 8]
-        has = mask.any(axis=2)
-        pos = (len(DIMS) - 1) - np.argmax(mask[:, :, ::-1], axis=2)         # last relevant position
-        idx = (rows[:, None], np.arange(n_st)[None, :], pos)
-        r_bound, r_dim, r_before = ordered[idx], orders[idx], before[idx]
-        rel_prod = np.prod(np.where(rel[None, None, :], level_f, 1.0), axis=2)
+        mask = ((relevant_bits & (1 << ti)) != 0) & iterating               # [st, 8, n]
+        # each level's innermost relevant loop r (if it has one): the lowest set bit of the
+        # mask's positions packed into a byte (much faster than argmax over a middle axis)
+        code = np.einsum("sqn,q->sn", mask.view(np.uint8), _POSITION_BITS)
+        has = code != 0
+        at = _LOWEST_BIT.take(code) * n + level_offset                     # [st, n]
+        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
+        rel_prod = np.prod(level_f[:, rel], axis=1)                         # [st, n]
         found = np.zeros(n, dtype=bool)
         sweeps, bound, dim, slot = np.ones(n), np.ones(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
         touched = np.ones(n)
         out = [(found, sweeps, bound, dim, slot, touched)]      # the outermost level: no loops outside
         for si in range(1, n_st):
             so = si - 1
-            h = has[:, so]
+            h = has[so]
             # a level with a relevant loop holds the new r; one without lies inside r (no change)
-            sweeps = np.where(h, outer_prod[:, so] * r_before[:, so], sweeps)
-            bound = np.where(h, r_bound[:, so], bound)
-            dim = np.where(h, r_dim[:, so], dim)
+            sweeps = np.where(h, outer_prod[so] * r_before[so], sweeps)
+            bound = np.where(h, r_bound[so], bound)
+            dim = np.where(h, r_dim[so], dim)
             slot = np.where(h, st_slots[so], slot)
             found = found | h
-            touched = touched * rel_prod[:, so]
+            touched = touched * rel_prod[so]
             out.append((found, sweeps, bound, dim, slot, touched))
         reuse_cache[ti] = out
         return out
@@ -286,7 +310,7 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
                    if len(axis) > 1]
         if sliding:
             # step of loop r: its dimension's factors in all slots after r's slot
-            step = inner[rows, r_slot + 1, r_dim]
+            step = inner[r_slot + 1, r_dim, rows]
             for axis, extent in sliding:
                 coef = np.zeros(len(DIMS))
                 for d, c in axis:
@@ -307,12 +331,12 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             total = np.ones(n)
             for axis in _axes_index(layer, TENSORS[ti]):
                 if len(axis) > 1:
-                    total = total * _distinct_batch([(Ff[:, s, d], c * inner[:, s + 1, d])
+                    total = total * _distinct_batch([(Ff[s, d], c * inner[s + 1, d])
                                                      for s in fan_slots for d, c in axis])
                 else:
                     # one dimension per axis: nested progressions never collide -> product
                     for s in fan_slots:
-                        total = total * Ff[:, s, axis[0][0]]
+                        total = total * Ff[s, axis[0][0]]
             exact_cache[key] = total
         return exact_cache[key]
 
@@ -323,18 +347,18 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         for s in fan_slots:
             label = credit[enc.slots[s][1]]
             if label == "none":
-                part = part * per_slot_spatial[:, s]
+                part = part * per_slot_spatial[s]
             elif label == "projection":
-                part = part * np.prod(np.where(rel, Ff[:, s, :], 1.0), axis=1)
+                part = part * np.prod(Ff[s, rel], axis=0)
         return part
 
     def groups_of(ti: int, parent_si: int, child_si: int | None):
-        """[n, A]: distinct child tiles per parent instance (the product over the fan-outs in
+        """[A, n]: distinct child tiles per parent instance (the product over the fan-outs in
         between of the distinct tiles each creates, under each mode choice) times the
         parent's instances."""
         p_level = enc.storage_levels[parent_si]
         c_level = len(arch.levels) if child_si is None else enc.storage_levels[child_si]
-        total = instances_at[:, enc.storage_slot[parent_si]][:, None] * np.ones((1, A))
+        total = np.ones((A, 1)) * instances_at[enc.storage_slot[parent_si]]
         for li in range(p_level + 1, c_level):
             fan = arch.levels[li]
             if not isinstance(fan, Fanout):
@@ -342,10 +366,10 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             if li in enc.mode_fans:
                 j = enc.mode_fans.index(li)
                 options = fan.modes_of(TENSORS[ti])
-                per_mode = np.stack([fanout_part(ti, li, fan.credit(m)) for m in options], axis=1)
-                total = total * per_mode[:, assign[:, j, ti]]
+                per_mode = np.stack([fanout_part(ti, li, fan.credit(m)) for m in options])
+                total = total * per_mode[assign[:, j, ti]]
             else:
-                total = total * fanout_part(ti, li, fan.credit(None))[:, None]
+                total = total * fanout_part(ti, li, fan.credit(None))
         return total
 
     for ti, t in enumerate(TENSORS):
@@ -360,47 +384,46 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
                 work = sparse.operand(t)
                 if t == "Outputs":
                     _, touched = fills_of(ti, p)
-                    updates[:, :, p, ti] += groups * (ops * work)[:, None]
-                    reads[:, :, p, ti] += (groups * ops[:, None] -
-                                           (instances_at[:, enc.storage_slot[p]] * touched)[:, None]) * work
-                    down = 2 * groups * (ops * work)[:, None]
+                    updates[p, ti] += groups * (ops * work)
+                    reads[p, ti] += (groups * ops - instances_at[enc.storage_slot[p]] * touched) * work
+                    down = 2 * groups * (ops * work)
                 else:
-                    reads[:, :, p, ti] += groups * (ops * work)[:, None]
-                    down = groups * (ops * work)[:, None]
+                    reads[p, ti] += groups * (ops * work)
+                    down = groups * (ops * work)
                 words = mac_units * ops * work
             else:
                 fetched, touched = fills_of(ti, c)
-                n_c = instances_at[:, enc.storage_slot[c]]
+                n_c = instances_at[enc.storage_slot[c]]
                 if t == "Outputs":
-                    reads[:, :, p, ti] += groups * (fetched - touched)[:, None]
-                    fills[:, c, ti] += n_c * (fetched - touched)
-                    updates[:, :, p, ti] += groups * fetched[:, None]
+                    reads[p, ti] += groups * (fetched - touched)
+                    fills[c, ti] += n_c * (fetched - touched)
+                    updates[p, ti] += groups * fetched
                     words = n_c * (fetched - touched) + n_c * fetched
-                    down = groups * (2 * fetched - touched)[:, None]
+                    down = groups * (2 * fetched - touched)
                 else:
                     at_p = sparse.stored(arch.levels[enc.storage_levels[p]].name, t)
                     at_c = sparse.stored(arch.levels[enc.storage_levels[c]].name, t)
-                    reads[:, :, p, ti] += groups * (fetched * at_p)[:, None]
-                    fills[:, c, ti] += n_c * fetched * at_c
+                    reads[p, ti] += groups * (fetched * at_p)
+                    fills[c, ti] += n_c * fetched * at_c
                     words = n_c * fetched * at_c
-                    down = groups * (fetched * at_p)[:, None]
+                    down = groups * (fetched * at_p)
             for i in between:
                 carried[i, ti] = carried.get((i, ti), 0.0) + words
-                fan_inst = instances_at[:, enc.slots.index((i, "X"))]
-                demand[i, ti] = demand.get((i, ti), 0.0) + down / fan_inst[:, None]
+                fan_inst = instances_at[enc.slots.index((i, "X"))]
+                demand[i, ti] = demand.get((i, ti), 0.0) + down / fan_inst
 
-    energy = np.zeros((n, A))
+    energy = np.zeros((A, n))
     compute = ops * sparse.mac_cycles
-    cyc = compute[:, None] * np.ones((1, A))
+    cyc = np.ones((A, 1)) * compute
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
             if keep[si, ti]:
                 er, ew, eu = level.energy_of(t)
-                energy += reads[:, :, si, ti] * er + (fills[:, si, ti] * ew)[:, None] + updates[:, :, si, ti] * eu
-        inst = instances_at[:, enc.storage_slot[si]][:, None]
-        r = reads[:, :, si, :].sum(axis=2) / inst
-        w = (fills[:, None, si, :] + updates[:, :, si, :]).sum(axis=2) / inst
+                energy += reads[si, ti] * er + fills[si, ti] * ew + updates[si, ti] * eu
+        inst = instances_at[enc.storage_slot[si]]
+        r = reads[si].sum(axis=0) / inst
+        w = (fills[si][:, None, :] + updates[si]).sum(axis=0) / inst
         if level.read_bw:
             cyc = np.maximum(cyc, r / level.read_bw)
         if level.write_bw:
@@ -409,33 +432,34 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
     for (i, ti), words in carried.items():
         fan: Fanout = arch.levels[i]
-        energy += (words * fan.energy_of(TENSORS[ti]))[:, None]
+        energy += words * fan.energy_of(TENSORS[ti])
         if fan.port_words:
             if i in enc.mode_fans:
                 options = fan.modes_of(TENSORS[ti])
                 ports = np.array([fan.ports(options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
             else:
                 ports = np.full(A, fan.ports(None))
-            cyc = np.maximum(cyc, demand[i, ti] / (ports[None, :] * fan.port_words))
+            cyc = np.maximum(cyc, demand[i, ti] / (ports[:, None] * fan.port_words))
     energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
     cyc = np.ceil(cyc - 1e-9)
     for si, li in enumerate(enc.storage_levels):
         if arch.levels[li].leakage:
-            energy += arch.levels[li].leakage * cyc * instances_at[:, enc.storage_slot[si]][:, None]
+            energy += arch.levels[li].leakage * cyc * instances_at[enc.storage_slot[si]]
     compute = np.ceil(compute - 1e-9)
     if A == 1:
         pick = np.zeros(n, dtype=np.int64)
     else:
         # the best mode choice per candidate; ties go to the lower energy, then the first listed
-        value = objective_of(objective, energy, cyc, compute[:, None] * np.ones((1, A)))
-        best = value.min(axis=1, keepdims=True)
+        value = objective_of(objective, energy, cyc, np.ones((A, 1)) * compute)
+        best = value.min(axis=0, keepdims=True)
         tie = value <= best * (1 + 1e-12)
-        pick = np.argmin(np.where(tie, energy, np.inf), axis=1)
-    sel = (rows, pick)
+        pick = np.argmin(np.where(tie, energy, np.inf), axis=0)
+    sel = (pick, rows)
     counts = None
     if with_counts:
-        counts = np.stack([reads[rows, pick], fills, updates[rows, pick]], axis=-1)
+        counts = np.stack([reads[:, :, pick, rows], fills, updates[:, :, pick, rows]],
+                          axis=-1).transpose(2, 0, 1, 3)
     return energy[sel], cyc[sel], compute, counts, pick
 
 
