@@ -41,6 +41,7 @@ from mapper.model import evaluate
 from mapper.progress import Progress
 from mapper.problem import DIMS, layer_from_dims
 from mapper.search import search
+from mapper.search.bound import lower_bound, objective_bound
 from mapper.spec import MapperError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,8 +280,11 @@ def test_random_within_five_percent(cid, objective):
     assert problems_of(res.best.mapping, layer, arch(key)) == []
     assert opt * (1 - REL) <= value(res) <= opt * 1.05, f"random {value(res)} vs exhaustive {opt}"
     assert res.evaluated <= 20000, "the evaluation budget was exceeded"
-    assert res.status in ("feasible", "budget")     # random sampling proves nothing
-    assert res.bound is None and res.gap is None
+    # random sampling proves nothing, unless its best meets the analytic bound
+    assert res.status in ("feasible", "budget") or res.bound >= value(res) * (1 - 1e-9)
+    # its bound is the analytic one (mapper/search/bound.py), below the true optimum
+    assert res.bound == pytest.approx(min(objective_bound(layer, arch(key), objective), value(res)))
+    assert res.bound <= opt * (1 + REL)
 
 
 # An independent brute force over the unpruned space (no canonical orders, no pruning by
@@ -617,9 +621,65 @@ def test_bounds_and_gap(algorithm, objective):
     if res.bound is not None:
         assert res.bound <= opt * (1 + REL), "the bound is not a lower bound of the true optimum"
     if algorithm == "random":
-        assert res.bound is None and res.status != "optimal"
+        # random sampling proves only what meets the analytic bound
+        assert 0 <= res.gap < 1
+        assert (res.status == "optimal") == (res.gap == 0)
     else:
         assert res.status == "optimal" and res.gap == 0
+
+
+@pytest.mark.parametrize("cid,objective", quality_params())
+def test_analytic_bound_below_exhaustive_optimum(cid, objective):
+    """The analytic bound holds for every mapping, so for the exhaustive optimum too; and
+    it is not vacuous (it counts at least the MACs' own energy and MACs / PEs cycles)."""
+    key, layer = CASE[cid]
+    a = arch(key)
+    bound = objective_bound(layer, a, objective)
+    assert 0 < bound <= optimum(cid, objective) * (1 + REL)
+    energy, cycles, _ = lower_bound(layer, a)
+    assert energy >= layer.macs * a.mac_energy
+    pes = math.prod(lv.X * lv.Y for lv in a.levels if not isinstance(lv, Storage))
+    assert cycles >= layer.macs / pes
+
+
+BOUND_ARCHS = ["v1", "v2", "v1s", "v2s"]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(BOUND_ARCHS + ["timeloop"]), dims=st.fixed_dictionaries({
+           "N": st.sampled_from([1, 2]), "G": st.sampled_from([1, 2]), "M": st.integers(1, 12),
+           "C": st.integers(1, 12), "P": st.integers(1, 9), "Q": st.integers(1, 9),
+           "R": st.integers(1, 3), "S": st.integers(1, 3)}),
+       stride=st.sampled_from([(1, 1), (2, 2), (3, 1)]), dilation=st.sampled_from([(1, 1), (2, 1)]),
+       weights=st.sampled_from([1.0, 0.5, 0.1]), inputs=st.sampled_from([1.0, 0.7, 0.2]))
+def test_analytic_bound_below_every_sampled_mapping(key, dims, stride, dilation, weights, inputs):
+    """Every valid mapping the sampler draws (dense and sparse, strided and dilated, on four
+    level structures and Timeloop's) costs at least the bound, in energy and in cycles."""
+    import numpy as np
+    from mapper.batch import evaluate_batch
+    from mapper.search.random import sample
+    from mapper.search.space import space_of
+    a = mapper.load_arch("timeloop_eyeriss_like") if key == "timeloop" else arch(key)
+    layer = layer_from_dims("bound", stride=stride, dilation=dilation, **dims)
+    layer = layer.with_density({"weights": weights, "inputs": inputs})
+    energy, cycles, compute = lower_bound(layer, a)
+    space = space_of(layer, a)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(4):
+        f, o, k = sample(space, rng, 2000)
+        ok = space.valid(f, k)
+        if not ok.any():
+            continue
+        cost = evaluate_batch(space.enc, f[ok], o[ok], k[ok], objective="energy")
+        assert cost.energy_pj.min() >= energy * (1 - REL)
+        assert cost.cycles.min() >= cycles
+        assert cost.compute_cycles.min() >= compute
+        checked += int(ok.sum())
+    if checked:     # and the mapping the search returns (its bound is the analytic one at least)
+        res = search(layer, a, algorithm="random", budget=4000, objective="edp")
+        assert res.bound <= value(res) * (1 + REL)
 
 
 # ---------------------------------------------------------------------------------------
