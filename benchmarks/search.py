@@ -39,14 +39,15 @@ def main(argv=None) -> None:
                                  objective=args.objective, time_limit=args.time_limit)
         walls[network, arch_name] = wall = time.monotonic() - start
         print(f"\n{network} on {arch_name}: {wall:.1f} s wall, {args.workers} workers")
-        print(f"{'layer':7s} {'energy pJ':>16s} {'pJ/MAC':>8s} {'cycles':>12s} {'util':>7s} {'status':>9s} {'s':>6s}")
+        print(f"{'layer':7s} {'energy pJ':>16s} {'pJ/MAC':>8s} {'cycles':>12s} {'util':>7s} {'status':>9s} {'gap':>7s} {'s':>6s}")
         for r in results:
             c = r.best.cost
             print(f"{r.layer.name:7s} {c.energy_pj:16,.0f} {c.pj_per_mac:8.3f} {c.cycles:12,} "
-                  f"{100 * c.utilization:6.1f}% {r.status:>9s} {r.seconds:6.2f}")
+                  f"{100 * c.utilization:6.1f}% {r.status:>9s} {100 * r.gap:6.1f}% {r.seconds:6.2f}")
         conv = [r for r in results if r.layer.type != "fc"]
         print(f"optimal: {sum(r.status == 'optimal' for r in results)}/{len(results)} layers "
-              f"({sum(r.status == 'optimal' for r in conv)}/{len(conv)} conv)")
+              f"({sum(r.status == 'optimal' for r in conv)}/{len(conv)} conv); largest gap "
+              f"{100 * max(r.gap for r in results):.1f}%")
     print(f"\ntotal wall time {time.monotonic() - start_all:.1f} s")
     a = walls["alexnet", "eyeriss_v1"]
     m = walls["mobilenet_v1", "eyeriss_v1"] + walls["mobilenet_v1", "eyeriss_v2"]
