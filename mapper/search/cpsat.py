@@ -878,7 +878,7 @@ class _Solve:
 
 
 def _one_solve(run, build, params: dict, cutoff: int | None, left: float | None) -> _Solve:
-    """Solve a fresh model (cut strictly below `cutoff + 1` if given) with one CP-SAT
+    """Solve a fresh model (constrained to goal <= cutoff if given) with one CP-SAT
     worker: deterministic, and on our models 2-10x faster than several workers in CP-SAT's
     deterministic interleaved mode (measured on AlexNet and MobileNet layers)."""
     b = build()
