@@ -491,12 +491,14 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     n = factors.shape[0]
     ok = np.ones(n, dtype=bool)
     sparse = Sparse.of(enc.layer, enc.arch)
-    inner = np.ones((n, enc.n_slots + 1, len(DIMS)), dtype=np.int64)
+    # candidate axis last, as in _evaluate_pattern: per-dimension rows are contiguous
+    F = np.ascontiguousarray(factors.transpose(1, 2, 0))                  # [slots, 8, n]
+    inner = np.ones((enc.n_slots + 1, len(DIMS), n), dtype=np.int64)
     for s in range(enc.n_slots - 1, -1, -1):
-        inner[:, s] = inner[:, s + 1] * factors[:, s]
+        np.multiply(inner[s + 1], F[s], out=inner[s])
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
-        ext = inner[:, enc.storage_slot[si], :]
+        ext = inner[enc.storage_slot[si]]
         for tensors, capacity in level.partitions:
             words = np.zeros(n, dtype=np.int64)
             for t in tensors:
@@ -504,7 +506,7 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
                 for axis in _axes_index(enc.layer, t):
                     e = np.ones(n, dtype=np.int64)
                     for d, c in axis:
-                        e = e + c * (ext[:, d] - 1)
+                        e = e + c * (ext[d] - 1)
                     tile = tile * e
                 factor = sparse.stored(level.name, t)
                 if factor != 1.0:          # compressed storage (see mapping.tile_words)
