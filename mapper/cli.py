@@ -21,6 +21,11 @@ from .report import breakdown_table, layer_table, totals_line
 from .result import document, write_json
 from .spec import MapperError, SpecError, load_yaml
 
+# Default time limits: Eyeriss v1 layers are proven optimal in a few seconds, but some
+# Eyeriss v2 layers need minutes; without a limit a whole-network search could run for hours.
+SEARCH_SECONDS = 60.0          # per layer (search, sweep)
+EYEXAM_SECONDS = 20.0          # per search (Eyexam runs three per layer)
+
 
 def user_errors(func):
     """Turn MapperError into one line on stderr and exit code 2."""
@@ -133,7 +138,8 @@ def search_options(func):
         click.option("--workers", type=int, default=None,
                      help="Parallel workers (joblib processes / CP-SAT threads); default: all cores."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
-        click.option("--time-limit", type=float, default=None, help="Seconds per layer."),
+        click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True,
+                     help="Seconds per layer (an unproven result is marked budget)."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -164,7 +170,8 @@ def default_workers(workers):
 @search_options
 @click.option("--budget", type=int, default=None, help="Evaluation budget (candidates) per layer.")
 @click.option("--patience", type=int, default=None,
-              help="Random search: stop after this many valid candidates without improvement.")
+              help="Random search: stop after this many valid candidates without improvement "
+                   "(default 20000 without --budget).")
 @click.option("--top", type=int, default=1, show_default=True, help="Emit the K best distinct mappings.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -291,7 +298,7 @@ def entry() -> None:
 @click.option("--problem", "-p", "problems", multiple=True, required=True, help="Problem (repeatable).")
 @click.option("--objective", default="edp", show_default=True, help="energy | delay | edp")
 @click.option("--algo", "algorithm", default="hybrid", show_default=True, help="hybrid | cpsat | random | exhaustive")
-@click.option("--time-limit", type=float, default=None, help="Seconds per layer.")
+@click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True, help="Seconds per layer.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=None, help="Parallel jobs (default: all cores).")
 @click.option("--out", "out", default="results/sweep", show_default=True, type=click.Path(),
@@ -349,7 +356,8 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
 @click.option("--algo", "algorithm", default="hybrid", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=None)
-@click.option("--time-limit", type=float, default=None, help="Seconds per search (three per layer).")
+@click.option("--time-limit", type=float, default=EYEXAM_SECONDS, show_default=True,
+              help="Seconds per search (three per layer).")
 @click.option("--json", "json_out", type=click.Path(), help="Write the analysis here.")
 @click.option("--quiet", "-q", is_flag=True)
 @user_errors

@@ -359,8 +359,8 @@ class _Run:
                label: str = "random") -> None:
         from .random import run_round, start_states
         space = self.space
-        if patience is None and budget is None and self.deadline is None:
-            patience = 20000
+        if patience is None and budget is None:
+            patience = 20000        # stop once sampling stops improving (or at the time limit)
         states = start_states(space, seed, workers, self.pool.k)
         shares = None if budget is None else [budget // workers + (w < budget % workers) for w in range(workers)]
         layer, arch = space.layer, space.arch
