@@ -6,7 +6,8 @@ Under the counting rules of `mapper.model`, every mapping
     once, and writes every output back there at least once (scaled by the smallest
     density factor that can apply to that traffic);
   * feeds every MAC from the innermost level holding each tensor, one access shared by
-    at most all the PEs below that level;
+    at most all the PEs below that level, and reads back a partial sum there for every
+    update but each instance's first touch of an output;
   * needs at least MACs / PEs compute cycles, and at least the cycles the outermost
     level's bandwidth needs for that compulsory traffic;
   * pays leakage for at least those cycles.
@@ -60,7 +61,14 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             if t not in level.keeps or (always and i < always[-1]):
                 continue
             below = math.prod(f.X * f.Y for f in arch.levels[i + 1:] if isinstance(f, Fanout))
-            per_mac = layer.macs * sparse.operand(t) / below * level.energy_of(t)[action]
+            above = math.prod(f.X * f.Y for f in arch.levels[:i] if isinstance(f, Fanout))
+            served = layer.macs * sparse.operand(t) / below
+            per_mac = served * level.energy_of(t)[action]
+            if t == "Outputs":
+                # partial sums are read back for every update except each instance's first
+                # touch of an output: at most (outputs x instances of L) first touches
+                first = used_words(layer, t) * above
+                per_mac += max(0.0, layer.macs / below - first) * sparse.operand(t) * level.energy_of(t)[0]
             at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
             best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
         energy += 0.0 if best == math.inf else best
