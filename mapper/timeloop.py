@@ -273,14 +273,21 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
     return dims, roles, {**defaults, **coef_defaults}
 
 
+def _section(path: str | Path, key: str, hint: str) -> dict:
+    """The required top-level `key` of a Timeloop/Accelergy file, its version checked."""
+    src = str(path)
+    data = _mapping_of(load_yaml(path), src, "")
+    if key not in data:
+        raise SpecError(src, key, f"missing required field ({hint})")
+    section = _mapping_of(data[key], src, key)
+    _check_version(section.get("version"), src, f"{key}.version")
+    return section
+
+
 def _timeloop_problem(path: str | Path) -> tuple[dict, str, tuple[str, ...], dict[str, int], dict[str, Any], list[str]]:
     """(instance, src, dims, values of dims and coefficients, roles, notes) of a Timeloop problem file."""
     src = str(path)
-    data = _mapping_of(load_yaml(path), src, "")
-    if "problem" not in data:
-        raise SpecError(src, "problem", "missing required field (a Timeloop problem file has a top-level 'problem')")
-    prob = _mapping_of(data["problem"], src, "problem")
-    _check_version(prob.get("version"), src, "problem.version")
+    prob = _section(path, "problem", "a Timeloop problem file has a top-level 'problem'")
     dims, roles, coef_defaults = _cnn_shape(prob.get("shape"), src)
     if "instance" not in prob:
         raise SpecError(src, "problem.instance", "missing required field")
@@ -423,6 +430,14 @@ class _Component:
         return "unknown"
 
 
+def _named(node: Any, src: str, where: str) -> tuple[dict, str]:
+    """A tree node as a mapping, and its required name."""
+    node = _mapping_of(node, src, where)
+    if "name" not in node:
+        raise SpecError(src, f"{where}.name", "missing required field")
+    return node, str(node["name"])
+
+
 def _walk_tree(arch: dict, src: str) -> tuple[list[_Component], dict[str, list[tuple[str, Any]]]]:
     """Components in tree order (outermost first) and the attributes of enclosing subtrees."""
     comps: list[_Component] = []
@@ -431,10 +446,7 @@ def _walk_tree(arch: dict, src: str) -> tuple[list[_Component], dict[str, list[t
     def visit(node: dict, prefix: str, mult: int, where: str, attrs: dict):
         for i, comp in enumerate(_list_of(node.get("local"), src, f"{where}.local")):
             cwhere = f"{where}.local[{i}]"
-            comp = _mapping_of(comp, src, cwhere)
-            if "name" not in comp:
-                raise SpecError(src, f"{cwhere}.name", "missing required field")
-            name = str(comp["name"])
+            comp, name = _named(comp, src, cwhere)
             base, count = _split_range(name)
             cattrs = {**attrs, **_mapping_of(comp.get("attributes") or {}, src, f"{cwhere}.attributes")}
             instances = mult * count
@@ -448,10 +460,7 @@ def _walk_tree(arch: dict, src: str) -> tuple[list[_Component], dict[str, list[t
             comps.append(_Component(f"{prefix}{name}", cls, cattrs, own, instances, cwhere, extra))
         for i, sub in enumerate(_list_of(node.get("subtree"), src, f"{where}.subtree")):
             swhere = f"{where}.subtree[{i}]"
-            sub = _mapping_of(sub, src, swhere)
-            if "name" not in sub:
-                raise SpecError(src, f"{swhere}.name", "missing required field")
-            name = str(sub["name"])
+            sub, name = _named(sub, src, swhere)
             _, count = _split_range(name)
             sattrs = _mapping_of(sub.get("attributes") or {}, src, f"{swhere}.attributes")
             for k, v in sattrs.items():
@@ -464,11 +473,7 @@ def _walk_tree(arch: dict, src: str) -> tuple[list[_Component], dict[str, list[t
 
 def _load_ert(ert_path: str | Path) -> tuple[dict[str, dict[str, list[float]]], str]:
     src = str(ert_path)
-    data = _mapping_of(load_yaml(ert_path), src, "")
-    if "ERT" not in data:
-        raise SpecError(src, "ERT", "missing required field (an Accelergy energy reference table has a top-level 'ERT')")
-    ert = _mapping_of(data["ERT"], src, "ERT")
-    _check_version(ert.get("version"), src, "ERT.version")
+    ert = _section(ert_path, "ERT", "an Accelergy energy reference table has a top-level 'ERT'")
     tables: dict[str, dict[str, list[float]]] = {}
     for i, t in enumerate(_list_of(ert.get("tables"), src, "ERT.tables")):
         where = f"ERT.tables[{i}]"
