@@ -174,9 +174,11 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
     flat = keep.reshape(n, -1)
     code = flat.astype(np.int64) @ (1 << np.arange(flat.shape[1], dtype=np.int64))
     if modes is not None and enc.mode_fans:
-        index = {a.tobytes(): k for k, a in enumerate(all_assignments)}
-        which = np.array([index[m.tobytes()] for m in modes])
-        code = code * len(all_assignments) + which
+        # the row of each candidate's modes in all_assignments (itertools.product order:
+        # mixed radix, the last fan-out's last tensor varying fastest)
+        radix = np.array([len(enc.arch.levels[i].modes_of(t)) for i in enc.mode_fans for t in TENSORS])
+        weight = np.concatenate([np.cumprod(radix[::-1])[::-1][1:], [1]])
+        code = code * len(all_assignments) + modes.reshape(n, -1) @ weight
     ordered_codes = np.sort(code)       # (np.unique hashes, several times slower here)
     for c in ordered_codes[np.concatenate(([True], ordered_codes[1:] != ordered_codes[:-1]))]:
         rows = np.nonzero(code == c)[0]
