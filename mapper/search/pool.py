@@ -34,10 +34,12 @@ class Pool:
         o = np.concatenate([self.orders, orders])
         kp = np.concatenate([self.keep, keep])
         md = np.concatenate([self.modes, modes])
-        o = canonical_orders(f, o, self.storage_slots)
         idx = np.argsort(v, kind="stable")
-        # Drop repeats of the same candidate (same factors, order, keep and modes).
-        rows = np.concatenate([f.reshape(len(v), -1), o.reshape(len(v), -1), kp.reshape(len(v), -1),
+        # Drop repeats of the same candidate (same factors, order, keep and modes). The
+        # orders are compared in canonical form but kept as given: they are rows of the
+        # space's order lists, which CP-SAT hints refer to.
+        same_order = canonical_orders(f, o, self.storage_slots)
+        rows = np.concatenate([f.reshape(len(v), -1), same_order.reshape(len(v), -1), kp.reshape(len(v), -1),
                                md.reshape(len(v), -1)], axis=1)
         chosen, seen = [], set()
         for i in idx:
