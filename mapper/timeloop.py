@@ -31,7 +31,6 @@ Conventions (Timeloop's, as in ../shared/reference/timeloop/README.md and its so
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -42,7 +41,7 @@ import yaml
 from .arch import Arch, Storage, load_arch, parse_arch
 from .mapping import Loop, Mapping, check, normalize, parse_mapping
 from .problem import DIMS, TENSORS, Layer
-from .spec import MapperError, SpecError, closest, load_yaml
+from .spec import MapperError, SpecError, as_int, as_number, closest, load_yaml
 
 #: Timeloop CNN_Layer dimension order (the order Timeloop's own files list factors in).
 TIMELOOP_DIMS = ("C", "M", "R", "S", "N", "P", "Q")
@@ -96,21 +95,14 @@ def _list_of(value: Any, src: str, field: str) -> list:
     return value
 
 
-def _positive_int(value: Any, src: str, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
-        raise SpecError(src, field, f"expected a whole number >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _number(value: Any, src: str, field: str) -> float:
+    """A non-negative number; Timeloop files also write numbers as strings."""
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise SpecError(src, field, f"expected a non-negative number, got {value!r}")
-    return float(value)
+    return as_number(value, src, field)
 
 
 def _load(data_or_path: Any, what: str) -> tuple[Any, str]:
@@ -220,7 +212,7 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
         c = _mapping_of(c, src, f"problem.shape.coefficients[{i}]")
         if "name" not in c:
             raise SpecError(src, f"problem.shape.coefficients[{i}].name", "missing required field")
-        coef_defaults[str(c["name"])] = _positive_int(c.get("default", 1), src,
+        coef_defaults[str(c["name"])] = as_int(c.get("default", 1), src,
                                                       f"problem.shape.coefficients[{i}].default")
     dims = tuple(str(d) for d in _list_of(shape.get("dimensions"), src, "problem.shape.dimensions"))
     not_cnn = [d for d in dims if d not in DIMS]
@@ -297,11 +289,11 @@ def _timeloop_problem(path: str | Path) -> tuple[dict, str, tuple[str, ...], dic
         if d not in inst:
             raise SpecError(src, f"problem.instance.{d}", f"missing dimension {d} (the shape lists "
                             f"{', '.join(dims)})")
-        values[d] = _positive_int(inst[d], src, f"problem.instance.{d}")
+        values[d] = as_int(inst[d], src, f"problem.instance.{d}")
     for d in DIMS:
         values.setdefault(d, 1)
     for c, default in coef_defaults.items():
-        values[c] = _positive_int(inst.get(c, default), src, f"problem.instance.{c}")
+        values[c] = as_int(inst.get(c, default), src, f"problem.instance.{c}")
     notes = []
     for key, value in inst.items():
         if key in dims or key in coef_defaults:
@@ -451,7 +443,7 @@ def _walk_tree(arch: dict, src: str) -> tuple[list[_Component], dict[str, list[t
             cattrs = {**attrs, **_mapping_of(comp.get("attributes") or {}, src, f"{cwhere}.attributes")}
             instances = mult * count
             if "instances" in cattrs:
-                instances = mult * _positive_int(cattrs["instances"], src, f"{cwhere}.attributes.instances")
+                instances = mult * as_int(cattrs["instances"], src, f"{cwhere}.attributes.instances")
             cls = comp.get("class")
             if not isinstance(cls, str):
                 raise SpecError(src, f"{cwhere}.class", f"missing or invalid class for component '{name}'")
@@ -477,16 +469,14 @@ def _load_ert(ert_path: str | Path) -> tuple[dict[str, dict[str, list[float]]], 
     tables: dict[str, dict[str, list[float]]] = {}
     for i, t in enumerate(_list_of(ert.get("tables"), src, "ERT.tables")):
         where = f"ERT.tables[{i}]"
-        t = _mapping_of(t, src, where)
-        if "name" not in t:
-            raise SpecError(src, f"{where}.name", "missing required field")
+        t, tname = _named(t, src, where)
         actions: dict[str, list[float]] = {}
         for j, a in enumerate(_list_of(t.get("actions"), src, f"{where}.actions")):
             a = _mapping_of(a, src, f"{where}.actions[{j}]")
             if "name" not in a or "energy" not in a:
                 raise SpecError(src, f"{where}.actions[{j}]", "an action needs a name and an energy")
             actions.setdefault(str(a["name"]), []).append(_number(a["energy"], src, f"{where}.actions[{j}].energy"))
-        tables[str(t["name"])] = actions
+        tables[tname] = actions
     return tables, src
 
 
@@ -588,11 +578,7 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
     cycle = None
     for sub, value in tree_attrs.get("global_cycle_seconds", []):
         cycle = _number(value, src, f"architecture ({sub}).attributes.global_cycle_seconds")
-    clock_note = "global_cycle_seconds not given: Timeloop's 1 GHz assumed"
-    clock_mhz = 1000.0
-    if cycle:
-        clock_mhz = round(1e-6 / cycle, 6)
-        clock_note = f"global_cycle_seconds {cycle:g}"
+    clock_mhz = round(1e-6 / cycle, 6) if cycle else 1000.0     # Timeloop's default: 1 GHz
     unused: "OrderedDict[str, list[str]]" = OrderedDict()
     for key, owners in tree_attrs.items():
         if key != "global_cycle_seconds":
@@ -640,9 +626,9 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
         mx, my = c.attrs.get("meshX"), c.attrs.get("meshY")
         n = c.instances
         if mx is not None:
-            mx = _positive_int(mx, src, f"{c.where}.attributes.meshX")
+            mx = as_int(mx, src, f"{c.where}.attributes.meshX")
         if my is not None:
-            my = _positive_int(my, src, f"{c.where}.attributes.meshY")
+            my = as_int(my, src, f"{c.where}.attributes.meshY")
         if mx is None and my is None:
             mx, my = n, 1
         elif my is None:
@@ -750,12 +736,12 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
             width = a.get("width", a.get("memory_width"))
             if dw is None:
                 raise SpecError(src, f"{c.where}.attributes.datawidth", f"'{c.full}' has no datawidth (word bits)")
-            dw = _positive_int(dw, src, f"{c.where}.attributes.datawidth")
+            dw = as_int(dw, src, f"{c.where}.attributes.datawidth")
             block = a.get("block_size", a.get("block-size"))
             if block is not None:
-                block = _positive_int(block, src, f"{c.where}.attributes.block_size")
+                block = as_int(block, src, f"{c.where}.attributes.block_size")
             elif width is not None:
-                width = _positive_int(width, src, f"{c.where}.attributes.width")
+                width = as_int(width, src, f"{c.where}.attributes.width")
                 if width % dw:
                     raise SpecError(src, f"{c.where}.attributes.width", f"width {width} is not a multiple of "
                                     f"datawidth {dw}")
@@ -789,7 +775,7 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
             notes = [f"{c.full} ({c.cls}), {c.instances} instance(s) as {meshes[idx][0]} x {meshes[idx][1]}."]
             depth = a.get("entries", a.get("depth", a.get("memory_depth")))
             if depth is not None and idx > 0:
-                depth = _positive_int(depth, src, f"{c.where}.attributes.depth")
+                depth = as_int(depth, src, f"{c.where}.attributes.depth")
                 words = depth * block if "entries" not in a else depth
                 mb = a.get("multiple_buffering", 1)
                 mb = _number(mb, src, f"{c.where}.attributes.multiple_buffering") or 1
@@ -845,7 +831,7 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
             if split is None:            # no split: the mapper may put any dimension on either axis
                 on_x = on_y = set(DIMS)
             else:
-                split = _positive_int(split, csrc, f"{where}.split", 0)
+                split = as_int(split, csrc, f"{where}.split", 0)
                 on_x = set(perm[:split]) | {d for d in DIMS if d not in perm}
                 on_y = set(perm[split:]) | {d for d in DIMS if d not in perm}
             xd = [d for d in allowed if d in on_x] if fx > 1 else []
@@ -893,15 +879,8 @@ def arch_from_timeloop(arch_path: str | Path, ert_path: str | Path, constraints_
         "mac": {"energy": e_mac},
         "levels": levels,
     }
-    out["_clock_note"] = clock_note
-    out["_mac_note"] = f"ERT {mac.full} compute {e_mac:g} pJ per MAC ({mac.cls}, {mac.instances} instance(s))."
-    # Validate with our own parser (private notes removed).
-    parse_arch(_public(out), src)
-    return _public(out), unsupported
-
-
-def _public(arch: dict) -> dict:
-    return {k: v for k, v in arch.items() if not k.startswith("_")}
+    parse_arch(out, src)          # validate with our own parser
+    return out, unsupported
 
 
 def arch_yaml(arch: dict, unsupported: Sequence[str] = (), header: Sequence[str] = ()) -> str:
@@ -1056,7 +1035,7 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
                 temporal[target] = (factors, perm, where)
             else:
                 split = d.get("split")
-                split = len(perm) if split is None else _positive_int(split, src, f"{where}.split", 0)
+                split = len(perm) if split is None else as_int(split, src, f"{where}.split", 0)
                 if target in spatial:
                     raise SpecError(src, where, f"a second spatial directive for {target} "
                                     f"(first at {spatial[target][3]})")
@@ -1074,8 +1053,7 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
             keep[target] = kept
 
     loops: list[Loop] = []
-    ours: dict[str, str] = {}
-    for name, kind, si, fi in tl:
+    for name, kind, _, fi in tl:
         factors, perm, where = temporal.get(name, ({}, list(TIMELOOP_DIMS), "(none)"))
         inner_first = [(x, factors.get(x, 1)) for x in perm]
         if kind == "storage":
@@ -1108,17 +1086,10 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
                     for x, f, a in reversed(busy):
                         if a == axis:
                             loops.append(Loop(fan.name, x, f, axis))
-        if si is not None:
-            ours[name] = arch.levels[si].name
-    product = {d: 1 for d in DIMS}
-    for l in loops:
-        product[l.dim] *= l.factor
-    for d in DIMS:
-        if product[d] != layer.dims[d]:
-            raise SpecError(src, "mapping", f"factors of {d} over all targets multiply to {product[d]} but layer "
-                            f"{layer.name} has {d} = {layer.dims[d]}")
-    mapping = normalize(loops, arch, {ours[n]: sorted(keep.get(n, set(TENSORS)), key=TENSORS.index)
-                                      for n in ours})
+    # storage targets carry our level names (see _timeloop_levels); check() below also
+    # reports factors that do not multiply to the layer's dimensions
+    mapping = normalize(loops, arch, {n: sorted(keep.get(n, set(TENSORS)), key=TENSORS.index)
+                                      for n, kind, _, _ in tl if kind == "storage"})
     check(mapping, layer, arch, src)
     return mapping
 

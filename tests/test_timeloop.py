@@ -352,6 +352,15 @@ def test_missing_instance_dimension_is_an_error(tmp_path):
     assert err.value.field == "problem.instance.R"
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 2.5, 0])
+def test_non_finite_or_fractional_instance_dimension_is_an_error(tmp_path, value):
+    data = yaml.safe_load((REF / "problems" / "alexnet_conv1.yaml").read_text())
+    data["problem"]["instance"]["P"] = value
+    with pytest.raises(SpecError) as err:          # not OverflowError / ValueError
+        problem_from_timeloop(_write(tmp_path, "badP.yaml", data))
+    assert err.value.field == "problem.instance.P" and "\n" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------------------
 # Architecture errors
 
