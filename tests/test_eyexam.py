@@ -308,20 +308,25 @@ def test_network_summary_by_hand():
     assert [st["peak_loss_pct"] for st in s["steps"]] == pytest.approx([0, 0, 80, 4, 16 - 400 / 35, 400 / 35 - 8, 0])
     assert s["biggest_loss"]["step"] == 3
     assert s["macs"] == 400 and s["layers"] == 2
-    # the layer adding the most cycles at step 6 is b (+15 cycles against a's +0)
-    assert "b" in s["steps"][5]["note"]
-    text = format_network(s)
-    assert "a" in text and "=>  3" in text
+    # the layer adding the most cycles at step 6 is b: 300/10 - 300/20 = +15 (a: +0)
+    assert s["steps"][5]["note"] == "most cycles added by b (+15 cycles)"
+    marked = [line for line in format_network(s).splitlines() if line.startswith("=>  ")]
+    assert len(marked) == 1 and marked[0].split()[1] == "3"
 
 
-def test_network_eyexam_reuses_identical_layers():
+def test_network_eyexam_reuses_identical_layers(monkeypatch):
+    import mapper.eyexam as module
     L = layer_of("tiny")
     from dataclasses import replace
     twin = replace(L, name="twin")
     other = layer_from_dims("small", M=4, C=2, P=4, Q=4, R=3, S=3)
+    examined = []
+    real = module.eyexam
+    monkeypatch.setattr(module, "eyexam", lambda layer, *a, **k: examined.append(layer.name) or real(layer, *a, **k))
     rs = network_eyexam([L, twin, other], arch_of("eyeriss_v1"), time_limit=TL)
     assert [r.layer_name for r in rs] == ["tiny", "twin", "small"]
-    assert rs[0].steps == rs[1].steps          # examined once, reused
+    assert examined == ["tiny", "small"]       # the twin is examined once, its result reused
+    assert rs[0].steps == rs[1].steps
     assert rs[0].bounds == result_of("eyeriss_v1", "tiny").bounds
     s = network_summary(rs)
     total = L.macs * 2 + other.macs
@@ -371,5 +376,12 @@ def test_format_table_marks_the_biggest_loss():
     big = r.biggest_loss
     marked = [line for line in text.splitlines() if line.startswith("=>  ")]
     assert len(marked) == 1 and marked[0].split()[1] == str(big)
-    # tiny on Eyeriss v1: 144 PEs fit but DRAM bandwidth leaves 38 MACs/cycle: step 6 loses most
+    # tiny on Eyeriss v1 (10,368 MACs): 144 PEs fit (X: P6 x M2 = 12 <= 14, Y: R3 x C4 = 12);
+    # DRAM must read at least the 8*4*9 = 288 weights and 4*8*8 = 256 inputs, 544 words at
+    # 2 words/cycle (arch/eyeriss_v1.yaml) = 272 cycles, so 10368 / 272 MACs/cycle.
+    assert r.step(5).bound == pytest.approx(144)
+    assert r.step(6).bound == pytest.approx(10368 / 272)
+    # against the peak of 168 MACs/cycle, step 3 loses 168 - 144 = 24 and step 6 loses
+    # 144 - 38.1 = 105.9, the most
+    assert r.step(3).bound == pytest.approx(144)
     assert big == 6 and "DRAM bandwidth" in r.step(6).note

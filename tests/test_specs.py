@@ -387,7 +387,8 @@ def test_eyeriss_v2_organisation():
                          "weights_spad": 192, "psum_spad": 192}
     glb = arch.level("GLB")
     assert "Weights" not in glb.keeps            # weights stream DRAM -> PE spads
-    assert dict(glb.partitions) == {("Inputs",): 4608, ("Outputs",): 3072}
+    # per GLB cluster: 3 iact banks of 1.5 KB of 8-bit values, 4 psum banks of 768 entries [S] R13, R16
+    assert dict(glb.partitions) == {("Inputs",): 3 * 1536, ("Outputs",): 4 * 768}
     assert arch.word_bits == 8
 
 
