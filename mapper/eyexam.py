@@ -175,6 +175,12 @@ class EyexamResult:
             steps = tuple(Step.from_dict(s) for s in data["steps"])
             if [s.step for s in steps] != list(range(1, 8)):
                 raise ValueError("expected steps 1 to 7 in order")
+            if not all(math.isfinite(s.bound) and s.bound > 0 for s in steps):
+                raise ValueError("every step's bound must be a positive number")
+            # fields the tables and plots read (a missing one is a KeyError below)
+            if not (float(data["layer"]["macs"]) > 0 and float(data["arch"]["pes"]) > 0
+                    and data["layer"]["name"] and data["arch"]["name"]):
+                raise ValueError("layer.macs and arch.pes must be positive, layer and arch named")
             return cls(layer=dict(data["layer"]), arch=dict(data["arch"]), settings=dict(data["settings"]),
                        steps=steps, inputs_sha256=str(data["inputs_sha256"]),
                        version=str(data.get("version", __version__)))

@@ -57,7 +57,8 @@ def result_path(out: Path, arch: str, network: str, layer: str) -> Path:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Search one layer (in a worker process or on a Dask worker); returns its document."""
+    """Search one layer (in a worker process or on a Dask worker); returns its document, with
+    an "interrupted" flag the sweep removes before writing it."""
     from .search import search
     settings = dict(job.settings)
     res = search(job.layer, job.arch, workers=1, **settings)
@@ -70,11 +71,15 @@ def run_job(job: Job) -> dict[str, Any]:
 def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
     """Create the output folder, or check that an existing one was written by this format."""
     marker = out / "sweep.json"
+    if out.exists() and not out.is_dir():
+        raise MapperError(f"--out {out}: exists and is not a folder")
     if marker.exists():
         try:
             meta = json.loads(marker.read_text())
         except (OSError, ValueError):
             raise MapperError(f"{marker}: not a sweep results file (unreadable); choose another --out") from None
+        if not isinstance(meta, dict):
+            raise MapperError(f"{marker}: not a sweep results file; choose another --out")
         if meta.get("format") != FORMAT:
             raise MapperError(f"{out}: written by an incompatible version (format {meta.get('format')}, "
                               f"mapper {meta.get('version')}); this is format {FORMAT}: use another --out")
@@ -99,16 +104,12 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                 job = Job(arch, net.name, layer, frozen)
                 jobs.setdefault(job.key, job)
                 placements.append((arch, net.name, layer, job.key))
-    # a job is done when the result of its first layer exists with the same inputs hash
-    first = {}
-    for arch, net, layer, key in placements:
-        first.setdefault(key, (arch, net, layer))
+    # a job (kept with its first placement) is done when its result exists with the same inputs hash
     todo, docs = [], {}
     for key, job in jobs.items():
-        arch, net, layer = first[key]
-        path = result_path(out, arch.name, net, layer.name)
+        path = result_path(out, job.arch.name, job.network, job.layer.name)
         doc = _load(path) if resume else None
-        if doc is not None and doc.get("inputs_sha256") == job.hash() and not doc.get("interrupted"):
+        if doc is not None and doc.get("inputs_sha256") == job.hash():
             docs[key] = doc
         else:
             todo.append(job)
@@ -120,12 +121,13 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     progress.update(f"sweep: {len(jobs) - len(todo)}/{len(jobs)} jobs already done, {len(todo)} to run", force=True)
     try:
         for job, doc in _execute(todo, workers, client):
-            if doc.get("interrupted"):
+            if doc.pop("interrupted"):
+                # Ctrl-C stopped this job's search: stop the sweep (leaving the loop closes
+                # the generator, which cancels the queued jobs); --resume redoes the rest
                 interrupted = True
-                continue
+                break
             docs[job.key] = doc
-            arch, net, layer = first[job.key]
-            _write_doc(out, arch, net, layer, doc)
+            _write_doc(out, job.arch, job.network, job.layer, doc)
             done += 1
             elapsed = time.monotonic() - start
             progress.update(f"sweep: {done}/{len(todo)} jobs ({label(job)}: {doc['search']['status']}), "
@@ -138,13 +140,14 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     progress.done()
     # every layer that shares a finished job gets its own document
     for arch, net, layer, key in placements:
-        if key in docs and first[key] != (arch, net, layer):
+        first = jobs[key]
+        if key in docs and (first.arch, first.network, first.layer) != (arch, net, layer):
             path = result_path(out, arch.name, net, layer.name)
             existing = _load(path)
             if existing is None or existing.get("inputs_sha256") != docs[key]["inputs_sha256"]:
                 doc = dict(docs[key])
                 doc["layer"] = layer.describe()
-                doc["reused_from"] = first[key][2].name
+                doc["reused_from"] = first.layer.name
                 _write_doc(out, arch, net, layer, doc)
     summary = write_summaries(out, archs, networks, placements, docs)
     summary["interrupted"] = interrupted
@@ -206,6 +209,8 @@ def _dask_client(scheduler: str | None, workers: int):
         return Client(processes=True, n_workers=workers, threads_per_worker=1, dashboard_address=None)
     except (OSError, TimeoutError) as exc:
         raise MapperError(f"--scheduler {scheduler}: cannot reach the Dask scheduler within 8 s ({exc})") from None
+    except (ValueError, TypeError) as exc:
+        raise MapperError(f"--scheduler {scheduler}: not a scheduler address such as tcp://HOST:8786 ({exc})") from None
 
 
 def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) -> dict[str, Any]:

@@ -365,6 +365,17 @@ def test_bad_json_names_the_file(tmp_path):
     (tmp_path / "other.json").write_text('{"cost": {}}')
     with pytest.raises(MapperError, match="other.json.*not an Eyexam result"):
         load_json(tmp_path / "other.json")
+    good = result_of("eyeriss_v1", "tiny").to_dict()
+    zero = json.loads(json.dumps(good))
+    zero["steps"][3]["bound"] = 0          # plots divide by bounds
+    (tmp_path / "zero.json").write_text(json.dumps(zero))
+    with pytest.raises(MapperError, match="zero.json.*positive"):
+        load_json(tmp_path / "zero.json")
+    nopes = json.loads(json.dumps(good))
+    del nopes["arch"]["pes"]
+    (tmp_path / "nopes.json").write_text(json.dumps(nopes))
+    with pytest.raises(MapperError, match="nopes.json.*pes"):
+        load_json(tmp_path / "nopes.json")
 
 
 def test_format_table_marks_the_biggest_loss():

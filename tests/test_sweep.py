@@ -206,3 +206,22 @@ def test_unknown_arch_lists_builtins(net, tmp_path):
     res = run("sweep", "-a", "eyeriss_v9", "-p", net, "--out", tmp_path / "out")
     assert res.returncode == 2
     assert "eyeriss_v1" in res.stderr and "eyeriss_v2" in res.stderr
+
+
+@pytest.mark.parametrize("case", ["out_is_a_file", "marker_not_an_object", "malformed_scheduler"])
+def test_more_bad_sweep_inputs_are_one_line(net, tmp_path, case):
+    out, extra = tmp_path / "out", []
+    if case == "out_is_a_file":
+        out.write_text("a file")
+        extra = ["--resume"]
+    elif case == "marker_not_an_object":
+        out.mkdir()
+        (out / "sweep.json").write_text("[1]")
+    else:
+        pytest.importorskip("dask.distributed")
+        extra = ["--backend", "dask", "--scheduler", "foo:bar"]
+    res = run("sweep", "-a", "eyeriss_v1", "-p", net, "--out", out, *extra)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert ("foo:bar" if case == "malformed_scheduler" else str(out)) in lines[0]
