@@ -451,12 +451,6 @@ def export_group():
 def export_timeloop(result, arch, timeloop_problem, out):
     """Our result document -> a Timeloop mapping (map.yaml) for timeloop-model."""
     from .timeloop import export_result, problem_dims
-    if arch is None:
-        try:
-            arch = json.loads(Path(result).read_text())
-            arch = (arch[0] if isinstance(arch, list) else arch)["arch"]["name"]
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            raise SpecError(str(result), "arch.name", "cannot tell the arch; give --arch") from None
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
     export_result(result, out, arch, dims=dims)
     click.echo(f"wrote {out}")

@@ -1170,12 +1170,12 @@ def mapping_yaml(data: dict, header: Sequence[str] = ()) -> str:
     return "\n".join(lines + [body.rstrip("\n")]) + "\n"
 
 
-def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch | str | Path,
+def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch | str | Path | None = None,
                   dims: Sequence[str] | None = None) -> dict:
     """Write the Timeloop map.yaml of the mapping in one of our result documents (from
-    `mapper evaluate/search --json`). Returns the Timeloop mapping dict."""
+    `mapper evaluate/search --json`); `arch` defaults to the one the document names.
+    Returns the Timeloop mapping dict."""
     from .result import write_text
-    arch = _as_arch(arch)
     src = str(result_json_path)
     try:
         doc = json.loads(Path(result_json_path).read_text())
@@ -1190,7 +1190,10 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
     if not isinstance(doc, dict) or "mapping" not in doc:
         raise SpecError(src, "mapping", "missing required field (expected a result document from "
                         "`mapper evaluate` or `mapper search`)")
-    arch_name = (doc.get("arch") or {}).get("name")
+    arch_name = doc["arch"].get("name") if isinstance(doc.get("arch"), dict) else None
+    if arch is None and not arch_name:
+        raise SpecError(src, "arch.name", "cannot tell the arch; give --arch")
+    arch = _as_arch(arch if arch is not None else arch_name)
     if arch_name and arch_name != arch.name:
         raise SpecError(src, "arch.name", f"the result is for arch '{arch_name}', not '{arch.name}'")
     mapping = parse_mapping(doc, arch, src)
