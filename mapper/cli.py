@@ -17,7 +17,7 @@ from .arch import load_arch
 from .mapping import check, loop_nest_text, parse_mapping
 from .model import evaluate
 from .problem import DENSITY_KEYS, load_network
-from .report import breakdown_table, layer_table, totals_line
+from .report import breakdown_table, layer_table, table, totals_line
 from .result import document, write_json
 from .spec import MapperError, SpecError, load_yaml
 
@@ -247,9 +247,7 @@ def network_summary(results, arch_spec, objective) -> str:
     latency_ms = cycles / (arch_spec.clock_mhz * 1e3)
     rows.append(("total", f"{macs:,}", f"{energy:,.0f}", f"{energy / macs:.3f}", f"{cycles:,}",
                  f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", f"{sum(r.seconds for r in results):.2f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = table(rows, right=range(1, len(rows[0])))
     lines.append(f"network: {energy:,.0f} pJ ({energy / macs:.3f} pJ/MAC), {cycles:,} cycles = {latency_ms:.3f} ms "
                  f"at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, "
                  f"{1e12 / energy:.1f} inferences/J)")
@@ -269,12 +267,8 @@ def space_cmd(arch, problem, layer, batch):
     lay = load_network(problem, batch).layer(layer)
     space = Space.build(lay, arch_spec)
     rows = [("subspace", "before pruning", "after pruning")] + space.report()
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
     click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
-    for k, r in enumerate(rows):
-        click.echo(f"{r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}  {r[2].rjust(widths[2])}")
-        if k == 0:
-            click.echo("-" * (sum(widths) + 4))
+    click.echo("\n".join(table(rows, right={1, 2})))
 
 
 def entry() -> None:
@@ -332,12 +326,7 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
             rows.append((net, arch_name, f"{t['energy_pj'] / 1e6:,.1f}", f"{t['pj_per_mac']:.3f}",
                          f"{t['latency_ms']:.3f}", f"{t['inferences_per_s']:.1f}", f"{t['inferences_per_j']:.1f}",
                          f"{100 * t['utilization']:.1f}%" + ("" if t["complete"] else " (partial)")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for k, r in enumerate(rows):
-        click.echo("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1])] +
-                             [c.rjust(w) for c, w in zip(r[2:], widths[2:])]))
-        if k == 0:
-            click.echo("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    click.echo("\n".join(table(rows, right=range(2, len(rows[0])))))
     jobs = summary["jobs"]
     click.echo(f"{jobs['total']} jobs: {jobs['run']} run, {jobs['skipped']} already done; results in {out}")
     if summary["interrupted"]:

@@ -56,6 +56,7 @@ from .arch import Arch, Fanout
 from .mapping import Loop, Mapping, normalize, problems_of
 from .model import Cost, evaluate
 from .problem import DIMS, Layer
+from .report import table
 from .result import inputs_sha256, write_json
 from .spec import MapperError
 
@@ -427,14 +428,6 @@ def _exact_capacity_check(layer: Layer, arch: Arch, found_pes: int):
 # ---------------------------------------------------------------------------------------
 # The seven steps
 
-def _bottleneck(cost: Cost) -> tuple[str, float]:
-    """(level whose bandwidth bounds the cycles, its cycles), or ('compute', compute cycles)."""
-    level, cycles = max(cost.level_cycles.items(), key=lambda kv: kv[1], default=("", 0.0))
-    if cycles > cost.compute_cycles:
-        return level, cycles
-    return "compute", float(cost.compute_cycles)
-
-
 def _cost_detail(cost: Cost, mapping: Mapping, search, source: str) -> dict[str, Any]:
     """The measured mapping of a step: its cycles, PEs, energy and where it came from (the
     search whose best it is, or the exact check; `search` is then the step's own search)."""
@@ -547,7 +540,7 @@ def eyexam(layer: Layer, arch: Arch, objective: str = "edp", algorithm: str = "h
     if c7.cycles < c6.cycles:
         c6, m6, from6, src6 = c7, m7, f"{objective} search", s7
     b6 = macs / c6.cycles
-    level, cyc = _bottleneck(c6)
+    level, cyc = c6.bottleneck()
     if level != "compute":
         note6 = (f"{level} bandwidth ({cyc:,.0f} cycles vs {c6.compute_cycles:,} compute cycles "
                  f"on {c6.active_pes:,} PEs)")
@@ -562,7 +555,7 @@ def eyexam(layer: Layer, arch: Arch, objective: str = "edp", algorithm: str = "h
 
     # 7. the user's objective
     b7 = macs / c7.cycles
-    level, cyc = _bottleneck(c7)
+    level, cyc = c7.bottleneck()
     bound_by = (f"{level} bandwidth-bound ({cyc:,.0f} cycles)" if level != "compute"
                 else f"compute-bound on {c7.active_pes:,} PEs")
     note7 = f"the best {objective} mapping found is {bound_by}"
@@ -663,8 +656,6 @@ def network_summary(results: Sequence[EyexamResult]) -> dict[str, Any]:
 def _num(x: float) -> str:
     if abs(x - round(x)) < 1e-9 * max(1.0, abs(x)) or abs(x) >= 1000:
         return f"{round(x):,}"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
     if abs(x) >= 10:
         return f"{x:,.1f}"
     return f"{x:.3g}"
@@ -678,17 +669,6 @@ def _pct(p: float) -> str:
     return f"{p:.{digits}f}%"
 
 
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if k == 0:
-            lines.append("-" * len(lines[0]))
-    return lines
-
-
 def _steps_table(steps: list[dict[str, Any]], big: int | None, pes: int) -> list[str]:
     rows = [["", "step", "constraint", "bound MACs/cycle", "loss", "loss %", "of peak", "note"]]
     for s in steps:
@@ -699,7 +679,7 @@ def _steps_table(steps: list[dict[str, Any]], big: int | None, pes: int) -> list
         rows.append(["=>" if s["step"] == big else "", str(s["step"]), s["constraint"], _num(s["bound"]),
                      "-" if first else _num(s["loss"]), "-" if first else _pct(s["loss_pct"]),
                      _pct(s.get("peak_loss_pct", 0.0)), note])
-    lines = _table(rows, {3, 4, 5, 6})
+    lines = table(rows, {3, 4, 5, 6})
     lines.append(f"loss: against the previous step; of peak: share of the peak ({pes:,} PEs x 1 MAC/cycle) "
                  f"lost at this step")
     if big is not None:
@@ -728,7 +708,7 @@ def format_network(summary: dict[str, Any]) -> str:
     big = summary["biggest_loss"]["step"] if summary["biggest_loss"] else None
     lines = [f"Eyexam: {summary['layers']} layers ({summary['macs']:,} MACs) on {summary['arch']}; "
              f"bounds in MACs/cycle; step 7 objective {summary['objective']}", ""]
-    lines += _table(rows, set(range(1, 9)))
+    lines += table(rows, range(1, 9))
     lines += ["", "network (MAC-weighted: total MACs / sum of per-layer MACs/bound)", ""]
     lines += _steps_table(summary["steps"], big, summary["pes"])
     return "\n".join(lines)

@@ -94,6 +94,14 @@ class Cost:
     def pj_per_mac(self) -> float:
         return self.energy_pj / self.macs
 
+    def bottleneck(self) -> tuple[str, float]:
+        """(storage level whose bandwidth bounds the cycles, its cycles), or ('compute',
+        compute cycles) when no level needs more cycles than the MACs."""
+        level, cycles = max(self.level_cycles.items(), key=lambda kv: kv[1], default=("", 0.0))
+        if cycles > self.compute_cycles:
+            return level, cycles
+        return "compute", float(self.compute_cycles)
+
     def objective(self, name: str) -> float:
         """energy, delay (cycles), edp, or compute (cycles ignoring bandwidth; for Eyexam)."""
         return {"energy": self.energy_pj, "delay": float(self.cycles), "edp": self.edp,

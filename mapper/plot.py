@@ -178,19 +178,13 @@ def eyexam_steps(eyexam_json: str | Path) -> tuple[str, list[dict[str, Any]], in
     return title, steps, pes
 
 
-def _label(x: float) -> str:
-    if abs(x - round(x)) < 1e-9 * max(1.0, abs(x)) or abs(x) >= 1000:
-        return f"{round(x):,}"
-    return f"{x:.3g}"
-
-
 def plot_eyexam(eyexam_json: str | Path, out_png: str | Path | None = None) -> Path:
     """A waterfall of the seven Eyexam steps: a bar of each step's bound (MACs/cycle), the
     loss against the previous step stacked on it in red (the biggest loss outlined), the
     peak (one MAC per PE per cycle) as a dotted line; log scale when the bounds span more
     than 100x. A list of per-layer results is plotted as the network summary. Writes
     out_png (default: the JSON path with .png) atomically and returns its path."""
-    from .eyexam import _pct
+    from .eyexam import _num, _pct
 
     eyexam_json = Path(eyexam_json)
     title, steps, pes = eyexam_steps(eyexam_json)
@@ -218,7 +212,7 @@ def plot_eyexam(eyexam_json: str | Path, out_png: str | Path | None = None) -> P
         ax.plot([x[k - 1] - 0.3, x[k] + 0.3], [prev, prev], color="grey", linewidth=0.8, linestyle="--")
     for k, (xi, s) in enumerate(zip(x, steps)):
         prev = bounds[k - 1] if k else s["bound"]
-        tag = _label(s["bound"])
+        tag = _num(s["bound"])
         if prev > s["bound"]:
             tag += f"\n-{_pct(s['loss_pct'])}"
         if s["biggest"]:

@@ -6,6 +6,19 @@ from .model import Cost
 from .problem import TENSORS, Layer
 
 
+def table(rows, right, rule: bool = True) -> list[str]:
+    """Text table lines: columns padded to their widest cell, those in `right` (indices)
+    right-aligned, a dashed rule under the header row if `rule`."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, r in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if k == 0 and rule:
+            lines.append("-" * len(lines[0]))
+    return lines
+
+
 def _num(x: float) -> str:
     return f"{int(round(x)):,}"
 
@@ -23,20 +36,13 @@ def breakdown_table(cost: Cost) -> str:
     for fan, e in cost.network_pj.items():
         rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))
     rows.append(("MAC", "", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(r[2:], widths[2:])]
-        lines.append("  ".join(cells).rstrip())
-        if k == 0:
-            lines.append("-" * len(lines[0]))
-    return "\n".join(lines)
+    return "\n".join(table(rows, right=range(2, len(rows[0]))))
 
 
 def totals_line(cost: Cost, arch: Arch) -> str:
     seconds = cost.cycles / (arch.clock_mhz * 1e6)
-    bound = max(cost.level_cycles.items(), key=lambda kv: kv[1], default=("", 0.0))
-    limit = "compute" if cost.compute_cycles >= bound[1] else f"{bound[0]} bandwidth"
+    level, _ = cost.bottleneck()
+    limit = "compute" if level == "compute" else f"{level} bandwidth"
     return (f"energy {cost.energy_pj:,.1f} pJ ({cost.pj_per_mac:.3f} pJ/MAC)  cycles {cost.cycles:,} "
             f"({limit}-bound; {seconds * 1e3:.3f} ms at {arch.clock_mhz:g} MHz)  utilization "
             f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} pJ*cycles")
@@ -48,6 +54,4 @@ def layer_table(layers: list[Layer]) -> str:
         stride = f"{l.stride[0]}" if l.stride[0] == l.stride[1] else f"{l.stride[0]}x{l.stride[1]}"
         rows.append((l.name, l.type, *(str(v) for v in l.dims.values()), stride, f"{l.macs:,}"))
     rows.append(("total", "", "", "", "", "", "", "", "", "", "", f"{sum(l.macs for l in layers):,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join([r[0].ljust(widths[0]), r[1].ljust(widths[1])] +
-                               [c.rjust(w) for c, w in zip(r[2:], widths[2:])]).rstrip() for r in rows)
+    return "\n".join(table(rows, right=range(2, len(rows[0])), rule=False))
