@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import Fields, SpecError, as_number, closest, load_yaml, pair, resolve
+from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, pair, resolve
 
 DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
 TENSORS = ("Weights", "Inputs", "Outputs")
@@ -88,9 +88,6 @@ class Layer:
         return (self.N, self.G, self.M, self.C, self.P, self.Q, self.R, self.S,
                 self.stride, self.dilation, self.density)
 
-    def with_batch(self, n: int) -> "Layer":
-        return _replace(self, N=n)
-
     def with_density(self, density: dict[str, float]) -> "Layer":
         merged = {**self.densities(), **density}
         return _replace(self, density=tuple(sorted(merged.items(), key=lambda kv: DENSITY_KEYS.index(kv[0]))))
@@ -148,27 +145,34 @@ LAYER_FIELDS = ("name", "type", "C", "M", "H", "W", "R", "S", "stride", "pad", "
 
 def _output_size(size: int, pad: int, kernel: int, stride: int, dilation: int,
                  src: str, where: str, axis: str) -> int:
-    span = size + pad - dilation * (kernel - 1) - 1   # pad < 0: 'same' leaves trailing rows unread
-    if span < 0:
-        raise SpecError(src, where, f"filter ({kernel} with dilation {dilation}) is larger than the "
-                        f"padded input {axis} ({size} + pad {pad})")
-    if span % stride:
-        raise SpecError(src, where, f"output {axis} does not come out whole: ({size} + pad {pad} - "
-                        f"{dilation}*({kernel}-1) - 1) = {span} is not a multiple of stride {stride}")
-    return span // stride + 1
+    """Outputs along one axis as PyTorch and ONNX count them: floor(span / stride) + 1.
+    Trailing input rows a floor leaves are never read (Layer.input_rows counts read rows)."""
+    span = size + pad - dilation * (kernel - 1) - 1
+    out = span // stride + 1
+    if out < 1:
+        raise SpecError(src, where, f"output {axis} would be {out} (< 1): ({size} + pad {pad} - "
+                        f"{dilation}*({kernel}-1) - 1) // {stride} + 1; the filter ({kernel} with "
+                        f"dilation {dilation}) is larger than the padded input {axis}")
+    return out
+
+
+PAD_FORMS = "a number, [vertical, horizontal], [top, bottom, left, right] or 'same'"
 
 
 def _padding(value: Any, sizes, kernels, strides, dilations, src, where) -> tuple[int, int]:
-    """Total padding per axis: an int or [v, h] pads both sides; 'same' pads as TensorFlow
-    does (output = ceil(size / stride); rows past the last window are never read)."""
+    """Total padding per axis (rows, columns). A number or [v, h] pads both sides of an axis;
+    [top, bottom, left, right] pads each side (as ONNX writes it); 'same' pads as TensorFlow
+    does, so that output = ceil(size / stride)."""
     if value == "same":
-        totals = []
-        for size, k, s, d in zip(sizes, kernels, strides, dilations):
-            out = -(-size // s)
-            totals.append((out - 1) * s + (k - 1) * d + 1 - size)
-        return tuple(totals)
+        return tuple(max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
+                     for size, k, s, d in zip(sizes, kernels, strides, dilations))
     if isinstance(value, str):
-        raise SpecError(src, where, f"expected a number, [vertical, horizontal] or 'same', got {value!r}")
+        raise SpecError(src, where, f"expected {PAD_FORMS}, got {value!r}")
+    if isinstance(value, (list, tuple)) and len(value) == 4:
+        top, bottom, left, right = (as_int(v, src, where, 0) for v in value)
+        return (top + bottom, left + right)
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise SpecError(src, where, f"expected {PAD_FORMS}, got {value!r}")
     v, h = pair(value, src, where, 0)
     return (2 * v, 2 * h)
 
@@ -187,7 +191,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
         M = f.integer("M")
         H = W = R = S = 1
         stride = dilation = (1, 1)
-        pad_total = shown_pad = (0, 0)
+        pad_total = (0, 0)
         groups = f.integer("groups", 1)
     else:
         for key in ("H", "W", "R", "S"):
@@ -197,7 +201,6 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
         stride = pair(f.get("stride", 1), src, f.path("stride"), 1)
         dilation = pair(f.get("dilation", 1), src, f.path("dilation"), 1)
         pad_total = _padding(f.get("pad", 0), (H, W), (R, S), stride, dilation, src, f.path("pad"))
-        shown_pad = tuple(max(0, p) for p in pad_total)
         if kind == "depthwise":
             M = f.integer("M", C)
             groups = f.integer("groups", C)
@@ -217,7 +220,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
     N = batch if batch is not None else f.integer("N", 1)
     density = parse_density(f.get("density", {}), src, f.path("density"))
     return Layer(name=name, type=kind, N=N, G=groups, M=M // groups, C=C // groups, P=P, Q=Q,
-                 R=R, S=S, stride=stride, dilation=dilation, pad=shown_pad, H=H, W=W,
+                 R=R, S=S, stride=stride, dilation=dilation, pad=pad_total, H=H, W=W,
                  density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
                                       key=lambda kv: DENSITY_KEYS.index(kv[0]))))
 

@@ -115,9 +115,9 @@ def problem_file(tmp_path, layer_text: str) -> Path:
     ("{name: a, type: conv, C: 2.5, M: 4, H: 8, W: 8, R: 3, S: 3}", ["layers[0].C", "2.5"]),
     ("{name: a, type: conv, C: 3, M: -4, H: 8, W: 8, R: 3, S: 3}", ["layers[0].M", "-4"]),
     ("{name: a, type: conv, C: 3, M: four, H: 8, W: 8, R: 3, S: 3}", ["layers[0].M", "four"]),
-    # (112 + 2*1 - 3) = 111 is not a multiple of stride 2
-    ("{name: a, type: conv, C: 3, M: 4, H: 112, W: 112, R: 3, S: 3, stride: 2, pad: 1}",
-     ["layers[0].H", "whole", "stride 2"]),
+    # (4 + 2*1 - 6 - 1) // 2 + 1 = 0 output rows
+    ("{name: a, type: conv, C: 3, M: 4, H: 4, W: 112, R: 7, S: 3, stride: 2, pad: 1}",
+     ["layers[0].H", "would be 0", "// 2"]),
     ("{name: a, type: convolution, C: 3, M: 4, H: 8, W: 8, R: 3, S: 3}", ["layers[0].type", "conv"]),
     (LAYER_OK % ", density: {weights: 1.5}", ["layers[0].density.weights", "1.5"]),
     ("just a string", ["layers[0]", "mapping"]),

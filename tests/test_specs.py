@@ -207,13 +207,46 @@ def test_explicit_pad_pair_and_stride_pair():
     assert layer.macs == 4 * 8 * 5 * 8 * 3 * 5
 
 
-def test_output_size_not_whole_is_an_error():
+@pytest.mark.parametrize("H, R, stride, pad, dilation, P", [
+    # PyTorch / ONNX: P = floor((H + pad_top + pad_bottom - dilation*(R-1) - 1) / stride) + 1
+    (224, 7, 2, 3, 1, 112),      # ResNet-50 conv1: (224 + 6 - 6 - 1) = 223, 223 // 2 + 1 = 112
+    (56, 1, 2, 0, 1, 28),        # ResNet-50 projection shortcut: 55 // 2 + 1 = 28
+    (112, 3, 2, 1, 1, 56),       # (112 + 2 - 2 - 1) = 111, 111 // 2 + 1 = 56
+    (10, 3, 3, 0, 2, 2),         # dilation 2: span 10 - 4 - 1 = 5, 5 // 3 + 1 = 2
+])
+def test_output_size_floors_as_pytorch(H, R, stride, pad, dilation, P):
+    layer = parse_layer({"name": "x", "type": "conv", "C": 3, "M": 4, "H": H, "W": H, "R": R, "S": R,
+                         "stride": stride, "pad": pad, "dilation": dilation}, "f.yaml", "layers[0]")
+    assert (layer.P, layer.Q) == (P, P)
+    # only the rows some output reads are fetched: never more than the padded input
+    read = (P - 1) * stride + (R - 1) * dilation + 1
+    assert layer.input_rows == read <= H + 2 * pad
+    assert layer.tensor_size("Inputs") == 3 * read * read
+
+
+def test_pad_four_sides_is_asymmetric():
+    # [top, bottom, left, right] = [0, 1, 2, 0]: rows (8 + 1 - 3) // 2 + 1 = 4, columns (8 + 2 - 3) // 1 + 1 = 8
+    layer = parse_layer({"name": "x", "type": "conv", "C": 2, "M": 2, "H": 8, "W": 8, "R": 3, "S": 3,
+                         "stride": [2, 1], "pad": [0, 1, 2, 0]}, "f.yaml", "layers[0]")
+    assert (layer.P, layer.Q) == (4, 8)
+    assert layer.pad == (1, 2)
+
+
+@pytest.mark.parametrize("pad", [[1, 2, 3], "valid", [1, -1, 0, 0]])
+def test_bad_pad_forms(pad):
     with pytest.raises(SpecError) as err:
-        parse_layer({"name": "x", "type": "conv", "C": 3, "M": 4, "H": 112, "W": 112, "R": 3, "S": 3,
+        parse_layer({"name": "x", "type": "conv", "C": 2, "M": 2, "H": 8, "W": 8, "R": 3, "S": 3, "pad": pad},
+                    "f.yaml", "layers[0]")
+    assert err.value.field == "layers[0].pad"
+
+
+def test_output_size_below_one_is_an_error_with_the_numbers():
+    with pytest.raises(SpecError) as err:
+        parse_layer({"name": "x", "type": "conv", "C": 3, "M": 4, "H": 4, "W": 8, "R": 7, "S": 3,
                      "stride": 2, "pad": 1}, "f.yaml", "layers[0]")
-    # (112 + 2 - 3) = 111 is odd
-    assert err.value.source == "f.yaml" and err.value.field.startswith("layers[0].")
-    assert "111" in str(err.value)
+    # (4 + 2 - 6 - 1) = -1, -1 // 2 + 1 = 0
+    assert err.value.source == "f.yaml" and err.value.field == "layers[0].H"
+    assert "would be 0" in str(err.value) and "(4 + pad 2 - 1*(7-1) - 1)" in str(err.value)
 
 
 def write_problem(tmp_path, text, name="net.yaml"):
