@@ -91,6 +91,9 @@ def layers(problem, batch, as_json):
     else:
         click.echo(f"{net.name}: {len(net.layers)} layers (M and C per group)")
         click.echo(layer_table(list(net.layers)))
+        if any(l.type == "matmul" for l in net.layers):
+            click.echo("matmul layers as the loop nest: N = rows M (x batch when B is a weight), M = columns N, "
+                       "C = K, G = batch (x batch when B is an activation); A plays Inputs, B Weights")
 
 
 @main.command("evaluate")
@@ -117,7 +120,7 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
     cost = evaluate(lay, arch_spec, mapping, validate=False)
     click.echo(loop_nest_text(mapping, lay, arch_spec))
     click.echo()
-    click.echo(breakdown_table(cost))
+    click.echo(breakdown_table(cost, lay))
     click.echo()
     click.echo(totals_line(cost, arch_spec))
     if json_out:
@@ -198,7 +201,7 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
                 click.echo(f"--- mapping {rank + 1} of {len(res.found)} ---")
             click.echo(loop_nest_text(found.mapping, res.layer, arch_spec))
             click.echo()
-            click.echo(breakdown_table(found.cost))
+            click.echo(breakdown_table(found.cost, res.layer))
             click.echo()
             click.echo(totals_line(found.cost, arch_spec))
         click.echo(search_line(res))

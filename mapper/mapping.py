@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .arch import Arch, Fanout, Storage
-from .problem import DIMS, TENSORS, Layer
+from .problem import DIMS, TENSORS, Layer, label
 from .spec import Fields, SpecError, as_int, closest
 
 #: Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
@@ -259,13 +259,13 @@ def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
         mine = [l for l in mapping.loops if l.level == level.name]
         if isinstance(level, Storage):
             kept = mapping.kept(level.name)
-            tiles = ", ".join(f"{t} {tile_words(mapping, layer, arch, level.name, t)}" for t in kept)
+            tiles = ", ".join(f"{label(layer, t)} {tile_words(mapping, layer, arch, level.name, t)}" for t in kept)
             lines.append(f"{'  ' * depth}{level.name} [{tiles or 'bypassed'}]")
         else:
             lines.append(f"{'  ' * depth}{level.name} (fan-out {level.X} x {level.Y})")
         for l in mine:
             tag = f"  (spatial {l.spatial})" if l.spatial else ""
-            lines.append(f"{'  ' * depth}| for {l.dim} in [0:{l.factor}){tag}")
+            lines.append(f"{'  ' * depth}| for {label(layer, l.dim)} in [0:{l.factor}){tag}")
             depth += 1
     lines.append(f"{'  ' * depth}  << MAC >>")
     return "\n".join(lines)

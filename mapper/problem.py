@@ -22,7 +22,7 @@ from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, pair
 
 DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
 TENSORS = ("Weights", "Inputs", "Outputs")
-LAYER_TYPES = ("conv", "depthwise", "fc")
+LAYER_TYPES = ("conv", "depthwise", "fc", "matmul")
 
 #: The dimensions that index each tensor; a loop over any other dimension reuses the tensor.
 RELEVANT = {
@@ -55,6 +55,11 @@ class Layer:
     H: int = 1                             # input rows before padding
     W: int = 1                             # input columns before padding
     density: tuple[tuple[str, float], ...] = (("weights", 1.0), ("inputs", 1.0))
+    # What a user calls the tensors and dimensions when they differ from ours (a matmul's
+    # A, B and Out; its M, N, K); printing only (see `label`), never part of the cost.
+    labels: tuple[tuple[str, str], ...] = ()
+    # The layer's own sizes as written, when they are not the loop bounds (a matmul's M, N, K).
+    written: tuple[tuple[str, Any], ...] = ()
 
     @property
     def dims(self) -> dict[str, int]:
@@ -94,14 +99,22 @@ class Layer:
 
     def describe(self) -> dict[str, Any]:
         """The derived view `mapper layers` prints and result documents carry."""
+        extra = {"as_written": dict(self.written), "labels": dict(self.labels)} if self.written else {}
         return {
-            "name": self.name, "type": self.type,
+            "name": self.name, "type": self.type, **extra,
             "dims": self.dims,
             "stride": list(self.stride), "dilation": list(self.dilation), "pad_total": list(self.pad),
             "input": [self.H, self.W],
             "density": self.densities(),
             "macs": self.macs,
         }
+
+
+def label(layer: Layer, name: str) -> str:
+    """How to print a tensor or dimension of `layer`: the user's name with ours (the one arch
+    and mapping files use) in brackets when they differ, e.g. a matmul's 'B (Weights)'."""
+    theirs = dict(layer.labels).get(name)
+    return f"{theirs} ({name})" if theirs else name
 
 
 def _replace(layer: Layer, **changes) -> Layer:
@@ -177,7 +190,37 @@ def _padding(value: Any, sizes, kernels, strides, dilations, src, where) -> tupl
     return (2 * v, 2 * h)
 
 
+MATMUL_FIELDS = ("name", "type", "M", "N", "K", "batch", "b_role", "density")
+B_ROLES = ("weights", "activations")
+
+
+def parse_matmul(data: Any, src: str, where: str, samples: int | None = None) -> Layer:
+    """Out[b][m][n] = sum_k A[b][m][k] * B[b][k][n] as the conv loop nest: K is the reduction C,
+    matmul N the output channels M (B and Out), matmul M the rows N (A and Out), `batch` the
+    groups G (all three). A plays Inputs and B Weights. `samples` (the network's batch)
+    multiplies the rows when B is a weight shared by every sample (b_role: weights, a linear
+    layer), and the groups when B is an activation of each sample (attention's K^T and V)."""
+    f = Fields(data, src, where, MATMUL_FIELDS, required=("name", "type", "M", "N", "K"))
+    name = f.string("name")
+    M, N, K = (f.integer(k) for k in ("M", "N", "K"))
+    heads = f.integer("batch", 1)
+    role = f.choice("b_role", B_ROLES, "weights")
+    n = samples if samples is not None else 1
+    shared = role == "weights"
+    density = parse_density(f.get("density", {}), src, f.path("density"))
+    labels = (("Weights", "B"), ("Inputs", "A"), ("Outputs", "Out"), ("N", "M"), ("M", "N"), ("C", "K"),
+              ("G", "batch"))
+    return Layer(name=name, type="matmul", N=M * n if shared else M, G=heads if shared else heads * n,
+                 M=N, C=K, P=1, Q=1, R=1, S=1,
+                 density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
+                                      key=lambda kv: DENSITY_KEYS.index(kv[0]))),
+                 labels=labels, written=(("M", M), ("N", N), ("K", K), ("batch", heads), ("b_role", role),
+                                         ("samples", n)))
+
+
 def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> Layer:
+    if isinstance(data, dict) and data.get("type") == "matmul":
+        return parse_matmul(data, src, where, batch)
     f = Fields(data, src, where, LAYER_FIELDS, required=("name", "type", "C"))
     name = f.string("name")
     kind = f.choice("type", LAYER_TYPES)

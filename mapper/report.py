@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .arch import Arch
 from .model import Cost
-from .problem import TENSORS, Layer
+from .problem import TENSORS, Layer, label
 
 
 def table(rows, right, rule: bool = True) -> list[str]:
@@ -23,15 +23,16 @@ def _num(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def breakdown_table(cost: Cost) -> str:
-    """One row per level and tensor: reads, fills, updates, energy and its share of the total."""
+def breakdown_table(cost: Cost, layer: Layer | None = None) -> str:
+    """One row per level and tensor: reads, fills, updates, energy and its share of the total
+    (tensors named as `layer` names them, e.g. a matmul's A, B and Out)."""
     rows = [("level", "tensor", "reads", "fills", "updates", "energy pJ", "share")]
     total = cost.energy_pj
     for level, tensors in cost.levels.items():
         for t in TENSORS:
             if t in tensors:
                 c = tensors[t]
-                rows.append((level, t, _num(c.reads), _num(c.fills), _num(c.updates),
+                rows.append((level, label(layer, t) if layer else t, _num(c.reads), _num(c.fills), _num(c.updates),
                              f"{c.energy_pj:,.1f}", f"{100 * c.energy_pj / total:.1f}%"))
     for fan, e in cost.network_pj.items():
         rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))

@@ -287,3 +287,21 @@ def test_sigint_stops_and_writes_best_so_far(tmp_path):
     assert "interrupted" in line and "status budget" in line
     assert f"energy {doc['cost']['energy_pj']:,.1f} pJ" in totals_line(stdout)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.json.")]
+
+
+def test_matmul_layer_prints_its_operands_and_costs_as_its_loop_nest(tmp_path):
+    """A matmul searched from the CLI names A, B and Out; its cost is the cost of the
+    conv loop nest it maps onto (fc with C = K, M = N and the rows as the batch N)."""
+    (tmp_path / "mm.yaml").write_text("name: mm\nlayers:\n  - {name: q, type: matmul, M: 8, N: 6, K: 4}\n"
+                                      "  - {name: f, type: fc, N: 8, C: 4, M: 6}\n")
+    res = run("search", "--arch", "eyeriss_v1", "--problem", "mm.yaml", "--layer", "q", "--algo", "random",
+              "--seed", "1", "--time-limit", "5", "--json", "q.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "B (Weights)" in res.stdout and "A (Inputs)" in res.stdout and "Out (Outputs)" in res.stdout
+    doc = json.loads((tmp_path / "q.json").read_text())
+    assert doc["cost"]["macs"] == 8 * 6 * 4
+    net = load_network(tmp_path / "mm.yaml")
+    arch = load_arch("eyeriss_v1")
+    mapping = parse_mapping(doc["mapping"], arch, "q.json")
+    same = evaluate(net.layer("f"), arch, mapping)
+    assert same.energy_pj == pytest.approx(doc["cost"]["energy_pj"]) and same.cycles == doc["cost"]["cycles"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mapper.arch import Fanout, Storage, load_arch, parse_arch
-from mapper.problem import load_network, parse_layer
+from mapper.problem import label, load_network, parse_layer
 from mapper.spec import SpecError
 
 # ---------------------------------------------------------------------------------------
@@ -464,3 +464,49 @@ def test_arch_capacity_and_energy_forms():
     with pytest.raises(SpecError) as err:
         parse_arch(bad, "a.yaml")
     assert err.value.field == "levels[0]"
+
+
+# ---------------------------------------------------------------------------------------
+# Matmul layers: Out[b][m][n] = sum_k A[b][m][k] * B[b][k][n] on the conv loop nest
+
+@pytest.mark.parametrize("role, samples", [("weights", 1), ("weights", 3), ("activations", 1), ("activations", 3)])
+def test_matmul_tensors_are_the_operands(role, samples):
+    M, N, K, heads = 6, 5, 4, 2
+    layer = parse_layer({"name": "mm", "type": "matmul", "M": M, "N": N, "K": K, "batch": heads, "b_role": role},
+                        "f.yaml", "layers[0]", batch=samples)
+    assert layer.macs == samples * heads * M * N * K
+    # A: one [M x K] per head and sample; Out: one [M x N] per head and sample
+    assert layer.tensor_size("Inputs") == samples * heads * M * K
+    assert layer.tensor_size("Outputs") == samples * heads * M * N
+    # B: a weight is shared by every sample; an activation (attention's K^T, V) is per sample
+    b_copies = heads if role == "weights" else heads * samples
+    assert layer.tensor_size("Weights") == b_copies * K * N
+    # one MAC per (b, m, n, k): no sliding window
+    assert (layer.P, layer.Q, layer.R, layer.S) == (1, 1, 1, 1)
+    assert label(layer, "Weights") == "B (Weights)" and label(layer, "C") == "K (C)"
+
+
+def test_matmul_density_and_network(tmp_path):
+    path = write_problem(tmp_path, "name: t\nbatch: 2\nlayers:\n"
+                         "  - {name: fc, type: matmul, M: 128, N: 3072, K: 768, density: {weights: 0.5}}\n"
+                         "  - {name: qk, type: matmul, M: 128, N: 128, K: 64, batch: 12, b_role: activations}\n")
+    net = load_network(path)
+    fc, qk = net.layers
+    assert fc.densities() == {"weights": 0.5, "inputs": 1.0}
+    assert net.macs == 2 * (128 * 3072 * 768 + 12 * 128 * 128 * 64)
+    assert qk.describe()["as_written"]["b_role"] == "activations"
+
+
+@pytest.mark.parametrize("fields, field, fragment", [
+    ({"K": None}, "layers[0].K", "missing"),
+    ({"H": 4}, "layers[0].H", "unknown field"),
+    ({"b_role": "weight"}, "layers[0].b_role", "did you mean 'weights'"),
+    ({"batch": 0}, "layers[0].batch", "at least 1"),
+])
+def test_bad_matmul_fields(fields, field, fragment):
+    data = {"name": "x", "type": "matmul", "M": 4, "N": 4, "K": 4, **fields}
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(SpecError) as err:
+        parse_layer(data, "f.yaml", "layers[0]")
+    assert err.value.field == field
+    assert fragment in err.value.message
