@@ -448,5 +448,36 @@ def export_timeloop(result, arch, timeloop_problem, out):
     click.echo(f"wrote {out}")
 
 
+@main.group("import")
+def import_group():
+    """Import networks from other formats (ONNX)."""
+
+
+@import_group.command("onnx")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--out", default=None, type=click.Path(), help="Network YAML to write (default: stdout).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Size of a symbolic batch dimension.")
+@click.option("--name", default=None, help="Network name (default: the graph's name or the file's stem).")
+@user_errors
+def import_onnx_cmd(model, out, batch, name):
+    """An ONNX model's MAC layers (Conv, Gemm, MatMul) -> our network file; other ops are listed."""
+    from .onnx_import import import_onnx, network_yaml
+    from .problem import parse_network
+    from .result import write_text
+    if out:
+        _check_writable(out)
+    imported = import_onnx(model, batch, name)
+    net = parse_network(imported.data, str(model))      # what we write must read back
+    text = network_yaml(imported, net.macs)
+    for line in imported.summary():
+        click.echo(f"note: {model}: {line}", err=True)
+    if out:
+        write_text(out, text)
+        click.echo(f"wrote {out}: {len(net.layers)} layers, {net.macs:,} MACs", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     entry()

@@ -307,8 +307,18 @@ def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
 
 
 def load_network(name_or_path: str | Path, batch: int | None = None) -> Network:
-    """Read a problem file (a built-in name such as 'alexnet', or a path)."""
+    """Read a problem file (a built-in name such as 'alexnet', or a path), or an ONNX model
+    (a .onnx path: its MAC layers, the symbolic batch set to `batch`; what is left out is
+    said on stderr, as `mapper import onnx` says it)."""
     path = resolve(str(name_or_path), "problems", "problem")
+    if path.suffix.lower() == ".onnx":
+        import sys
+        from .onnx_import import import_onnx
+        imported = import_onnx(path, batch or 1)
+        for line in imported.summary():
+            print(f"note: {path}: {line}", file=sys.stderr)
+        # the layers carry the batch already (conv N, matmul rows): no second override
+        return parse_network(imported.data, str(path), None)
     return parse_network(load_yaml(path), str(path), batch)
 
 

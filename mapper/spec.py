@@ -181,7 +181,7 @@ def pair(value: Any, src: str, field: str, minimum: int) -> tuple[int, int]:
 def resolve(name_or_path: str, folder: str, kind: str) -> Path:
     """A built-in name (a file in the shipped folder) or a path to a user file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in str(name_or_path):
+    if path.suffix in (".yaml", ".yml", ".onnx") or path.exists() or "/" in str(name_or_path):
         if not path.exists():
             raise SpecError(str(path), "", f"{kind} file not found")
         return path
