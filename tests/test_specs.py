@@ -510,3 +510,41 @@ def test_bad_matmul_fields(fields, field, fragment):
         parse_layer(data, "f.yaml", "layers[0]")
     assert err.value.field == field
     assert fragment in err.value.message
+
+
+# ---------------------------------------------------------------------------------------
+# The model zoo against published, independent counts
+
+@pytest.mark.parametrize("name, gmacs, layers", [
+    # torchvision's documented GFLOPS (multiply-accumulates of conv and linear layers) for
+    # ResNet50_Weights, VGG16_Weights and MobileNet_V2_Weights.IMAGENET1K_V1
+    ("resnet50", 4.09, 53 + 1),        # He et al. Table 1: 1 + 3*(3+4+6+3) = 49 convs + 4 shortcuts, FC
+    ("vgg16", 15.47, 13 + 3),
+    ("mobilenet_v2", 0.30, 1 + 2 + 16 * 3 + 1 + 1),   # the first block has no expansion
+])
+def test_zoo_matches_published_macs(name, gmacs, layers):
+    net = load_network(name)
+    assert round(net.macs / 1e9, 2) == gmacs
+    assert len(net.layers) == layers
+
+
+def test_resnet50_pytorch_sizes():
+    net = load_network("resnet50")
+    conv1 = net.layer("conv1")              # 224, 7x7, stride 2, pad 3 -> 112
+    assert (conv1.P, conv1.Q) == (112, 112)
+    down = net.layer("layer2.0.downsample")  # 1x1 stride 2 on 56 -> 28
+    assert (down.H, down.P, down.input_rows) == (56, 28, 55)
+    assert net.layer("layer4.2.conv3").P == 7
+
+
+def test_bert_base_from_the_paper_shapes():
+    # Devlin et al. 2019: L = 12, H = 768, A = 12, FFN 4H; sequence length 128
+    L, H, A, T = 12, 768, 12, 128
+    per_layer = 4 * T * H * H + 2 * A * T * T * (H // A) + 2 * T * H * 4 * H
+    net = load_network("bert_base")
+    assert net.macs == L * per_layer
+    assert len(net.layers) == L * 8 and {l.type for l in net.layers} == {"matmul"}
+    qk = net.layer("l1.qk")
+    assert qk.G == A and qk.tensor_size("Weights") == A * (H // A) * T   # K^T per head
+    # identical encoder layers, and Q, K, V, O of one shape: 5 shapes to search, not 96
+    assert len({(l.type, l.shape_key()) for l in net.layers}) == 5
