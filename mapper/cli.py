@@ -456,8 +456,8 @@ def import_group():
 @import_group.command("onnx")
 @click.argument("model", type=click.Path())
 @click.option("-o", "--out", default=None, type=click.Path(), help="Network YAML to write (default: stdout).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Size of a symbolic batch dimension.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Size of the model's symbolic batch dimension (default 1).")
 @click.option("--name", default=None, help="Network name (default: the graph's name or the file's stem).")
 @user_errors
 def import_onnx_cmd(model, out, batch, name):

@@ -52,8 +52,9 @@ def safe_name(text: str, fallback: str) -> str:
     return name or fallback
 
 
-def _load(path: Path, batch: int):
-    """The model with its symbolic batch fixed and shapes inferred."""
+def _load(path: Path, batch: int | None):
+    """The model with its symbolic batch fixed (to `batch`, default 1) and shapes inferred.
+    A `batch` for a model whose batch is fixed is an error: it would be silently ignored."""
     try:
         import onnx
         from onnx import shape_inference
@@ -67,6 +68,7 @@ def _load(path: Path, batch: int):
     if not model.graph.node:
         raise SpecError(str(path), "", "not an ONNX model with a graph (no nodes)")
     initializers = {t.name for t in model.graph.initializer}
+    symbolic = False
     for value in model.graph.input:
         if value.name in initializers or not value.type.HasField("tensor_type"):
             continue
@@ -79,7 +81,11 @@ def _load(path: Path, batch: int):
                                 f"dimension {i} is symbolic ('{dim.dim_param or '?'}'); only the first "
                                 f"(batch) dimension may be: export the model with fixed sizes")
             dim.Clear()
-            dim.dim_value = batch
+            dim.dim_value = batch or 1
+            symbolic = True
+    if batch is not None and not symbolic:
+        raise SpecError(str(path), "--batch", "the model has no symbolic batch dimension (its input sizes "
+                        "are fixed); export it with a dynamic batch, or leave out --batch")
     try:
         return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:   # onnx.shape_inference.InferenceError and checker errors
@@ -234,8 +240,9 @@ def _matmul(n: _Node, const: set[str]) -> dict[str, Any]:
     return _matmul_layer(n, sa2[:-2], sb2[:-2], M, K, N, n.node.input[0] in const, n.node.input[1] in const)
 
 
-def import_onnx(path: str | Path, batch: int = 1, name: str | None = None) -> Imported:
-    """Read an ONNX model's MAC layers as a network file's structure (see parse_network)."""
+def import_onnx(path: str | Path, batch: int | None = None, name: str | None = None) -> Imported:
+    """Read an ONNX model's MAC layers as a network file's structure (see parse_network);
+    `batch` sizes a symbolic batch dimension (default 1)."""
     path = Path(path)
     model = _load(path, batch)
     graph = model.graph
@@ -263,7 +270,7 @@ def import_onnx(path: str | Path, batch: int = 1, name: str | None = None) -> Im
         raise SpecError(str(path), "", f"no MAC layers ({', '.join(MAC_OPS)}) in the model")
     net_name = safe_name(name or graph.name or path.stem, "onnx_model")
     data = {"name": net_name,
-            "description": f"Imported from {path.name} (batch {batch}): {len(layers)} MAC layers.",
+            "description": f"Imported from {path.name} (batch {batch or 1}): {len(layers)} MAC layers.",
             "layers": layers}
     return Imported(data=data, skipped=tuple(skipped.items()), unsupported=tuple(unsupported.items()))
 

@@ -314,7 +314,7 @@ def load_network(name_or_path: str | Path, batch: int | None = None) -> Network:
     if path.suffix.lower() == ".onnx":
         import sys
         from .onnx_import import import_onnx
-        imported = import_onnx(path, batch or 1)
+        imported = import_onnx(path, batch)
         for line in imported.summary():
             print(f"note: {path}: {line}", file=sys.stderr)
         # the layers carry the batch already (conv N, matmul rows): no second override

@@ -210,6 +210,15 @@ def test_import_writes_a_file_that_reads_back(tmp_path):
     assert f"{net.macs:,} MACs" in (tmp_path / "net.yaml").read_text()
 
 
+def test_batch_for_a_fixed_batch_model_is_an_error(tmp_path):
+    path = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [1, 4, 8, 8]},
+                [weight("w", 4, 4, 1, 1)])
+    assert load_network(path).layers[0].N == 1
+    with pytest.raises(SpecError) as err:
+        load_network(path, batch=4)
+    assert err.value.field == "--batch" and "symbolic" in err.value.message
+
+
 def test_import_as_library_raises_spec_error(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"\x00\x01garbage")
     with pytest.raises(SpecError) as err:
