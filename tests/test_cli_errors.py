@@ -155,8 +155,8 @@ def test_unknown_builtin_problem(tmp_path, good_mapping):
     line = assert_user_error(run(*evaluate_args(good_mapping, out, problem="alexnett")),
                              "--problem", "alexnett", out=out)
     assert "alexnet" in line and "mobilenet_v1" in line          # lists the built-ins
-    line = assert_user_error(run("layers", "resnet50"), "--problem", "resnet50")
-    assert "alexnet, mobilenet_v1" in line
+    line = assert_user_error(run("layers", "resnet99"), "--problem", "resnet99", "did you mean 'resnet50'")
+    assert "alexnet, bert_base, mobilenet_v1" in line
 
 
 def test_unknown_builtin_arch(tmp_path, good_mapping):
