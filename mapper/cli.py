@@ -458,7 +458,7 @@ def import_group():
 @click.option("-o", "--out", default=None, type=click.Path(), help="Network YAML to write (default: stdout).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Size of the model's symbolic batch dimension (default 1).")
-@click.option("--name", default=None, help="Network name (default: the graph's name or the file's stem).")
+@click.option("--name", default=None, help="Network name (default: the file's stem).")
 @user_errors
 def import_onnx_cmd(model, out, batch, name):
     """An ONNX model's MAC layers (Conv, Gemm, MatMul) -> our network file; other ops are listed."""

@@ -133,7 +133,7 @@ class _Node:
 
 def _conv(n: _Node) -> dict[str, Any]:
     a = _attrs(n.node)
-    x, w, y = n.shape(0), n.shape(1), n.shape(0, output=True)
+    x, w = n.shape(0), n.shape(1)
     if len(x) not in (3, 4) or len(w) != len(x):
         raise n.error(f"a {len(x) - 2}-D convolution (input {x}, weights {w}): the loop nest models "
                       f"1-D and 2-D convolutions only")
@@ -147,6 +147,9 @@ def _conv(n: _Node) -> dict[str, Any]:
         raise n.error(f"kernel_shape {list(a['kernel_shape'])} differs from the weights' {kernel}")
     strides = list(a.get("strides", [1] * spatial))
     dilations = list(a.get("dilations", [1] * spatial))
+    if len(strides) != spatial or len(dilations) != spatial or len(a.get("pads", [0] * 2 * spatial)) != 2 * spatial:
+        raise n.error(f"strides {strides}, dilations {dilations} and pads {list(a.get('pads', []))} do not "
+                      f"fit a {spatial}-D convolution")
     auto_pad = a.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -172,7 +175,8 @@ def _conv(n: _Node) -> dict[str, Any]:
                       f"must be positive (pads at least 0)")
     out = [(s + b + e - d * (k - 1) - 1) // st + 1
            for s, b, e, k, st, d in zip(size, pads_begin, pads_end, kernel, strides, dilations)]
-    if [batch, M, *out[2 - spatial:]] != y:
+    y = n.shapes.get(n.node.output[0]) if n.node.output else None
+    if y is not None and None not in y and [batch, M, *out[2 - spatial:]] != y:
         raise n.error(f"output shape {y} is not what the convolution computes ({[batch, M, *out[2 - spatial:]]})")
     layer: dict[str, Any] = {"type": "conv", "C": C, "M": M}
     if group > 1 and group == C and c_per_group == 1:
@@ -268,7 +272,7 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
         layers.append({"name": unique, **layer})
     if not layers:
         raise SpecError(str(path), "", f"no MAC layers ({', '.join(MAC_OPS)}) in the model")
-    net_name = safe_name(name or graph.name or path.stem, "onnx_model")
+    net_name = safe_name(name or path.stem, "onnx_model")
     data = {"name": net_name,
             "description": f"Imported from {path.name} (batch {batch or 1}): {len(layers)} MAC layers.",
             "layers": layers}

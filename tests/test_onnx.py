@@ -174,7 +174,10 @@ def bad_models(tmp_path):
     noshape = save(tmp_path, [helper.make_node("Add", ["a", "b"], ["c"], name="add"),
                               helper.make_node("MatMul", ["c", "w"], ["y"], name="mm")],
                    {"a": [1, 3], "b": [1, 4]}, [weight("w", 4, 2)], name="noshape.onnx")
+    badpads = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1])],
+                   {"x": [1, 2, 8, 8]}, [weight("w", 2, 2, 3, 3)], name="badpads.onnx")
     return [("text.onnx", ["text.onnx", "ONNX"]),
+            (badpads.name, ["badpads.onnx", "node name: c", "pads"]),
             (noshape.name, ["noshape.onnx", "shape inference failed"]),
             (conv3d.name, ["conv3d.onnx", "c3d", "3-D"]),
             (seq.name, ["seq.onnx", "dimension 1", "symbolic"]),
@@ -199,11 +202,12 @@ def test_import_writes_a_file_that_reads_back(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="c", pads=[0, 0, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["a"], ["b"])]
     path = save(tmp_path, nodes, {"x": ["N", 3, 9, 9]}, [weight("w", 8, 3, 3, 3)], graph="my net")
-    res = run("import", "onnx", path.name, "-o", "net.yaml", "--batch", "2", cwd=tmp_path)
+    res = run("import", "onnx", path.name, "-o", "net.yaml", "--batch", "2", "--name", "my net", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "Relu x 1" in res.stderr
     net = load_network(tmp_path / "net.yaml")
     assert net.name == "my_net"
+    assert load_network(path).name == "m"          # default: the file's stem
     # rows: (9 + 0 + 1 - 3) // 2 + 1 = 4
     assert net.layers[0].N == 2 and (net.layers[0].P, net.layers[0].Q) == (4, 4)
     assert net.macs == 2 * 8 * 3 * 4 * 4 * 9
