@@ -69,6 +69,12 @@ class Layer:
     def macs(self) -> int:
         return math.prod(self.dims.values())
 
+    @property
+    def samples(self) -> int:
+        """The batch size (inferences) this layer is run for: N, except for a matmul, whose
+        rows N are tokens times samples (see parse_matmul)."""
+        return int(dict(self.written).get("samples", self.N))
+
     def densities(self) -> dict[str, float]:
         return dict(self.density)
 

@@ -243,7 +243,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
             row[f"energy_{lv}_pj"] = sum(t["energy_pj"] for t in tensors.values()) if tensors is not None else ""
         writer.writerow(row)
         t = totals.setdefault(arch.name, {}).setdefault(net, {"energy_pj": 0.0, "cycles": 0, "macs": 0,
-                                                               "layers": 0, "batch": layer.N})
+                                                               "layers": 0, "batch": layer.samples})
         t["energy_pj"] += cost["energy_pj"]
         t["cycles"] += cost["cycles"]
         t["macs"] += cost["macs"]

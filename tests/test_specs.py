@@ -484,6 +484,8 @@ def test_matmul_tensors_are_the_operands(role, samples):
     # one MAC per (b, m, n, k): no sliding window
     assert (layer.P, layer.Q, layer.R, layer.S) == (1, 1, 1, 1)
     assert label(layer, "Weights") == "B (Weights)" and label(layer, "C") == "K (C)"
+    # inferences per run (sweeps' inferences/s): the samples, not the rows
+    assert layer.samples == samples
 
 
 def test_matmul_density_and_network(tmp_path):
