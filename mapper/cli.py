@@ -466,6 +466,10 @@ def import_onnx_cmd(model, out, batch, name):
     from .problem import parse_network
     from .result import write_text
     if out:
+        if Path(out).is_dir():
+            raise MapperError(f"{out}: is a folder; -o takes a file name")
+        if Path(out).exists() and Path(out).resolve() == Path(model).resolve():
+            raise MapperError(f"{out}: is the model itself; -o takes the network YAML to write")
         _check_writable(out)
     imported = import_onnx(model, batch, name)
     net = parse_network(imported.data, str(model))      # what we write must read back

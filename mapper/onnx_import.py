@@ -60,6 +60,8 @@ def _load(path: Path, batch: int | None):
         from onnx import shape_inference
     except ImportError:
         raise SpecError(str(path), "", "reading ONNX needs the onnx package: pip install 'mapper[onnx]'") from None
+    if not path.is_file():
+        raise SpecError(str(path), "", "cannot read file (not found)" if not path.exists() else "not a file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:   # protobuf DecodeError, OSError, ...: the file is not a model we can read

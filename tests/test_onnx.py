@@ -198,6 +198,18 @@ def test_import_errors(tmp_path):
         assert res.returncode == 2 and res.stderr.strip().splitlines() == lines
 
 
+def test_import_output_errors(tmp_path):
+    path = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [1, 2, 4, 4]},
+                [weight("w", 2, 2, 1, 1)])
+    before = path.read_bytes()
+    for out, fragment in [(path.name, "the model itself"), (".", "folder")]:
+        res = run("import", "onnx", path.name, "-o", out, cwd=tmp_path)
+        assert res.returncode == 2 and fragment in res.stderr and len(res.stderr.splitlines()) == 1
+    assert path.read_bytes() == before
+    res = run("import", "onnx", "missing.onnx", cwd=tmp_path)
+    assert res.returncode == 2 and "missing.onnx: cannot read file" in res.stderr
+
+
 def test_import_writes_a_file_that_reads_back(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="c", pads=[0, 0, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["a"], ["b"])]
