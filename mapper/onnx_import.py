@@ -1,7 +1,9 @@
 """ONNX models -> our network files: the MAC layers (Conv, Gemm, MatMul) with their shapes.
 
 Shapes come from onnx's own shape inference (we never read protobuf by hand). A symbolic
-batch dimension (the first dimension of a graph input) is fixed to `batch` first. Every
+batch dimension (the first dimension of a graph input) is set to 1 and becomes the network's
+`batch:` (the `--batch` given, default 1), which scales every layer as it does in any
+network file (conv N; a matmul's rows or its batch, by its b_role). Every
 other op is counted in `Imported.skipped` so the caller can say what was left out; an op
 whose attributes the loop nest cannot model is a SpecError naming the file and the node.
 Needs the optional `onnx` package (pip install 'mapper[onnx]').
@@ -53,7 +55,7 @@ def safe_name(text: str, fallback: str) -> str:
 
 
 def _load(path: Path, batch: int | None):
-    """The model with its symbolic batch fixed (to `batch`, default 1) and shapes inferred.
+    """The model with its symbolic batch set to 1 and shapes inferred, and whether it had one.
     A `batch` for a model whose batch is fixed is an error: it would be silently ignored."""
     try:
         import onnx
@@ -83,13 +85,13 @@ def _load(path: Path, batch: int | None):
                                 f"dimension {i} is symbolic ('{dim.dim_param or '?'}'); only the first "
                                 f"(batch) dimension may be: export the model with fixed sizes")
             dim.Clear()
-            dim.dim_value = batch or 1
+            dim.dim_value = 1
             symbolic = True
     if batch is not None and not symbolic:
         raise SpecError(str(path), "--batch", "the model has no symbolic batch dimension (its input sizes "
                         "are fixed); export it with a dynamic batch, or leave out --batch")
     try:
-        return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True), symbolic
     except Exception as exc:   # onnx.shape_inference.InferenceError and checker errors
         reason = " ".join(str(exc).split())[:300]
         raise SpecError(str(path), "", f"shape inference failed: {reason}") from None
@@ -250,7 +252,7 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
     """Read an ONNX model's MAC layers as a network file's structure (see parse_network);
     `batch` sizes a symbolic batch dimension (default 1)."""
     path = Path(path)
-    model = _load(path, batch)
+    model, symbolic = _load(path, batch)
     graph = model.graph
     shapes = _shapes(graph)
     const = {t.name for t in graph.initializer}
@@ -265,6 +267,8 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
             continue
         n = _Node(node, index, shapes, str(path))
         layer = _conv(n) if op == "Conv" else _gemm(n, const) if op == "Gemm" else _matmul(n, const)
+        if symbolic and layer.get("N") == 1:
+            del layer["N"]            # the network's batch: sets it
         base = safe_name(node.name, f"{op.lower()}{index}")
         unique, k = base, 2
         while unique in used:
@@ -276,7 +280,9 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
         raise SpecError(str(path), "", f"no MAC layers ({', '.join(MAC_OPS)}) in the model")
     net_name = safe_name(name or path.stem, "onnx_model")
     data = {"name": net_name,
-            "description": f"Imported from {path.name} (batch {batch or 1}): {len(layers)} MAC layers.",
+            "description": f"Imported from {path.name}: {len(layers)} MAC layers"
+                           + (" (its symbolic batch is the network's batch)." if symbolic else "."),
+            **({"batch": batch or 1} if symbolic else {}),
             "layers": layers}
     return Imported(data=data, skipped=tuple(skipped.items()), unsupported=tuple(unsupported.items()))
 
@@ -284,10 +290,14 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
 def network_yaml(imported: Imported, macs: int) -> str:
     """The network file's text: a comment with the provenance and what was left out, then the layers."""
     import yaml
-    head = [f"# {imported.data['description']} {macs:,} MACs in all."]
+    head = [f"# {imported.data['description']} {macs:,} MACs in all"
+            + (f" at batch {imported.data['batch']}." if "batch" in imported.data else ".")]
     head += [f"# {line}" for line in imported.summary()]
     def flow(value) -> str:
         return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
-    body = [f"name: {json.dumps(imported.data['name'])}", "layers:"]
+    body = [f"name: {json.dumps(imported.data['name'])}"]
+    if "batch" in imported.data:
+        body.append(f"batch: {imported.data['batch']}")
+    body.append("layers:")
     body += [f"  - {flow(layer)}" for layer in imported.data["layers"]]
     return "\n".join(head + body) + "\n"

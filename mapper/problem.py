@@ -323,8 +323,7 @@ def load_network(name_or_path: str | Path, batch: int | None = None) -> Network:
         imported = import_onnx(path, batch)
         for line in imported.summary():
             print(f"note: {path}: {line}", file=sys.stderr)
-        # the layers carry the batch already (conv N, matmul rows): no second override
-        return parse_network(imported.data, str(path), None)
+        return parse_network(imported.data, str(path))
     return parse_network(load_yaml(path), str(path), batch)
 
 

@@ -108,21 +108,28 @@ def test_batched_matmul_forms(tmp_path):
         helper.make_node("MatMul", ["x", "wq"], ["q"], name="proj"),
         # attention scores: [b, h, s, dk] x [b, h, dk, s] -> batch = b * h, both activations
         helper.make_node("MatMul", ["qh", "kt"], ["s"], name="scores"),
-        # A broadcast over B's batch: [s, dk] x [h, dk, 4] -> A is the shared operand
-        helper.make_node("MatMul", ["p", "v"], ["o"], name="bcast"),
     ]
     path = save(tmp_path, nodes, {"x": ["batch", seq, 32], "qh": ["batch", heads, seq, dk],
-                                  "kt": ["batch", heads, dk, seq], "p": [seq, dk], "v": [heads, dk, 4]},
-                [weight("wq", 32, 24)])
+                                  "kt": ["batch", heads, dk, seq]}, [weight("wq", 32, 24)])
     net = load_network(path, batch=2)
-    proj, scores, bcast = net.layers
-    assert (proj.macs, proj.tensor_size("Weights")) == (2 * seq * 32 * 24, 32 * 24)
-    assert dict(proj.written)["b_role"] == "weights" and dict(proj.written)["M"] == 2 * seq
+    proj, scores = net.layers
+    assert (proj.macs, proj.tensor_size("Weights")) == (2 * seq * 32 * 24, 32 * 24)   # one weight for both
+    assert dict(proj.written)["b_role"] == "weights" and proj.N == 2 * seq and proj.samples == 2
     assert scores.G == 2 * heads and scores.macs == 2 * heads * seq * seq * dk
     assert scores.tensor_size("Weights") == 2 * heads * dk * seq       # K^T differs per head and sample
+    assert scores.samples == 2
+
+
+def test_broadcast_matmul_shares_the_broadcast_operand(tmp_path):
+    heads, seq, dk = 3, 16, 8
+    # A broadcast over B's batch: [s, dk] x [h, dk, 4] -> A is the shared operand
+    nodes = [helper.make_node("MatMul", ["p", "v"], ["o"], name="bcast")]
+    path = save(tmp_path, nodes, {"p": [seq, dk], "v": [heads, dk, 4]}, [])
+    bcast = load_network(path).layers[0]
     assert bcast.macs == heads * seq * dk * 4
     # the shared [s, dk] operand plays the weights once, not once per head
     assert bcast.tensor_size("Weights") == seq * dk
+    assert bcast.tensor_size("Outputs") == heads * seq * 4
 
 
 def test_symbolic_batch_and_unique_safe_names(tmp_path):
