@@ -9,7 +9,9 @@ index them:
     Weights[g][m][c][r][s]     Inputs[n][g][c][h][w]      Outputs[n][g][m][p][q]
 
 with h = p*stride_v + r*dilation_v and w = q*stride_h + s*dilation_h (in padded
-coordinates): P and R slide over the input's rows, Q and S over its columns.
+coordinates): P and R slide over the input's rows, Q and S over its columns. A matmul
+Out[b][m][n] = sum_k A[b][m][k] * B[b][k][n] is the case R = S = P = Q = 1 with A as Inputs
+and B as Weights (see parse_matmul).
 """
 from __future__ import annotations
 
