@@ -237,7 +237,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
         for key in ("H", "W", "R", "S", "stride", "dilation"):
             if f.has(key) and f.get(key) not in (1, [1, 1]):
                 raise f.error(key, f"a fully connected layer has {key} = 1 (flatten the input into C)")
-        if f.has("pad") and f.get("pad") not in (0, [0, 0]):
+        if f.has("pad") and f.get("pad") not in (0, [0, 0], [0, 0, 0, 0]):
             raise f.error("pad", "a fully connected layer has no padding")
         M = f.integer("M")
         H = W = R = S = 1
