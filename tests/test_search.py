@@ -625,6 +625,7 @@ def test_analytic_bound_below_exhaustive_optimum(cid, objective):
 BOUND_ARCHS = ["v1", "v2", "v1s", "v2s"]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(BOUND_ARCHS + ["timeloop"]), dims=st.fixed_dictionaries({

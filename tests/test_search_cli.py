@@ -81,6 +81,7 @@ def conv3(tmp_path_factory):
     return d, res
 
 
+@pytest.mark.slow
 def test_search_one_layer_prints_nest_breakdown_and_status(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -99,6 +100,7 @@ def test_search_one_layer_prints_nest_breakdown_and_status(conv3):
     assert res.stderr == ""            # --quiet: no progress
 
 
+@pytest.mark.slow
 def test_search_json_is_one_result_document(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -113,6 +115,7 @@ def test_search_json_is_one_result_document(conv3):
     assert f"energy {doc['cost']['energy_pj']:,.1f} pJ" in totals_line(res.stdout)
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_search_result_back(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -126,6 +129,7 @@ def test_evaluate_reads_the_search_result_back(conv3):
     assert again["mapping"] == first["mapping"]
 
 
+@pytest.mark.slow
 def test_top3_writes_three_documents_best_first(tmp_path):
     res = run("search", "--arch", "eyeriss_v1", "--problem", "alexnet", "--layer", "fc8", "--time-limit", "30",
               "--top", "3", "--json", "top.json", "--quiet", cwd=tmp_path)
@@ -145,6 +149,7 @@ def test_top3_writes_three_documents_best_first(tmp_path):
 # ---------------------------------------------------------------------------------------
 # A whole network
 
+@pytest.mark.slow
 def test_search_network_reuses_identical_layers(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
     res = run("search", "--arch", "eyeriss_v1", "--problem", "tiny.yaml", "--workers", "2",

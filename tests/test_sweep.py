@@ -183,6 +183,7 @@ def test_dask_cluster_gives_the_local_results(reference, net, tmp_path):
     assert mine == local
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_fails(net, tmp_path):
     # (the sweep's own 10 s connect timeout is not asserted: no wall-clock assertions; run's
     # subprocess timeout catches a hang)
