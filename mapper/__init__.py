@@ -5,17 +5,44 @@ The Python API the `mapper` command is a thin layer over:
     import mapper
     net = mapper.load_network("alexnet")
     arch = mapper.load_arch("eyeriss_v1")
-    cost = mapper.evaluate(net.layer("conv3"), arch, mapping)
+    result = mapper.search(net.layer("conv3"), arch)
+    cost = mapper.evaluate(net.layer("conv3"), arch, result.best.mapping)
+
+`mapper.search` is the function below, with the `mapper search` command's defaults. The
+subpackage of the same name stays importable by its full names (`from mapper.search.space
+import Space`, `from mapper.search import search_network`): Python binds the attribute
+`mapper.search` to the subpackage when the subpackage is first imported (here, before the
+function is defined) and never again once it is in sys.modules. Only the attribute form
+(`import mapper.search.space as s`, `mapper.search.space`) sees the function instead.
 """
 __version__ = "0.1.0"
+
+import os as _os
 
 from .arch import Arch, Fanout, Storage, load_arch, parse_arch  # noqa: E402
 from .mapping import Loop, Mapping, MappingError, check, loop_nest_text, normalize, parse_mapping  # noqa: E402
 from .model import Cost, Counts, evaluate  # noqa: E402
 from .problem import DIMS, TENSORS, Layer, Network, layer_from_dims, load_network  # noqa: E402
 from .spec import MapperError, SpecError  # noqa: E402
+from .progress import Progress  # noqa: E402
+from .search import Found, SearchResult  # noqa: E402
+from .search import search as _search  # noqa: E402
+
+#: The `mapper search` command's defaults (seconds per layer; workers: every core).
+SEARCH_SECONDS = 60.0
+
+
+def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
+           workers: int | None = None, time_limit: float | None = SEARCH_SECONDS, budget: int | None = None,
+           patience: int | None = None, top: int = 1, progress: Progress | None = None) -> SearchResult:
+    """The best mappings of one layer on one arch, with `mapper search`'s defaults: 60 s,
+    every core (`time_limit=None` searches until done). See `mapper.search.search`."""
+    workers = max(1, _os.cpu_count() or 1) if workers is None else workers
+    return _search(layer, arch, algorithm=algorithm, objective=objective, seed=seed, workers=workers,
+                   time_limit=time_limit, budget=budget, patience=patience, top=top, progress=progress)
+
 
 __all__ = ["Arch", "Fanout", "Storage", "load_arch", "parse_arch", "Loop", "Mapping", "MappingError",
            "check", "loop_nest_text", "normalize", "parse_mapping", "Cost", "Counts", "evaluate",
            "DIMS", "TENSORS", "Layer", "Network", "layer_from_dims", "load_network",
-           "MapperError", "SpecError"]
+           "MapperError", "SpecError", "Found", "SearchResult", "search", "SEARCH_SECONDS"]

@@ -107,9 +107,6 @@ class Cost:
         return {"energy": self.energy_pj, "delay": float(self.cycles), "edp": self.edp,
                 "compute": float(self.compute_cycles)}[name]
 
-    def level_energy(self, level: str) -> float:
-        return sum(c.energy_pj for c in self.levels.get(level, {}).values())
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "energy_pj": self.energy_pj, "pj_per_mac": self.pj_per_mac, "cycles": self.cycles,

@@ -77,8 +77,9 @@ def result_of(arch: str, layer: str, objective: str = "edp") -> EyexamResult:
     return eyexam(layer_of(layer), arch_of(arch), objective=objective, time_limit=TL)
 
 
-CASES = [("eyeriss_v1", "tiny"), ("eyeriss_v1", "conv3"), ("eyeriss_v2", "dw13"), ("toy_8", "toy"),
-         ("toy_64", "toy")]
+# AlexNet conv3 (three full searches) runs in the slow tier
+CONV3 = pytest.param("eyeriss_v1", "conv3", marks=pytest.mark.slow, id="eyeriss_v1-conv3")
+CASES = [("eyeriss_v1", "tiny"), CONV3, ("eyeriss_v2", "dw13"), ("toy_8", "toy"), ("toy_64", "toy")]
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def test_steps_5_6_7_ordered_and_from_the_mappings(arch, layer):
         assert evaluate(L, A, m).cycles == s.detail["cycles"]
 
 
-@pytest.mark.parametrize("arch,layer", [("eyeriss_v1", "tiny"), ("eyeriss_v1", "conv3"), ("eyeriss_v2", "dw13")])
+@pytest.mark.parametrize("arch,layer", [("eyeriss_v1", "tiny"), CONV3, ("eyeriss_v2", "dw13")])
 def test_step7_equals_the_search_with_the_same_settings(arch, layer):
     r = result_of(arch, layer)
     res = search(layer_of(layer), arch_of(arch), algorithm="hybrid", objective="edp", seed=0, workers=1,

@@ -75,11 +75,13 @@ def check_document(doc: dict, arch_name: str, problem: str, layer_name: str) -> 
 @pytest.fixture(scope="module")
 def conv3(tmp_path_factory):
     d = tmp_path_factory.mktemp("conv3")
+    # a time limit the proof cannot miss (conv3 on v1 is proven in seconds)
     res = run("search", "--arch", "eyeriss_v1", "--problem", "alexnet", "--layer", "conv3",
-              "--time-limit", "30", "--json", "out.json", "--quiet", cwd=d)
+              "--time-limit", "3600", "--json", "out.json", "--quiet", cwd=d)
     return d, res
 
 
+@pytest.mark.slow
 def test_search_one_layer_prints_nest_breakdown_and_status(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -98,6 +100,7 @@ def test_search_one_layer_prints_nest_breakdown_and_status(conv3):
     assert res.stderr == ""            # --quiet: no progress
 
 
+@pytest.mark.slow
 def test_search_json_is_one_result_document(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -106,12 +109,13 @@ def test_search_json_is_one_result_document(conv3):
     s = doc["search"]
     assert s["status"] == "optimal" and s["algorithm"] == "hybrid" and s["objective"] == "edp"
     assert s["gap"] == 0 and s["bound"] <= doc["cost"]["edp"] * (1 + 1e-9)
-    assert s["time_limit"] == 30
+    assert s["time_limit"] == 3600
     check_document(doc, "eyeriss_v1", "alexnet", "conv3")
     # the printed totals are the document's
     assert f"energy {doc['cost']['energy_pj']:,.1f} pJ" in totals_line(res.stdout)
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_search_result_back(conv3):
     d, res = conv3
     assert res.returncode == 0, res.stderr
@@ -125,6 +129,7 @@ def test_evaluate_reads_the_search_result_back(conv3):
     assert again["mapping"] == first["mapping"]
 
 
+@pytest.mark.slow
 def test_top3_writes_three_documents_best_first(tmp_path):
     res = run("search", "--arch", "eyeriss_v1", "--problem", "alexnet", "--layer", "fc8", "--time-limit", "30",
               "--top", "3", "--json", "top.json", "--quiet", cwd=tmp_path)
@@ -144,6 +149,7 @@ def test_top3_writes_three_documents_best_first(tmp_path):
 # ---------------------------------------------------------------------------------------
 # A whole network
 
+@pytest.mark.slow
 def test_search_network_reuses_identical_layers(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
     res = run("search", "--arch", "eyeriss_v1", "--problem", "tiny.yaml", "--workers", "2",

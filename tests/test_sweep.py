@@ -29,6 +29,9 @@ layers:
   - {name: f, type: fc, C: 32, M: 12}
 """
 LAYERS = ["a", "b", "b2", "d", "e", "f"]
+# A time limit no search of these layers can reach, so every result is a finished proof
+# however loaded the machine is (the layers are proven in well under a second each).
+BUDGET = ("--time-limit", "3600")
 
 
 def run(*args, **kw) -> subprocess.CompletedProcess:
@@ -46,7 +49,7 @@ def net(tmp_path_factory) -> Path:
 def reference(net, tmp_path_factory) -> Path:
     """An uninterrupted sweep over both archs."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    res = run("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", net, "--out", out, "--workers", "2", "-q")
+    res = run("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", net, "--out", out, "--workers", "2", *BUDGET, "-q")
     assert res.returncode == 0, res.stderr
     return out
 
@@ -68,6 +71,7 @@ def assert_no_partial_files(out: Path) -> None:
             json.loads(path.read_text())           # every file is complete JSON
 
 
+@pytest.mark.slow
 def test_results_folder(reference):
     summary = rows(reference)
     assert [r["layer"] for r in summary] == LAYERS * 2
@@ -100,27 +104,31 @@ def test_results_folder(reference):
         assert t["complete"]
 
 
+@pytest.mark.slow
 def test_resume_skips_and_recomputes_changed_inputs(reference, net, tmp_path):
     out = tmp_path / "out"
     import shutil
     shutil.copytree(reference, out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.parent.name == "tiny"}
-    res = run("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", net, "--out", out, "--resume", "-q")
+    res = run("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", net, "--out", out, "--resume", *BUDGET, "-q")
     assert res.returncode == 0, res.stderr
     assert "0 run" in res.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     # a different objective changes every input hash: everything is searched again
-    res = run("sweep", "-a", "eyeriss_v1", "-p", net, "--out", out, "--resume", "--objective", "energy", "-q")
+    res = run("sweep", "-a", "eyeriss_v1", "-p", net, "--out", out, "--resume", "--objective", "energy", *BUDGET,
+              "-q")
     assert res.returncode == 0, res.stderr
     assert "5 run" in res.stdout       # six layers, one reused
     doc = json.loads((out / "eyeriss_v1" / "tiny" / "a.json").read_text())
     assert doc["search"]["objective"] == "energy"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_sweep_resumes_to_the_same_results(reference, net, tmp_path, sig):
     out = tmp_path / "out"
-    args = ["sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", str(net), "--out", str(out), "--workers", "1"]
+    args = ["sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", str(net), "--out", str(out), "--workers", "1",
+            *BUDGET]
     proc = subprocess.Popen([MAPPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     # wait for the first result, then interrupt mid-run
@@ -153,10 +161,11 @@ def _dask_sweep(net, out_path, queue):
     with LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
         res = run("sweep", "-a", "eyeriss_v1", "-p", net, "--out", out_path, "--backend", "dask",
-                  "--scheduler", cluster.scheduler_address, "-q")
+                  "--scheduler", cluster.scheduler_address, *BUDGET, "-q")
         queue.put((res.returncode, res.stderr))
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_local_results(reference, net, tmp_path):
     pytest.importorskip("dask.distributed")
     import multiprocessing
@@ -174,11 +183,12 @@ def test_dask_cluster_gives_the_local_results(reference, net, tmp_path):
     assert mine == local
 
 
-def test_unreachable_scheduler_fails_fast(net, tmp_path):
-    start = time.monotonic()
+@pytest.mark.slow
+def test_unreachable_scheduler_fails(net, tmp_path):
+    # (the sweep's own 10 s connect timeout is not asserted: no wall-clock assertions; run's
+    # subprocess timeout catches a hang)
     res = run("sweep", "-a", "eyeriss_v1", "-p", net, "--out", tmp_path / "out", "--backend", "dask",
               "--scheduler", "tcp://127.0.0.1:9")
-    assert time.monotonic() - start < 10
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "tcp://127.0.0.1:9" in lines[0]

@@ -1,8 +1,9 @@
 """Timeloop interoperability (mapper/timeloop.py) checked against timeloop-model's own output.
 
-Every expected number comes from ../shared/reference/timeloop: the stats files timeloop-model
-printed for the two reference mappings (parsed here), the ERT, and the arch/problem files
-(arithmetic written out in this file). None is copied from our code's output.
+Every expected number comes from Timeloop's Eyeriss-like example (tests/timeloop_reference.py
+holds its facts as data and writes them in Timeloop's format): the figures timeloop-model
+printed for the two reference mappings, the ERT, and the arch/problem files (arithmetic
+written out in this file). None is copied from our code's output.
 
 Energy: timeloop-model charges ceil(per-instance scalar accesses / words per access) vector
 accesses per action, times the energy per vector access, times the utilized instances; we
@@ -21,10 +22,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+import timeloop_reference as reference
 
 from mapper.arch import Fanout, Storage, load_arch, parse_arch
 from mapper.mapping import Mapping, normalize, tile_words
@@ -36,68 +40,32 @@ from mapper.timeloop import (arch_from_timeloop, export_result, is_timeloop_mapp
                              mapping_to_timeloop, mapping_yaml, problem_dims, problem_from_timeloop,
                              write_arch, write_problem)
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "timeloop"
-if not REF.is_dir():                                       # checked out elsewhere
-    REF = Path("/work/shared/reference/timeloop")
-ARCH = REF / "eyeriss_like.arch.yaml"
-ERT = REF / "eyeriss_like.ERT.yaml"
-ART = REF / "eyeriss_like.ART.yaml"
-CONSTRAINTS = REF / "eyeriss_like.constraints.yaml"
-EXAMPLES = {"alexnet_conv1": "alexnet_conv1", "default_problem": "ref_default_problem"}
+EXAMPLES = {name: problem for name, (problem, _) in reference.EXAMPLES.items()}
 
-pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="reference data not available")
+
+@dataclass(frozen=True)
+class Ref:
+    """The reference inputs written in Timeloop's format (tests/timeloop_reference.py)."""
+
+    root: Path
+
+    arch = property(lambda self: self.root / "eyeriss_like.arch.yaml")
+    ert = property(lambda self: self.root / "eyeriss_like.ERT.yaml")
+    art = property(lambda self: self.root / "eyeriss_like.ART.yaml")
+    constraints = property(lambda self: self.root / "eyeriss_like.constraints.yaml")
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory) -> Ref:
+    return Ref(reference.write_reference(tmp_path_factory.mktemp("timeloop")))
 
 
 # ---------------------------------------------------------------------------------------
-# timeloop-model's stats file
+# timeloop-model's figures
 
-def parse_stats(path: Path) -> dict:
-    """{levels: {name: {specs..., tensors: {t: {...}}}}, cycles, utilization_pct, energy_uj,
-    total_fj_per_compute, computes} from a timeloop-model.stats.txt."""
-    text = path.read_text()
-    body, _, tail = text.partition("\nNetworks\n")
-    levels = {}
-    for block in re.split(r"\n(?==== )", body)[1:]:
-        name = re.match(r"=== (\S+) ===", block).group(1)
-        level = {"tensors": {}}
-        specs, _, stats = block.partition("STATS")
-
-        def grab(pattern, src=specs, cast=float):
-            m = re.search(pattern, src)
-            return cast(m.group(1)) if m else None
-
-        level["block"] = grab(r"Block size\s*:\s*(\d+)", cast=int)
-        level["leakage_total"] = grab(r"Leakage energy \(total\)\s*:\s*([\d.]+) pJ")
-        level["instances"] = grab(r"Instances\s*:\s*(\d+)", cast=int)
-        level["utilized"] = grab(r"Utilized instances\s*:\s*(\d+)", stats, int)
-        level["computes"] = grab(r"Computes \(total\)\s*:\s*(\d+)", stats, int)
-        level["cycles"] = grab(r"Cycles\s*:\s*(\d+)", stats, int)
-        level["energy_total"] = grab(r"Energy \(total\)\s*:\s*([\d.]+) pJ", stats) if level["computes"] else None
-        for tm in re.finditer(r"(?m)^    (Weights|Inputs|Outputs):\n((?:        .*\n?)+)", stats):
-            t, tb = tm.group(1), tm.group(2)
-            field = lambda label, cast=int: cast(re.search(re.escape(label) + r"\s*:\s*([\d.]+)", tb).group(1))
-            level["tensors"][t] = {
-                "reads": field("Scalar reads (per-instance)"),
-                "fills": field("Scalar fills (per-instance)"),
-                "updates": field("Scalar updates (per-instance)"),
-                "instances": field("Utilized instances (max)"),
-                "capacity": field("Utilized capacity"),
-                "energy_total": field("Energy (total)", float),
-            }
-        levels[name] = level
-    summary = {
-        "cycles": int(re.search(r"\nCycles: (\d+)", tail).group(1)),
-        "utilization_pct": float(re.search(r"\nUtilization: ([\d.]+)%", tail).group(1)),
-        "energy_uj": float(re.search(r"\nEnergy: ([\d.]+) uJ", tail).group(1)),
-        "computes": int(re.search(r"\nComputes = (\d+)", tail).group(1)),
-        "total_fj_per_compute": float(re.search(r"\n    Total\s*=\s*([\d.]+)", tail).group(1)),
-    }
-    return {"levels": levels, **summary}
-
-
-def ert_energies() -> dict[str, dict[str, float]]:
-    """Energy per action (pJ per vector access) by level name, straight from the ERT file."""
-    data = yaml.safe_load(ERT.read_text())
+def ert_energies(ref: Ref) -> dict[str, dict[str, float]]:
+    """Energy per action (pJ per vector access) by level name, read back from the ERT file."""
+    data = yaml.safe_load(ref.ert.read_text())
     out = {}
     for table in data["ERT"]["tables"]:
         name = re.match(r".*\.([A-Za-z_]+)\[", table["name"]).group(1)
@@ -107,11 +75,10 @@ def ert_energies() -> dict[str, dict[str, float]]:
 
 def timeloop_total(stats: dict) -> float:
     """Timeloop's total energy: the per-tensor totals + leakage + MACs, as printed."""
-    total = 0.0
+    total = stats["mac"]["energy_total"]
     for level in stats["levels"].values():
         total += sum(t["energy_total"] for t in level["tensors"].values())
-        total += level["leakage_total"] or 0.0
-        total += level["energy_total"] or 0.0
+        total += level["leakage_total"]
     return total
 
 
@@ -134,32 +101,32 @@ def rounding_difference(stats: dict, ert: dict) -> dict[tuple[str, str], float]:
 # Fixtures
 
 @pytest.fixture(scope="module")
-def arch():
-    data, _ = arch_from_timeloop(ARCH, ERT, CONSTRAINTS, name="timeloop_eyeriss_like")
-    return parse_arch(data, str(ARCH))
+def arch(ref):
+    data, _ = arch_from_timeloop(ref.arch, ref.ert, ref.constraints, name="timeloop_eyeriss_like")
+    return parse_arch(data, str(ref.arch))
 
 
-def layer_of(problem: str):
-    path = REF / "problems" / f"{problem}.yaml"
+def layer_of(ref: Ref, problem: str):
+    path = ref.root / "problems" / f"{problem}.yaml"
     return parse_network(problem_from_timeloop(path), str(path)).layers[0]
 
 
 @pytest.fixture(scope="module", params=sorted(EXAMPLES))
-def example(request, arch):
+def example(request, ref, arch):
     name = request.param
-    layer = layer_of(EXAMPLES[name])
-    mapping = mapping_from_timeloop(REF / "examples" / name / "map.yaml", arch, layer)
-    stats = parse_stats(REF / "examples" / name / "timeloop-model.stats.txt")
+    layer = layer_of(ref, EXAMPLES[name])
+    mapping = mapping_from_timeloop(ref.root / "examples" / name / "map.yaml", arch, layer)
+    stats = reference.stats(name)
     return name, layer, mapping, evaluate(layer, arch, mapping), stats
 
 
 # ---------------------------------------------------------------------------------------
 # Our model vs timeloop-model on the reference mappings
 
-def test_stats_parser_reads_the_reference(example):
+def test_recorded_figures_are_timeloops_own(example):
     name, layer, _, _, stats = example
-    assert set(stats["levels"]) == {"mac", "psum_spad", "weights_spad", "ifmap_spad", "shared_glb", "DRAM"}
-    assert stats["levels"]["mac"]["computes"] == stats["computes"] == layer.macs
+    assert set(stats["levels"]) == {"psum_spad", "weights_spad", "ifmap_spad", "shared_glb", "DRAM"}
+    assert stats["mac"]["computes"] == stats["computes"] == layer.macs
     # Timeloop's own totals agree with each other (printed rounding only).
     total = timeloop_total(stats)
     assert total / 1e6 == pytest.approx(stats["energy_uj"], abs=0.006)
@@ -189,22 +156,22 @@ def test_tile_sizes_match_timeloop_utilized_capacity(example, arch):
 
 def test_cycles_and_utilization_match_timeloop_exactly(example, arch):
     name, layer, mapping, cost, stats = example
-    assert cost.cycles == stats["cycles"] == stats["levels"]["mac"]["cycles"]
-    assert cost.active_pes == stats["levels"]["mac"]["utilized"]
-    assert arch.pes == stats["levels"]["mac"]["instances"] == 168
+    assert cost.cycles == stats["cycles"]
+    assert cost.active_pes == stats["mac"]["utilized"]
+    assert arch.pes == stats["mac"]["instances"] == 168
     assert round(100 * cost.utilization, 2) == stats["utilization_pct"]
 
 
-def test_energy_matches_timeloop_up_to_vector_rounding(example):
+def test_energy_matches_timeloop_up_to_vector_rounding(example, ref):
     name, layer, mapping, cost, stats = example
-    ert = ert_energies()
+    ert = ert_energies(ref)
     diff = rounding_difference(stats, ert)
     for (level, t), d in diff.items():
         expected = stats["levels"][level]["tensors"][t]["energy_total"]
         assert cost.levels[level][t].energy_pj + d == pytest.approx(expected, abs=0.006), f"{name} {level} {t}"
-    leak = sum(l["leakage_total"] or 0.0 for l in stats["levels"].values())
+    leak = sum(l["leakage_total"] for l in stats["levels"].values())
     assert cost.leakage_pj == pytest.approx(leak, abs=0.03)
-    assert cost.mac_pj == pytest.approx(stats["levels"]["mac"]["energy_total"], abs=0.006)
+    assert cost.mac_pj == pytest.approx(stats["mac"]["energy_total"], abs=0.006)
     total = timeloop_total(stats)
     size = sum(diff.values())
     assert cost.energy_pj + size == pytest.approx(total, abs=0.05)
@@ -253,8 +220,8 @@ def test_shipped_arch_file_is_the_converter_output(arch):
         (arch.name, arch.mac_energy, arch.clock_mhz, arch.word_bits)
 
 
-def test_unsupported_parts_are_reported_by_name():
-    _, unsupported = arch_from_timeloop(ARCH, ERT, CONSTRAINTS, art_path=ART)
+def test_unsupported_parts_are_reported_by_name(ref):
+    _, unsupported = arch_from_timeloop(ref.arch, ref.ert, ref.constraints, art_path=ref.art)
     text = "\n".join(unsupported)
     for part in ("n_banks", "cluster_size", "has_power_gating", "allow_overbooking", "min_utilization",
                  "update_fifo_depth", "loop order 'NMPQSCR' at weights_spad", "ART", "mac[1..168] leak"):
@@ -262,9 +229,9 @@ def test_unsupported_parts_are_reported_by_name():
     assert "shared_glb=32" in text                        # n_banks of the GLB, with its value
 
 
-def test_write_arch_writes_a_commented_file_our_parser_reads(tmp_path):
+def test_write_arch_writes_a_commented_file_our_parser_reads(tmp_path, ref):
     out = tmp_path / "arch.yaml"
-    unsupported = write_arch(ARCH, ERT, out, CONSTRAINTS)
+    unsupported = write_arch(ref.arch, ref.ert, out, ref.constraints)
     text = out.read_text()
     assert text.startswith("# Converted by mapper.timeloop.write_arch")
     assert "# capacity = depth 16384 x width 64 / datawidth 8 = 131072 words." in text
@@ -272,8 +239,8 @@ def test_write_arch_writes_a_commented_file_our_parser_reads(tmp_path):
     assert load_arch(out).pes == 14 * 12
 
 
-def test_arch_without_constraints_keeps_every_choice_open():
-    data, _ = arch_from_timeloop(ARCH, ERT)
+def test_arch_without_constraints_keeps_every_choice_open(ref):
+    data, _ = arch_from_timeloop(ref.arch, ref.ert)
     a = parse_arch(data, "x")
     spad = a.level("weights_spad")
     assert set(spad.keeps) == set(spad.may_bypass) == {"Weights", "Inputs", "Outputs"}
@@ -283,24 +250,24 @@ def test_arch_without_constraints_keeps_every_choice_open():
 # ---------------------------------------------------------------------------------------
 # Problems
 
-def test_problems_convert_to_the_same_loop_bounds():
-    for path in sorted((REF / "problems").glob("*.yaml")):
+def test_problems_convert_to_the_same_loop_bounds(ref):
+    for path in sorted((ref.root / "problems").glob("*.yaml")):
         inst = yaml.safe_load(path.read_text())["problem"]["instance"]
-        layer = layer_of(path.stem)
+        layer = layer_of(ref, path.stem)
         for d in ("N", "C", "M", "P", "Q", "R", "S"):
             assert layer.dims[d] == inst[d], (path.stem, d)
         assert layer.G == inst.get("G", 1)
         assert layer.stride == (inst["Wstride"], inst["Hstride"])
         assert layer.dilation == (inst["Wdilation"], inst["Hdilation"])
         assert layer.macs == math.prod(inst[d] for d in ("N", "C", "M", "P", "Q", "R", "S")) * inst.get("G", 1)
-    assert layer_of("mobilenetv1_dw1").type == "depthwise"
-    assert layer_of("alexnet_conv1").input_rows == 227             # (55-1)*4 + 11
-    assert layer_of("ref_default_problem").pad == (0, 0)
+    assert layer_of(ref, "mobilenetv1_dw1").type == "depthwise"
+    assert layer_of(ref, "alexnet_conv1").input_rows == 227             # (55-1)*4 + 11
+    assert layer_of(ref, "ref_default_problem").pad == (0, 0)
 
 
-def test_write_problem(tmp_path):
+def test_write_problem(tmp_path, ref):
     out = tmp_path / "p.yaml"
-    write_problem(REF / "problems" / "mobilenetv1_dw7.yaml", out)
+    write_problem(ref.root / "problems" / "mobilenetv1_dw7.yaml", out)
     assert out.read_text().startswith("# Converted by mapper.timeloop.write_problem")
     from mapper.problem import load_network
     net = load_network(out)
@@ -314,8 +281,8 @@ def _write(tmp_path, name, data):
     return path
 
 
-def test_unsupported_problem_version_is_an_error(tmp_path):
-    data = yaml.safe_load((REF / "problems" / "alexnet_conv1.yaml").read_text())
+def test_unsupported_problem_version_is_an_error(tmp_path, ref):
+    data = yaml.safe_load((ref.root / "problems" / "alexnet_conv1.yaml").read_text())
     data["problem"]["version"] = 0.5
     path = _write(tmp_path, "v05.yaml", data)
     with pytest.raises(SpecError) as err:
@@ -324,7 +291,7 @@ def test_unsupported_problem_version_is_an_error(tmp_path):
     assert "0.5" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_non_cnn_problem_shape_is_an_error(tmp_path):
+def test_non_cnn_problem_shape_is_an_error(tmp_path, ref):
     gemm = {"problem": {"version": 0.4, "instance": {"M": 64, "N": 64, "K": 64},
                         "shape": {"name": "GEMM", "dimensions": ["M", "N", "K"],
                                   "data_spaces": [{"name": "A", "projection": [[["M"]], [["K"]]]},
@@ -337,15 +304,15 @@ def test_non_cnn_problem_shape_is_an_error(tmp_path):
     assert err.value.source == str(path) and err.value.field == "problem.shape.dimensions"
     assert "K" in err.value.message
     # A CNN-named shape whose Inputs do not slide is not CNN_Layer either.
-    data = yaml.safe_load((REF / "problems" / "alexnet_conv1.yaml").read_text())
+    data = yaml.safe_load((ref.root / "problems" / "alexnet_conv1.yaml").read_text())
     data["problem"]["shape"]["data_spaces"][1]["projection"][2] = [["R"]]
     with pytest.raises(SpecError) as err:
         problem_from_timeloop(_write(tmp_path, "bad.yaml", data))
     assert "data_spaces[1].projection" in err.value.field
 
 
-def test_missing_instance_dimension_is_an_error(tmp_path):
-    data = yaml.safe_load((REF / "problems" / "alexnet_conv1.yaml").read_text())
+def test_missing_instance_dimension_is_an_error(tmp_path, ref):
+    data = yaml.safe_load((ref.root / "problems" / "alexnet_conv1.yaml").read_text())
     del data["problem"]["instance"]["R"]
     with pytest.raises(SpecError) as err:
         problem_from_timeloop(_write(tmp_path, "noR.yaml", data))
@@ -353,8 +320,8 @@ def test_missing_instance_dimension_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), 2.5, 0])
-def test_non_finite_or_fractional_instance_dimension_is_an_error(tmp_path, value):
-    data = yaml.safe_load((REF / "problems" / "alexnet_conv1.yaml").read_text())
+def test_non_finite_or_fractional_instance_dimension_is_an_error(tmp_path, value, ref):
+    data = yaml.safe_load((ref.root / "problems" / "alexnet_conv1.yaml").read_text())
     data["problem"]["instance"]["P"] = value
     with pytest.raises(SpecError) as err:          # not OverflowError / ValueError
         problem_from_timeloop(_write(tmp_path, "badP.yaml", data))
@@ -364,31 +331,31 @@ def test_non_finite_or_fractional_instance_dimension_is_an_error(tmp_path, value
 # ---------------------------------------------------------------------------------------
 # Architecture errors
 
-def test_unsupported_arch_version_is_an_error(tmp_path):
-    data = yaml.safe_load(ARCH.read_text())
+def test_unsupported_arch_version_is_an_error(tmp_path, ref):
+    data = yaml.safe_load(ref.arch.read_text())
     data["architecture"]["version"] = "0.2"
     path = _write(tmp_path, "arch.yaml", data)
     with pytest.raises(SpecError) as err:
-        arch_from_timeloop(path, ERT)
+        arch_from_timeloop(path, ref.ert)
     assert err.value.source == str(path) and err.value.field == "architecture.version"
 
 
-def test_ert_missing_a_component_is_an_error(tmp_path):
-    data = yaml.safe_load(ERT.read_text())
+def test_ert_missing_a_component_is_an_error(tmp_path, ref):
+    data = yaml.safe_load(ref.ert.read_text())
     data["ERT"]["tables"] = [t for t in data["ERT"]["tables"] if "psum_spad" not in t["name"]]
     path = _write(tmp_path, "ert.yaml", data)
     with pytest.raises(SpecError) as err:
-        arch_from_timeloop(ARCH, path)
+        arch_from_timeloop(ref.arch, path)
     assert err.value.source == str(path)
     assert "system_top_level.psum_spad[1..168]" in err.value.message
 
 
-def test_constraint_on_unknown_level_is_an_error(tmp_path):
-    data = yaml.safe_load(CONSTRAINTS.read_text())
+def test_constraint_on_unknown_level_is_an_error(tmp_path, ref):
+    data = yaml.safe_load(ref.constraints.read_text())
     data["architecture_constraints"]["targets"][3]["target"] = "inter_PE_colum_spatial"
     path = _write(tmp_path, "c.yaml", data)
     with pytest.raises(SpecError) as err:
-        arch_from_timeloop(ARCH, ERT, path)
+        arch_from_timeloop(ref.arch, ref.ert, path)
     assert err.value.field == "architecture_constraints.targets[3].target"
     assert "did you mean 'inter_PE_column_spatial'" in err.value.message
 
@@ -413,33 +380,33 @@ def _directives(data) -> dict:
     return out
 
 
-def test_is_timeloop_mapping(example):
+def test_is_timeloop_mapping(example, ref):
     name, layer, mapping, cost, _ = example
-    assert is_timeloop_mapping(yaml.safe_load((REF / "examples" / name / "map.yaml").read_text()))
+    assert is_timeloop_mapping(yaml.safe_load((ref.root / "examples" / name / "map.yaml").read_text()))
     assert not is_timeloop_mapping({"loops": [], "keep": {}})
     assert not is_timeloop_mapping({"mapping": {"loops": [], "keep": {}}, "cost": {}})
 
 
-def test_export_reproduces_the_reference_mapping(example, arch):
+def test_export_reproduces_the_reference_mapping(example, arch, ref):
     name, layer, mapping, _, _ = example
-    ref = yaml.safe_load((REF / "examples" / name / "map.yaml").read_text())
+    expected = yaml.safe_load((ref.root / "examples" / name / "map.yaml").read_text())
     ours = mapping_to_timeloop(mapping, arch)
-    assert _directives(ours) == _directives(ref)
+    assert _directives(ours) == _directives(expected)
     # Complete, as timeloop-model wants: every dimension in every factors and permutation.
     for d in ours["mapping"]:
         if d["type"] != "datatype":
             assert sorted(re.findall(r"[A-Z]", d["factors"])) == sorted(d["permutation"]) == sorted("CMRSNPQ")
 
 
-def test_export_result_writes_the_timeloop_mapping(example, arch, tmp_path):
+def test_export_result_writes_the_timeloop_mapping(example, arch, tmp_path, ref):
     name, layer, mapping, cost, _ = example
     result = tmp_path / "result.json"
     result.write_text(json.dumps(document(layer, arch, mapping, cost)))
     out = tmp_path / "map.yaml"
     export_result(result, out, arch)
     written = yaml.safe_load(out.read_text())
-    ref = yaml.safe_load((REF / "examples" / name / "map.yaml").read_text())
-    assert _directives(written) == _directives(ref)
+    expected = yaml.safe_load((ref.root / "examples" / name / "map.yaml").read_text())
+    assert _directives(written) == _directives(expected)
     assert out.read_text().startswith("# Timeloop mapping exported by mapper")
 
 
@@ -461,12 +428,12 @@ def _roundtrip(mapping: Mapping, arch, layer, dims=None) -> Mapping:
 
 
 @pytest.mark.parametrize("problem", ["alexnet_conv1", "alexnet_conv3", "mobilenetv1_dw1", "mobilenetv1_pw7"])
-def test_roundtrip_of_searched_mappings(problem, arch):
+def test_roundtrip_of_searched_mappings(problem, arch, ref):
     from mapper.search import search
-    layer = layer_of(problem)
+    layer = layer_of(ref, problem)
     res = search(layer, arch, algorithm="random", budget=5000, top=4)
     assert len(res.found) >= 2
-    dims = problem_dims(REF / "problems" / f"{problem}.yaml")
+    dims = problem_dims(ref.root / "problems" / f"{problem}.yaml")
     for f in res.found:
         back = _roundtrip(f.mapping, arch, layer, dims)
         assert back == normalize(f.mapping.loops, arch, dict(f.mapping.keep))
@@ -481,10 +448,10 @@ def test_roundtrip_of_the_reference_mappings(example, arch):
     assert _roundtrip(mapping, arch, layer) == mapping
 
 
-def test_timeloop_defaults_missing_factors_permutation_and_split(arch):
+def test_timeloop_defaults_missing_factors_permutation_and_split(arch, ref):
     """Missing factors are 1, missing permutation dims are padded, a missing split is all-X."""
-    layer = layer_of("alexnet_conv1")
-    data = yaml.safe_load((REF / "examples" / "alexnet_conv1" / "map.yaml").read_text())
+    layer = layer_of(ref, "alexnet_conv1")
+    data = yaml.safe_load((ref.root / "examples" / "alexnet_conv1" / "map.yaml").read_text())
     full = mapping_from_timeloop(data, arch, layer)
     for d in data["mapping"]:
         if d["type"] == "temporal":
@@ -495,9 +462,9 @@ def test_timeloop_defaults_missing_factors_permutation_and_split(arch):
     assert mapping_from_timeloop(data, arch, layer) == full
 
 
-def test_mapping_with_unknown_target_is_an_error(arch, tmp_path):
-    layer = layer_of("alexnet_conv1")
-    data = yaml.safe_load((REF / "examples" / "alexnet_conv1" / "map.yaml").read_text())
+def test_mapping_with_unknown_target_is_an_error(arch, tmp_path, ref):
+    layer = layer_of(ref, "alexnet_conv1")
+    data = yaml.safe_load((ref.root / "examples" / "alexnet_conv1" / "map.yaml").read_text())
     data["mapping"][9]["target"] = "weight_spad"
     path = _write(tmp_path, "map.yaml", data)
     with pytest.raises(SpecError) as err:
@@ -506,9 +473,9 @@ def test_mapping_with_unknown_target_is_an_error(arch, tmp_path):
     assert "did you mean 'weights_spad'" in err.value.message
 
 
-def test_mapping_whose_factors_do_not_multiply_to_the_layer_is_an_error(arch, tmp_path):
-    layer = layer_of("alexnet_conv1")
-    data = yaml.safe_load((REF / "examples" / "alexnet_conv1" / "map.yaml").read_text())
+def test_mapping_whose_factors_do_not_multiply_to_the_layer_is_an_error(arch, tmp_path, ref):
+    layer = layer_of(ref, "alexnet_conv1")
+    data = yaml.safe_load((ref.root / "examples" / "alexnet_conv1" / "map.yaml").read_text())
     data["mapping"][-1]["factors"] = data["mapping"][-1]["factors"].replace("M4", "M2")
     path = _write(tmp_path, "map.yaml", data)
     with pytest.raises(SpecError) as err:
@@ -517,9 +484,9 @@ def test_mapping_whose_factors_do_not_multiply_to_the_layer_is_an_error(arch, tm
     assert "M" in err.value.message and "48" in err.value.message and "96" in err.value.message
 
 
-def test_mapping_that_overflows_a_fanout_is_an_error(arch, tmp_path):
-    layer = layer_of("alexnet_conv1")
-    data = yaml.safe_load((REF / "examples" / "alexnet_conv1" / "map.yaml").read_text())
+def test_mapping_that_overflows_a_fanout_is_an_error(arch, tmp_path, ref):
+    layer = layer_of(ref, "alexnet_conv1")
+    data = yaml.safe_load((ref.root / "examples" / "alexnet_conv1" / "map.yaml").read_text())
     for d in data["mapping"]:
         if d["target"] == "inter_PE_spatial" and d["type"] == "spatial":
             d["split"] = 7                               # M12 onto X, which has 1 column

@@ -42,7 +42,6 @@ from .space import Space
 
 GROUPS = (("N",), ("G",), ("M",), ("C",), ("P", "R"), ("Q", "S"))
 SLIDING = {"P": "H", "R": "H", "Q": "W", "S": "W"}
-MAX_OPTIONS = 20000
 
 
 @dataclass
@@ -122,7 +121,6 @@ class Builder:
         dv, dh = self.layer.dilation
         self.cap = max(1 << 20, 4 * self.layer.macs * (sv + dv) * (sh + dh))
         self.bounds: dict[int, tuple[int, int]] = {}
-        self.big = 0
 
     # -- per-option constants as integer expressions -------------------------------------
     def value(self, g: Group, values: np.ndarray):
@@ -152,8 +150,10 @@ class Builder:
             self.bounds[v.Index()] = (int(lo), int(hi))
         return v
 
-    def product(self, factors, lo_hi=None):
-        """An IntVar equal to the product of ints and IntVars."""
+    def product(self, factors, cap: int | None = None):
+        """An IntVar equal to the product of ints and IntVars, at most `cap` (default
+        `self.cap`, the bound of any access count)."""
+        cap = self.cap if cap is None else cap
         consts = [f for f in factors if isinstance(f, (int, np.integer))]
         vars_ = [f for f in factors if not isinstance(f, (int, np.integer))]
         c = math.prod(int(x) for x in consts)
@@ -164,8 +164,7 @@ class Builder:
             vlo, vhi = self.bounds[v.Index()]
             lo, hi = lo * vlo, hi * vhi
         # No access count can exceed `cap` (see __init__); the cap keeps CP-SAT's domains small.
-        lo, hi = min(lo, self.cap), min(hi, self.cap)
-        self.big = max(self.big, hi)
+        lo, hi = min(lo, cap), min(hi, cap)
         if len(vars_) == 1 and c == 1:
             return vars_[0]
         out = self.new_var(lo=lo, hi=hi)
@@ -179,7 +178,7 @@ class Builder:
         acc, acc_lo, acc_hi = vars_[0], *self.bounds[vars_[0].Index()]
         for k, v in enumerate(vars_[1:], start=1):
             vlo, vhi = self.bounds[v.Index()]
-            acc_lo, acc_hi = min(acc_lo * vlo, self.cap), min(acc_hi * vhi, self.cap)
+            acc_lo, acc_hi = min(acc_lo * vlo, cap), min(acc_hi * vhi, cap)
             nxt = out if (k == len(vars_) - 1 and c == 1) else self.new_var(lo=acc_lo, hi=acc_hi)
             self.m.AddMultiplicationEquality(nxt, [acc, v])
             acc = nxt
@@ -559,6 +558,22 @@ class Builder:
                 for i in between:
                     if arch.levels[i].port_words:
                         demand.setdefault((i, t), []).extend(down)
+        # cycles. They are at most a level's traffic per instance over its bandwidth (which
+        # may be < 1 word per cycle); cycles x instances (bandwidth constraints, leakage) is
+        # no access count: neither is bounded by `cap` (that would exclude a slow mapping on
+        # many PEs).
+        bws = [bw for li in enc.storage_levels for bw in (arch.levels[li].read_bw, arch.levels[li].write_bw,
+                                                           arch.levels[li].shared_bw) if bw]
+        bws += [arch.levels[i].port_words for i, _ in demand if arch.levels[i].port_words]
+        cycles_cap = 8 * self.cap * max(1, math.ceil(1 / min(bws, default=1)))
+        cyc = self.new_var(lo=1, hi=cycles_cap)
+
+        def cycles_times(inst, li):
+            copies = math.prod(l.X * l.Y for l in arch.levels[:li] if isinstance(l, Fanout))
+            return self.product([cyc, inst], cycles_cap * min(copies, self._hi(inst)))
+
+        mc = _fraction_up(sparse.mac_cycles)
+        m.Add(mc.denominator * cyc >= mc.numerator * ops)
         # energy (scaled, floored coefficients keep CP-SAT's bound a valid lower bound)
         terms = []
         for si, li in enumerate(enc.storage_levels):
@@ -570,40 +585,34 @@ class Builder:
                         terms.append((factor * e, term))
         for e, term in carried:
             terms.append((e, term))
+        for si, li in enumerate(enc.storage_levels):
+            if arch.levels[li].leakage:
+                inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
+                terms.append((arch.levels[li].leakage, cycles_times(inst, li)))
         energy_const = self.layer.macs * arch.mac_energy * sparse.mac_energy
         self._fit_scale(terms, energy_const)
         coef_terms = [(self._scaled(e), term) for e, term in terms if e]
         energy = sum(c * term for c, term in coef_terms) + self._scaled(energy_const)
         energy_hi = sum(max(c * self._hi(t), c * self._lo(t)) for c, t in coef_terms) + self._scaled(energy_const)
-        # cycles
-        cyc = self.new_var(lo=1, hi=self.cap)
-        mc = _fraction_up(sparse.mac_cycles)
-        m.Add(mc.denominator * cyc >= mc.numerator * ops)
         for si, li in enumerate(enc.storage_levels):
             level: Storage = arch.levels[li]
             inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
             r = [(f, term) for ti in range(3) for f, term in reads.get((si, ti), [])]
             w = [(f, term) for ti in range(3) for dct in (fills, updates) for f, term in dct.get((si, ti), [])]
-            cn = self.product([cyc, inst])
+            cn = cycles_times(inst, li)
             for bw, traffic in ((level.read_bw, r), (level.write_bw, w), (level.shared_bw, r + w)):
                 self._bandwidth(bw, cn, traffic)
         for (i, t), traffic in demand.items():
             fan: Fanout = arch.levels[i]
             fan_slot = enc.slots.index((i, "X"))
             inst = self.const_product([self.spatial_above(g, fan_slot) for g in G])
-            cn = self.product([cyc, inst])
+            cn = cycles_times(inst, i)
             if i in enc.mode_fans:
                 for mode, lit in self.mode_lits[i, t]:
                     self._bandwidth(fan.port_words * fan.ports(mode), cn, traffic, [] if lit is True else [lit])
             else:
                 self._bandwidth(fan.port_words * fan.ports(None), cn, traffic)
-        leak = [(arch.levels[li].leakage, si) for si, li in enumerate(enc.storage_levels) if arch.levels[li].leakage]
-        for e, si in leak:
-            inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
-            term = self.product([cyc, inst])
-            energy = energy + self._scaled(e) * term
-            energy_hi += self._scaled(e) * self._hi(term)
-        self.energy_expr, self.cycles = energy, cyc
+        self.cycles = cyc
         if self.objective == "energy":
             self.goal = energy
         elif self.objective == "delay":
@@ -617,7 +626,7 @@ class Builder:
             e_small = m.NewIntVar(0, e_hi >> self.edp_shift, "")
             m.Add(e_small * (1 << self.edp_shift) <= e_var)          # e_small = floor(E / 2^shift)
             m.Add(e_var < (e_small + 1) * (1 << self.edp_shift))
-            edp = m.NewIntVar(0, min(2 ** 60, (e_hi >> self.edp_shift) * self.cap), "edp")
+            edp = m.NewIntVar(0, min(2 ** 60, (e_hi >> self.edp_shift) * cycles_cap), "edp")
             m.AddMultiplicationEquality(edp, [e_small, cyc])
             self.goal = edp
         m.Minimize(self.goal)
@@ -715,6 +724,38 @@ class Builder:
                 if len(match):
                     for k, y in enumerate(ys):
                         self.m.AddHint(y, k == match[0])
+
+
+def pinned(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
+           modes: np.ndarray | None = None, scale: int | None = None, edp_shift: int = 0) -> Builder:
+    """The CP-SAT model of `keep`'s pattern with every decision fixed to one candidate: each
+    group's option, each storage level's order and each network mode. Its optimum is the
+    formulation's objective of that candidate (energy x `scale`, floored coefficients, for
+    energy; cycles for delay; (scaled energy >> edp_shift) x cycles for edp), which tests
+    compare with the models. Raises ValueError when the candidate is not in the space."""
+    b = Builder(space, objective, np.asarray(keep, dtype=bool), energy_scale(space) if scale is None else scale)
+    b.edp_shift = edp_shift
+    b.build()
+    for g in b.groups:
+        want = np.asarray(factors)[:, list(g.dims)]
+        match = np.nonzero((g.factors == want[None]).all(axis=(1, 2)))[0]
+        if not len(match):
+            raise ValueError(f"dimensions {[DIMS[d] for d in g.dims]}: the candidate's factors are not an option")
+        for o, x in enumerate(g.x):
+            b.m.Add(x == int(o == match[0]))
+    for si, ys in enumerate(b.order_vars):
+        match = np.nonzero((space.orders[si] == np.asarray(orders)[si]).all(axis=1))[0]
+        if not len(match):
+            raise ValueError(f"storage level {si}: the candidate's order is not a canonical order")
+        for k, y in enumerate(ys):
+            b.m.Add(y == int(k == match[0]))
+    for j, li in enumerate(b.enc.mode_fans):
+        for ti, t in enumerate(TENSORS):
+            want = 0 if modes is None else int(modes[j, ti])
+            for k, (_, lit) in enumerate(b.mode_lits[li, t]):
+                if lit is not True:
+                    b.m.Add(lit == int(k == want))
+    return b
 
 
 def _fraction_up(x: float) -> Fraction:
@@ -896,7 +937,7 @@ def _one_solve(run, build, params: dict, cutoff: int | None, left: float | None)
     if status == cp_model.MODEL_INVALID:
         raise AssertionError(f"invalid CP-SAT model: {b.m.Validate()}")
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return _Solve(status, int(round(solver.ObjectiveValue())), b.decode(solver),
+        return _Solve(status, solver.Value(b.goal), b.decode(solver),
                       solver.BestObjectiveBound(), cb.solutions)
     return _Solve(status, None, None, 0, cb.solutions)
 
