@@ -203,11 +203,11 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
                 if level.modes and mode not in level.modes_of(t):
                     out.append((f"level {level.name}", f"network mode '{mode}' for {t} is not offered "
                                 f"(modes: {', '.join(level.modes_of(t))})"))
-            if not level.reduction:
-                for l in mine:
-                    if l.dim not in ("N", "G", "M", "P", "Q"):
-                        out.append((f"level {level.name}", f"dim {l.dim} unrolled here would need spatial "
-                                    f"reduction of Outputs, which this network does not support"))
+            for l in mine:
+                if l.spatial and not level.reduces(l.spatial) and l.dim not in ("N", "G", "M", "P", "Q"):
+                    out.append((f"level {level.name}", f"dim {l.dim} unrolled on {l.spatial} would need spatial "
+                                f"reduction of Outputs along {l.spatial}, which this network does not support "
+                                f"(reduction: {list(level.reduction)})"))
     if out:
         return out
     for level, tensor, words, capacity, group in overflows(mapping, layer, arch):
@@ -232,7 +232,8 @@ def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: s
     (sparse data takes min(1, density x (1 + metadata overhead)) of the dense words)."""
     dense = footprint(layer, tensor, tile_extents(mapping, arch, level))
     d = layer.densities()
-    factor = arch.sparsity.factor(level, tensor, {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
+    factor = arch.sparsity.capacity_factor(level, tensor,
+                                           {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
     return dense if factor == 1.0 else math.ceil(dense * factor - 1e-9)
 
 

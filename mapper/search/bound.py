@@ -10,7 +10,7 @@ Under the counting rules of `mapper.model`, every mapping
     update but each instance's first touch of an output;
   * needs at least MACs / PEs compute cycles, and at least the cycles the outermost
     level's bandwidth needs for that compulsory traffic;
-  * pays leakage for at least those cycles.
+  * pays leakage and the per-cycle energy for at least those cycles.
 All other terms are non-negative. When CP-SAT has no bound of its own (random search, a
 solve cut off early), this one keeps the reported gap meaningful. Tested against
 exhaustive optima and sampled mappings (tests/test_search.py).
@@ -80,7 +80,7 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             if bw:
                 cycles = max(cycles, words / bw)
     cycles, compute = math.ceil(cycles - 1e-9), math.ceil(compute - 1e-9)
-    energy += cycles * sum(arch.levels[i].leakage for i in storages)
+    energy += cycles * (sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy)
     return energy, cycles, compute
 
 

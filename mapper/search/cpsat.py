@@ -486,7 +486,7 @@ class Builder:
             level: Storage = arch.levels[li]
             slot = enc.storage_slot[si]
             for tensors, cap in level.partitions:
-                terms = [(_fraction_up(sparse.stored(level.name, t)),
+                terms = [(_fraction_up(sparse.capacity(level.name, t)),
                           self.const_product([self.tile_part(g, t, slot) for g in G]))
                          for t in tensors if keep[si, TENSORS.index(t)]]
                 if terms:
@@ -557,7 +557,7 @@ class Builder:
                         if e_net:
                             carried.append((e_net * at_c, total_c))
                 for i in between:
-                    if arch.levels[i].port_words:
+                    if arch.levels[i].limited(t):
                         demand.setdefault((i, t), []).extend(down)
         # energy (scaled, floored coefficients keep CP-SAT's bound a valid lower bound)
         terms = []
@@ -594,15 +594,18 @@ class Builder:
             cn = self.product([cyc, inst])
             if i in enc.mode_fans:
                 for mode, lit in self.mode_lits[i, t]:
-                    self._bandwidth(fan.port_words * fan.ports(mode), cn, traffic, [] if lit is True else [lit])
+                    self._bandwidth(fan.bandwidth(t, mode), cn, traffic, [] if lit is True else [lit])
             else:
-                self._bandwidth(fan.port_words * fan.ports(None), cn, traffic)
+                self._bandwidth(fan.bandwidth(t, None), cn, traffic)
         leak = [(arch.levels[li].leakage, si) for si, li in enumerate(enc.storage_levels) if arch.levels[li].leakage]
         for e, si in leak:
             inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
             term = self.product([cyc, inst])
             energy = energy + self._scaled(e) * term
             energy_hi += self._scaled(e) * self._hi(term)
+        if arch.cycle_energy:      # the chip's per-cycle energy: linear in the cycles
+            energy = energy + self._scaled(arch.cycle_energy) * cyc
+            energy_hi += self._scaled(arch.cycle_energy) * self.cap
         self.energy_expr, self.cycles = energy, cyc
         if self.objective == "energy":
             self.goal = energy
@@ -726,7 +729,7 @@ def _fraction_up(x: float) -> Fraction:
 
 def energy_scale(space: Space) -> int:
     """Smallest power of ten that makes every energy an integer (capped at 10^6)."""
-    values = [space.arch.mac_energy]
+    values = [space.arch.mac_energy, space.arch.cycle_energy]
     for level in space.arch.levels:
         if isinstance(level, Storage):
             values += [e for _, es in level.energy for e in es] + [level.leakage]

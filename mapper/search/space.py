@@ -151,10 +151,10 @@ class Space:
                 if kind == "T" and d in level.temporal_dims:
                     slots.append(s)
                     limits.append(None)
-                elif kind == "X" and d in level.x_dims and (level.reduction or d in "NGMPQ"):
+                elif kind == "X" and d in level.x_dims and (level.reduces("X") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.X)
-                elif kind == "Y" and d in level.y_dims and (level.reduction or d in "NGMPQ"):
+                elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.Y)
             unpruned["factorizations_unconstrained"] *= len(ordered_factorizations(dims[d], (None,) * enc.n_slots))
