@@ -410,12 +410,8 @@ def _parse_sparsity(data: Any, src: str, levels) -> Sparsity:
     skip_cycles = f.choice("skip_cycles", SKIP_CYCLES, "always")
     if f.has("skip_cycles") and not flags["skip_zero_macs"]:
         raise f.error("skip_cycles", "needs skip_zero_macs: true (only skipped MACs can save cycles)")
+    # (a nonzeros level that stores nothing compressed counts dense words: one per entry)
     nonzero = tuple(n for n, l in names.items() if l.capacity_unit == "nonzeros")
-    for n in nonzero:
-        if n not in dict(compressed):
-            raise SpecError(src, f"levels[{[l.name for l in levels].index(n)}].capacity_unit",
-                            f"level {n} counts non-zeros but stores nothing compressed "
-                            f"(list it under sparsity.compressed)")
     return Sparsity(flags["skip_zero_macs"], flags["gate_zero_inputs"], tuple(compressed), skip_cycles, nonzero)
 
 

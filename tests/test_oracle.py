@@ -45,9 +45,12 @@ FAN_ENERGY = {"Weights": 1.0, "Inputs": float(2 ** 16), "Outputs": float(2 ** 32
 # Architectures: the real level structures, shrunk and loosened
 
 def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = None,
-               bypass: dict | None = None):
+               bypass: dict | None = None, simd: int = 0):
+    """`simd`: append a fan-out of that many lanes below the innermost storage level (the
+    MACs of one PE, unrolling M: two weights for one input, as Eyeriss v2's SIMD)."""
     data = yaml.safe_load((ROOT / "arch" / f"{base}.yaml").read_text())
     data["name"] = name
+    data["levels"] = [lv for lv in data["levels"] if lv["name"] != "simd"]   # ours, not the file's
     for lv in data["levels"]:
         if "fanout" in lv:
             X, Y = fanouts[lv["name"]]
@@ -64,6 +67,9 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
             lv.pop("temporal_dims", None)     # every dimension may iterate at every level
             if bypass and lv["name"] in bypass:
                 lv["may_bypass"] = list(bypass[lv["name"]])
+    if simd:
+        data["levels"].append({"name": "simd", "fanout": {"X": simd, "Y": 1},
+                               "spatial_dims": {"X": ["M", "C"], "Y": []}, "energy": dict(FAN_ENERGY)})
     return parse_arch(data, f"<{name}>")
 
 
@@ -85,6 +91,12 @@ ARCHS = {
     "v2_bypass_exact": lambda: small_arch(
         "eyeriss_v2", "v2_bypass_exact", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
         bypass={"GLB": ["Inputs", "Outputs"]}),
+    "v2_simd": lambda: small_arch("eyeriss_v2", "v2_simd", {"cluster_array": (2, 1), "pe_cluster": (2, 2)},
+                                  simd=2),
+    "v2_simd_bypass": lambda: small_arch(
+        "eyeriss_v2", "v2_simd_bypass", {"cluster_array": (2, 1), "pe_cluster": (1, 2)}, simd=2,
+        multicast={"cluster_array": "exact", "pe_cluster": "projection"},
+        bypass={"iact_spad": ["Inputs"], "psum_spad": ["Outputs"]}),
     "v2_bypass": lambda: small_arch(
         "eyeriss_v2", "v2_bypass", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
         multicast={"cluster_array": "projection", "pe_cluster": "exact"},
@@ -340,6 +352,7 @@ def test_mappings_exercise_the_interesting_cases():
     events = {}
     bypassed = set()
     spatial_reduction_dims = set()
+    simd_dims = set()       # a fan-out as the last level (MACs directly below it)
     for a, s in CASES:
         arch = arch_of(a)
         family = a.split("_")[0]
@@ -354,6 +367,8 @@ def test_mappings_exercise_the_interesting_cases():
             for l in m.loops:
                 if l.spatial and l.dim in "CRS":
                     spatial_reduction_dims.add((family, l.dim))
+                if l.level == "simd":
+                    simd_dims.add((a, l.dim))
     for a in ARCHS:
         for need in ("sliding:Inputs", "stationary", "multicast", "reduction"):
             assert events[a].get(need, 0) > 0, f"{a}: no mapping exercised {need}"
@@ -365,6 +380,7 @@ def test_mappings_exercise_the_interesting_cases():
     assert {("v2_bypass", "GLB", t) for t in ("Inputs", "Outputs")} <= bypassed
     assert ("v1_bypass", "psum_spad", "Outputs") in bypassed
     assert {(f, d) for f in ("v1", "v2") for d in "CRS"} <= spatial_reduction_dims
+    assert {(a, d) for a in ("v2_simd", "v2_simd_bypass") for d in "MC"} <= simd_dims
 
 
 def test_oracle_is_independent_of_the_model():
