@@ -21,7 +21,7 @@ from mapper.mapping import Loop, MappingError, normalize, problems_of
 from mapper.model import evaluate
 from mapper.problem import TENSORS, layer_from_dims
 from mapper.search import search
-from mapper.search.bound import lower_bound
+from mapper.search.bound import lower_bound, usable_pes
 from mapper.search.random import sample
 from mapper.search.space import Space
 from mapper.spec import SpecError
@@ -307,6 +307,10 @@ def test_simd_fanout_below_the_innermost_storage():
     slot = space.enc.slots.index((arch.index("simd"), "X"))
     f, _, _ = sample(space, np.random.default_rng(1), 500)
     assert (f[:, slot] == 1).all()
+    # ... and the analytic bound knows: every fan-out axis but simd's can be filled by dw
+    assert usable_pes(dw, arch) == arch.pes // 2
+    # M 2 x C 4 only: cluster X (no reduction: M) 2, Y 4; pe_cluster X 2, Y (no reduction: M) 2; simd 2
+    assert usable_pes(layer, arch) == 2 * 4 * 2 * 2 * 2
 
 
 # ---------------------------------------------------------------------------------------
