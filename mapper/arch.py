@@ -59,6 +59,9 @@ class Storage:
     instances: int = 1
     leakage: float = 0.0     # pJ per cycle per instance
     capacity_unit: str = "words"   # or "nonzeros": compressed tensors count non-zero entries
+    # Address limits of compressed (CSC) storage: (tensor, most columns per instance, the
+    # dimension each column runs along); a tile has dense words / extent(along) columns.
+    columns: tuple[tuple[str, int, str], ...] = ()
 
     @property
     def bounded(self) -> bool:
@@ -237,7 +240,10 @@ def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None) -> Arch:
 
 
 STORAGE_FIELDS = ("name", "capacity", "keeps", "may_bypass", "energy", "bandwidth",
-                  "temporal_dims", "word_bits", "leakage", "capacity_unit", "notes")
+                  "temporal_dims", "word_bits", "leakage", "capacity_unit", "columns", "notes")
+#: Dimensions that are a whole axis of each tensor (a CSC column can run along one).
+WHOLE_AXES = {"Weights": ("G", "M", "C", "R", "S"), "Inputs": ("N", "G", "C"),
+              "Outputs": ("N", "G", "M", "P", "Q")}
 FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "modes",
                  "port_words", "ports", "notes")
 AXES = ("X", "Y")
@@ -288,6 +294,11 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
             partitions = tuple(parts)
         else:
             partitions = ((keeps, as_int(cap, src, f.path("capacity"))),)
+    columns = []
+    cf = Fields(f.get("columns", {}), src, f.path("columns"), keeps)
+    for t in cf.data:
+        tf = Fields(cf.get(t), src, cf.path(t), ("max", "along"), required=("max", "along"))
+        columns.append((t, tf.integer("max"), tf.choice("along", WHOLE_AXES[t])))
     bw = Fields(f.get("bandwidth", {}), src, f.path("bandwidth"), ("read", "write", "shared"))
     return Storage(
         name=name, keeps=keeps, may_bypass=may_bypass, partitions=partitions,
@@ -297,7 +308,8 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
         shared_bw=bw.number("shared", allow_none=True, minimum=1e-9),
         temporal_dims=f.names("temporal_dims", DIMS, DIMS),
         word_bits=f.integer("word_bits", word_bits), instances=instances,
-        leakage=f.number("leakage", 0.0), capacity_unit=f.choice("capacity_unit", CAPACITY_UNITS, "words"))
+        leakage=f.number("leakage", 0.0), capacity_unit=f.choice("capacity_unit", CAPACITY_UNITS, "words"),
+        columns=tuple(columns))
 
 
 def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
@@ -378,6 +390,8 @@ def parse_arch(data: Any, src: str) -> Arch:
     if not isinstance(levels[0], Storage) or set(levels[0].keeps) != set(TENSORS) or levels[0].may_bypass:
         raise SpecError(src, "levels[0]", "the outermost level must be a storage level (DRAM) that "
                         "keeps Weights, Inputs and Outputs")
+    if levels[0].columns:
+        raise SpecError(src, "levels[0].columns", "the outermost level holds whole tensors; leave its columns out")
     if levels[0].bounded:
         raise SpecError(src, "levels[0].capacity", "the outermost level holds whole tensors; leave its capacity out")
     if isinstance(levels[-1], Fanout):

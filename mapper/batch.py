@@ -503,6 +503,11 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
         ext = inner[enc.storage_slot[si]]
+        for t, most, along in level.columns:        # address storage of compressed tiles
+            tile = np.ones(n, dtype=np.int64)
+            for axis in _axes_index(enc.layer, t):
+                tile = tile * (1 + sum(c * (ext[d] - 1) for d, c in axis))
+            ok &= ~keep[:, si, T_INDEX[t]] | (tile // ext[D[along]] <= most)
         for tensors, capacity in level.partitions:
             words = np.zeros(n, dtype=np.int64)
             for t in tensors:

@@ -210,8 +210,8 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
                                 f"(reduction: {list(level.reduction)})"))
     if out:
         return out
-    for level, tensor, words, capacity, group in overflows(mapping, layer, arch):
-        out.append((f"level {level}", f"tiles need {words} words ({group}) but the capacity is "
+    for level, tensor, words, capacity, group, unit in overflows(mapping, layer, arch):
+        out.append((f"level {level}", f"tiles need {words} {unit} ({group}) but the capacity is "
                     f"{capacity} (over by {words - capacity})"))
     return out
 
@@ -238,15 +238,23 @@ def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: s
 
 
 def overflows(mapping: Mapping, layer: Layer, arch: Arch):
-    """(level, tensor, words, capacity, description) for every capacity partition over its size."""
+    """(level, tensor, amount, capacity, description, unit) for every capacity partition
+    over its size (words) and every tile with more columns than the level's address
+    storage holds (columns)."""
     for storage in arch.storages[1:]:
         kept = mapping.kept(storage.name)
+        for t, most, along in storage.columns:
+            if t in kept:
+                ext = tile_extents(mapping, arch, storage.name)
+                n = footprint(layer, t, ext) // ext[along]
+                if n > most:
+                    yield storage.name, t, n, most, f"{t} columns along {along}", "columns"
         for tensors, capacity in storage.partitions:
             sizes = {t: tile_words(mapping, layer, arch, storage.name, t) for t in tensors if t in kept}
             words = sum(sizes.values())
             if words > capacity:
                 group = " + ".join(f"{t} {w}" for t, w in sizes.items())
-                yield storage.name, "+".join(sizes), words, capacity, group
+                yield storage.name, "+".join(sizes), words, capacity, group, "words"
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The arch-format features Eyeriss v2 as built needs, on small hand-written archs:
 per-cycle energy and the chip / off-chip split, the off-chip bandwidth condition, per-tensor
 ports at a fan-out, reduction along named axes, a SIMD fan-out below the innermost storage,
-cycle skipping only for multi-channel layers, and capacities counted in non-zero entries.
+cycle skipping only for multi-channel layers, capacities counted in non-zero entries and
+address limits on a compressed tile's columns.
 
 Each is checked by a hand-derived case, by scalar model == batch model on sampled
 candidates, and (for search) CP-SAT == exhaustive enumeration; parse errors are one line.
@@ -60,11 +61,13 @@ levels:
   - name: iact_spad
     capacity: 16
     capacity_unit: nonzeros
+    columns: {Inputs: {max: 4, along: C}}
     keeps: [Inputs]
     energy: 1.0
   - name: weights_spad
     capacity: 48
     capacity_unit: nonzeros
+    columns: {Weights: {max: 6, along: M}}
     keeps: [Weights]
     energy: 1.0
   - name: psum_spad
@@ -142,6 +145,7 @@ def test_new_fields_parse():
     assert arch.pes == 2 * 4 * 2 * 3 * 2
     assert arch.sparsity.nonzero_capacity == ("iact_spad", "weights_spad")
     assert arch.sparsity.skip_cycles == "multi_channel"
+    assert arch.level("weights_spad").columns == (("Weights", 6, "M"),)
     # the defaults keep the old format's meaning
     plain = arch_from(TOY)
     assert plain.cycle_energy == 0.0 and plain.level("noc").reduction == ("X",)
@@ -161,6 +165,11 @@ def test_new_fields_parse():
     (lambda d: d["levels"][1].pop("port_words"), "levels[1].ports: ports need port_words"),
     (lambda d: d["levels"][2].update(capacity_unit="bytes"), "levels[2].capacity_unit: 'bytes' is not one of"),
     (lambda d: d.update(sparsity={"skip_cycles": "multi_channel"}), "sparsity.skip_cycles: needs skip_zero_macs"),
+    (lambda d: d["levels"][2].update(columns={"Inputs": {"max": 4, "along": "P"}}),
+     "levels[2].columns.Inputs.along: 'P' is not one of N, G, C"),
+    (lambda d: d["levels"][2].update(columns={"Inputs": {"max": 4}}), "levels[2].columns.Inputs.along: missing"),
+    (lambda d: d["levels"][0].update(columns={"Inputs": {"max": 4, "along": "C"}}),
+     "levels[0].columns: the outermost level holds whole tensors"),
     (lambda d: d.update(sparsity={"skip_zero_macs": True, "skip_cycles": "sometimes"}),
      "sparsity.skip_cycles: 'sometimes' is not one of"),
 ])
@@ -288,6 +297,44 @@ def test_capacity_in_nonzero_entries():
         enc = Space.build(layer, arch).enc
         f, o, k = enc.encode(m)
         assert bool(capacity_ok(enc, f[None], k[None])[0]) == fits
+
+
+def test_columns_bound_the_tile_shape():
+    """weights_spad holds at most 6 CSC columns along M: a tile of M 2 x C 3 x S 2 has
+    12 / 2 = 6 columns and fits; C 3 x S 3 (9 columns) does not, whatever its density."""
+    arch = arch_from(FEATURES)
+    layer = layer_from_dims("conv", M=2, C=3, P=3, Q=1, R=1, S=3)
+    for s_inside, fits in ((1, True), (3, False)):
+        loops = [Loop("DRAM", "S", 3 // s_inside), Loop("DRAM", "P", 3), Loop("weights_spad", "C", 3),
+                 Loop("psum_spad", "M", 2)]
+        if s_inside > 1:
+            loops.insert(3, Loop("weights_spad", "S", s_inside))
+        m = normalize(loops, arch)
+        problems = problems_of(m, layer, arch)
+        if fits:
+            assert problems == []
+        else:
+            assert problems == [("level weights_spad", "tiles need 9 columns (Weights columns along M) but the "
+                                 "capacity is 6 (over by 3)")]
+        enc = Space.build(layer, arch).enc
+        f, o, k = enc.encode(m)
+        assert bool(capacity_ok(enc, f[None], k[None])[0]) == fits
+
+
+def test_valid_agrees_with_problems_of_with_new_fields():
+    arch = arch_from(FEATURES)
+    seen, columns = {True: 0, False: 0}, 0
+    for layer in BATCH_LAYERS.values():
+        layer = layer.with_density({"weights": 0.5, "inputs": 0.7})
+        space = Space.build(layer, arch)
+        f, o, k = sample(space, np.random.default_rng(5), 400)
+        valid = space.valid(f, k)
+        for j in range(len(f)):
+            problems = problems_of(space.enc.decode(f[j], o[j], k[j]), layer, arch)
+            assert (problems == []) == bool(valid[j]), problems
+            seen[bool(valid[j])] += 1
+            columns += any("columns" in msg for _, msg in problems)
+    assert seen[True] > 20 and seen[False] > 20 and columns > 20
 
 
 def test_simd_fanout_below_the_innermost_storage():

@@ -492,6 +492,15 @@ class Builder:
                 if terms:
                     den = math.lcm(*[f.denominator for f, _ in terms])
                     m.Add(sum(int(f * den) * term for f, term in terms) <= cap * den)
+            for t, most, along in level.columns:     # columns = tile / extent along one dim
+                if keep[si, TENSORS.index(t)]:
+                    a = DIMS.index(along)
+                    cols = self.const_product([self.tile_part(g, t, slot) // self.inner_ext(g, slot, a)
+                                               if a in g.dims else self.tile_part(g, t, slot) for g in G])
+                    if not isinstance(cols, int):
+                        m.Add(cols <= most)
+                    elif cols > most:
+                        m.Add(0 == 1)
         ops = self.const_product([self.temporal_all(g) for g in G])
         reads, fills, updates = {}, {}, {}
         carried = []
