@@ -421,3 +421,27 @@ def test_cpsat_matches_exhaustive_with_new_fields(layer, objective):
     assert res.best.cost.objective(objective) == pytest.approx(best, rel=1e-9)
     assert res.status == "optimal"
     assert res.bound <= best * (1 + 1e-9)
+
+
+def test_space_keeps_tiles_that_fit_only_compressed():
+    """The per-dimension capacity pruning counts a tile as stored: 16 inputs at density 0.5
+    are 8 non-zero entries and fit a 10-entry spad, so C 16 inside it stays in the space
+    (dense words, 16 > 10, would prune the only valid factorization). Dense, it is gone."""
+    arch = parse_arch(yaml.safe_load("""
+name: spad
+mac: {energy: 1.0}
+levels:
+  - {name: DRAM, keeps: [Weights, Inputs, Outputs], energy: 10.0}
+  - {name: spad, keeps: [Inputs], capacity: 10, capacity_unit: nonzeros, energy: 1.0, temporal_dims: [C]}
+  - {name: reg, keeps: [Weights, Outputs], energy: 1.0}
+sparsity: {skip_zero_macs: true, compressed: {spad: {Inputs: 0.5}}}
+"""), "<spad>")
+    for density, present in ((0.5, True), (1.0, False)):
+        layer = layer_from_dims("fc", M=2, C=16).with_density({"weights": 1.0, "inputs": density})
+        space = Space.build(layer, arch)
+        c = list(space.enc.storage_slot)[1]                  # spad's temporal slot
+        options = space.factorizations[3]                    # dim C
+        at_spad = options[:, space.dim_slots[3].index(c)]
+        assert (16 in at_spad) == present
+        m = normalize([Loop("DRAM", "M", 2), Loop("spad", "C", 16)], arch)
+        assert (problems_of(m, layer, arch) == []) == present
