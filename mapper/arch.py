@@ -8,8 +8,10 @@ The MACs sit below the innermost level; their count is the product of all fan-ou
 
 Energies are per word (one scalar of the level's word width) and per action: `read`
 (a word sent to a child level or to the MACs), `write` (a word filled from the parent)
-and `update` (a partial sum written back by a child). Bandwidths are words per cycle per
-instance. See README "Architecture files" for every field.
+and `update` (a partial sum written back by a child), plus an optional `cycle_energy` for
+the whole chip per cycle (clock network, static power). Bandwidths are words per cycle per
+instance; the outermost level's is the off-chip condition a result states. See README
+"Architecture files" for every field.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .problem import DIMS, TENSORS
-from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, resolve
+from .spec import Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve
 
 ACTIONS = ("read", "write", "update")
 MULTICAST = ("exact", "projection")
@@ -29,10 +31,11 @@ CAPACITY_UNITS = ("words", "nonzeros")
 
 #: Network modes of a fan-out (Eyeriss v2's hierarchical mesh): which children can share
 #: one parent read (multicast credit on the X and/or Y axis) and how many independent
-#: ports deliver words (per parent instance), as a function of the fan-out's X and Y.
-#: unicast: every child its own port, no sharing (high bandwidth); grouped: the children of
-#: one row (same Y, any X) share a port; interleaved: the children of one column share a
-#: port; broadcast: one port reaches all children (high reuse).
+#: streams deliver words (per parent instance), as a function of the fan-out's X and Y.
+#: unicast: every child its own stream, no sharing (high bandwidth); grouped: the children
+#: of one row (same Y, any X) share a stream; interleaved: the children of one column share
+#: a stream; broadcast: one stream reaches all children (high reuse). Each stream has the
+#: fan-out's `ports` per tensor, each carrying `port_words` words per cycle.
 NETWORK_MODES = {
     "unicast": (False, False, lambda X, Y: X * Y),
     "grouped": (True, False, lambda X, Y: Y),
@@ -233,7 +236,8 @@ def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None) -> Arch:
     """The arch with its outermost level's bandwidth replaced: None = unlimited, a number =
     that many words per cycle for reads and writes together (a `shared` bandwidth)."""
     if words_per_cycle is not None and not words_per_cycle > 0:
-        raise ValueError(f"off-chip bandwidth must be a positive number of words per cycle, got {words_per_cycle!r}")
+        raise MapperError(f"off-chip bandwidth: must be a positive number of words per cycle, "
+                          f"got {words_per_cycle!r}")
     top = dataclasses.replace(arch.levels[0], read_bw=None, write_bw=None,
                               shared_bw=None if words_per_cycle is None else float(words_per_cycle))
     return dataclasses.replace(arch, levels=(top,) + arch.levels[1:])

@@ -25,7 +25,7 @@ from mapper.search import search
 from mapper.search.bound import lower_bound, usable_pes
 from mapper.search.random import sample
 from mapper.search.space import Space
-from mapper.spec import SpecError
+from mapper.spec import MapperError, SpecError
 
 # Eyeriss v2's level structure, shrunk, with every new field.
 FEATURES = """
@@ -250,7 +250,7 @@ def test_offchip_bandwidth_condition():
     two = with_offchip_bandwidth(arch, 2)
     assert two.describe()["offchip_bandwidth"] == {"shared": 2.0}
     assert arch.levels[0].shared_bw == 4.0           # the original is unchanged (frozen copies)
-    with pytest.raises(ValueError):
+    with pytest.raises(MapperError, match="off-chip bandwidth: must be a positive number"):
         with_offchip_bandwidth(arch, 0)
     # a tighter limit never lowers the cycles of a mapping
     layer = layer_from_dims("pw", M=8, C=8, P=4, Q=4)
