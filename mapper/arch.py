@@ -232,12 +232,17 @@ def offchip_bandwidth(arch: Arch) -> dict[str, float] | str:
     return limits or "unlimited"
 
 
-def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None) -> Arch:
+def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None, unit: str = "words") -> Arch:
     """The arch with its outermost level's bandwidth replaced: None = unlimited, a number =
-    that many words per cycle for reads and writes together (a `shared` bandwidth)."""
+    that many words (or, with unit="bytes", bytes of its word_bits-wide words) per cycle for
+    reads and writes together (a `shared` bandwidth)."""
+    if unit not in ("words", "bytes"):
+        raise MapperError(f"off-chip bandwidth: unit must be words or bytes, got {unit!r}")
     if words_per_cycle is not None and not words_per_cycle > 0:
-        raise MapperError(f"off-chip bandwidth: must be a positive number of words per cycle, "
+        raise MapperError(f"off-chip bandwidth: must be a positive number of {unit} per cycle, "
                           f"got {words_per_cycle!r}")
+    if words_per_cycle is not None and unit == "bytes":
+        words_per_cycle = words_per_cycle * 8 / arch.levels[0].word_bits
     top = dataclasses.replace(arch.levels[0], read_bw=None, write_bw=None,
                               shared_bw=None if words_per_cycle is None else float(words_per_cycle))
     return dataclasses.replace(arch, levels=(top,) + arch.levels[1:])

@@ -252,6 +252,9 @@ def test_offchip_bandwidth_condition():
     assert arch.levels[0].shared_bw == 4.0           # the original is unchanged (frozen copies)
     with pytest.raises(MapperError, match="off-chip bandwidth: must be a positive number"):
         with_offchip_bandwidth(arch, 0)
+    # 8 bytes per cycle of 8-bit words = 8 words; of 16-bit words (the toy's default) = 4
+    assert offchip_bandwidth(with_offchip_bandwidth(arch, 8, unit="bytes")) == {"shared": 8.0}
+    assert offchip_bandwidth(with_offchip_bandwidth(arch_from(TOY), 8, unit="bytes")) == {"shared": 4.0}
     # a tighter limit never lowers the cycles of a mapping
     layer = layer_from_dims("pw", M=8, C=8, P=4, Q=4)
     space = Space.build(layer, arch)
