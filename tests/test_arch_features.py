@@ -231,7 +231,7 @@ def test_cycle_energy_and_the_chip_offchip_split():
     assert b.cycles == a.cycles == 6
     assert b.energy_pj == pytest.approx(a.energy_pj + 2.5 * 6)
     assert b.cycle_pj == 15.0 and a.cycle_pj == 0.0
-    assert b.offchip_pj == a.offchip_pj == b.level_energy("DRAM")
+    assert b.offchip_pj == a.offchip_pj == sum(c.energy_pj for c in b.levels["DRAM"].values())
     # DRAM reads: weights 12 (each of the 4 children its own 1 x 3), inputs 12 (unicast:
     # 4 x 3), and outputs: unicast merges no partial sums in the network, so each child
     # writes its one output back: 4 updates -> (12 + 12 + 4) x 10 pJ
