@@ -33,7 +33,8 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   the network: the parent sees one update per distinct tile; partial sums sent back down
   are read once per group and, as in Timeloop, counted as a fill at every child.
 * Reads of the innermost level that keeps a read-only tensor: one per MAC (no operand
-  register below it); multicast applies if a fan-out sits between that level and the MACs.
+  register below it); multicast applies if a fan-out sits between that level and the MACs
+  (e.g. a SIMD fan-out below the innermost storage: two MAC lanes sharing one input read).
 * Energy = sum over levels and tensors of reads*read + fills*write + updates*update
   (per-word energies), + words carried through each fan-out * its energy per word (each
   delivery to a child and each writeback from one), + MACs * MAC energy.
@@ -43,8 +44,9 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   leakage); chip energy is the rest.
 * Cycles = max(compute cycles, each level's bandwidth-bound cycles), where compute cycles =
   MACs per active MAC unit and a level's cycles = its per-instance reads / read bandwidth,
-  (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest.
-  Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
+  (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest;
+  a fan-out with `port_words` bounds each tensor's words per fan-out instance by
+  Fanout.bandwidth (streams of the network mode x ports x words per port). Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
 """
 from __future__ import annotations
 
