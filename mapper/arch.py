@@ -8,28 +8,34 @@ The MACs sit below the innermost level; their count is the product of all fan-ou
 
 Energies are per word (one scalar of the level's word width) and per action: `read`
 (a word sent to a child level or to the MACs), `write` (a word filled from the parent)
-and `update` (a partial sum written back by a child). Bandwidths are words per cycle per
-instance. See README "Architecture files" for every field.
+and `update` (a partial sum written back by a child), plus an optional `cycle_energy` for
+the whole chip per cycle (clock network, static power). Bandwidths are words per cycle per
+instance; the outermost level's is the off-chip condition a result states. See README
+"Architecture files" for every field.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .problem import DIMS, TENSORS
-from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, resolve
+from .spec import Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve
 
 ACTIONS = ("read", "write", "update")
 MULTICAST = ("exact", "projection")
+SKIP_CYCLES = ("always", "multi_channel", "never")
+CAPACITY_UNITS = ("words", "nonzeros")
 
 #: Network modes of a fan-out (Eyeriss v2's hierarchical mesh): which children can share
 #: one parent read (multicast credit on the X and/or Y axis) and how many independent
-#: ports deliver words (per parent instance), as a function of the fan-out's X and Y.
-#: unicast: every child its own port, no sharing (high bandwidth); grouped: the children of
-#: one row (same Y, any X) share a port; interleaved: the children of one column share a
-#: port; broadcast: one port reaches all children (high reuse).
+#: streams deliver words (per parent instance), as a function of the fan-out's X and Y.
+#: unicast: every child its own stream, no sharing (high bandwidth); grouped: the children
+#: of one row (same Y, any X) share a stream; interleaved: the children of one column share
+#: a stream; broadcast: one stream reaches all children (high reuse). Each stream has the
+#: fan-out's `ports` per tensor, each carrying `port_words` words per cycle.
 NETWORK_MODES = {
     "unicast": (False, False, lambda X, Y: X * Y),
     "grouped": (True, False, lambda X, Y: Y),
@@ -55,6 +61,10 @@ class Storage:
     word_bits: int = 16
     instances: int = 1
     leakage: float = 0.0     # pJ per cycle per instance
+    capacity_unit: str = "words"   # or "nonzeros": compressed tensors count non-zero entries
+    # Address limits of compressed (CSC) storage: (tensor, most columns per instance, the
+    # dimension each column runs along); a tile has dense words / extent(along) columns.
+    columns: tuple[tuple[str, int, str], ...] = ()
 
     @property
     def bounded(self) -> bool:
@@ -82,12 +92,14 @@ class Fanout:
     # Energy per word carried between a parent and one child (each delivery or writeback).
     energy: tuple[tuple[str, float], ...] = (("Weights", 0.0), ("Inputs", 0.0), ("Outputs", 0.0))
     multicast: str = "exact"
-    reduction: bool = True
+    # Axes along which partial sums may be reduced spatially (both, one, or none).
+    reduction: tuple[str, ...] = ("X", "Y")
     instances: int = 1   # instances of the level above (parents)
-    # Network modes offered per tensor (empty: no modes, `multicast` applies) and the
-    # words per cycle one port delivers (None: no bandwidth limit).
+    # Network modes offered per tensor (empty: no modes, `multicast` applies); per tensor,
+    # the ports of each stream and the words per cycle one port delivers (absent: no limit).
     modes: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    port_words: float | None = None
+    port_words: tuple[tuple[str, float], ...] = ()
+    port_counts: tuple[tuple[str, int], ...] = ()
 
     @property
     def size(self) -> int:
@@ -105,8 +117,24 @@ class Fanout:
         x, y = NETWORK_MODES[mode][:2]
         return {"X": "exact" if x else "none", "Y": "exact" if y else "none"}
 
-    def ports(self, mode: str | None) -> int:
+    def reduces(self, axis: str) -> bool:
+        """Whether partial sums may be reduced across the children on `axis` (X or Y)."""
+        return axis in self.reduction
+
+    def streams(self, mode: str | None) -> int:
+        """Independent streams per parent instance: set by the network mode (1 without modes)."""
         return 1 if mode is None else NETWORK_MODES[mode][2](self.X, self.Y)
+
+    def limited(self, tensor: str) -> bool:
+        return tensor in dict(self.port_words)
+
+    def bandwidth(self, tensor: str, mode: str | None) -> float | None:
+        """Words of `tensor` per cycle per parent instance: streams x ports x words per port
+        (None: unlimited)."""
+        words = dict(self.port_words).get(tensor)
+        if words is None:
+            return None
+        return self.streams(mode) * dict(self.port_counts).get(tensor, 1) * words
 
     def energy_of(self, tensor: str) -> float:
         return dict(self.energy)[tensor]
@@ -127,6 +155,8 @@ class Sparsity:
     skip_zero_macs: bool = False
     gate_zero_inputs: bool = False
     compressed: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    skip_cycles: str = "always"
+    nonzero_capacity: tuple[str, ...] = ()    # levels whose capacity counts non-zero entries
 
     def factor(self, level: str, tensor: str, density: float) -> float:
         """Fraction of the dense words stored or moved for this tensor at this level."""
@@ -134,6 +164,23 @@ class Sparsity:
         if overhead is None or density >= 1.0:
             return 1.0
         return min(1.0, density * (1.0 + overhead))
+
+    def capacity_factor(self, level: str, tensor: str, density: float) -> float:
+        """Fraction of the dense tile's size counted against the level's capacity: the
+        stored words, or at a `capacity_unit: nonzeros` level one entry (a count, value
+        pair) per non-zero of a compressed tensor."""
+        compressed = tensor in dict(dict(self.compressed).get(level, ()))
+        if level in self.nonzero_capacity and compressed:
+            return min(1.0, density)
+        return self.factor(level, tensor, density)
+
+    def skips_cycles(self, channels_per_group: int) -> bool:
+        """Whether zero MACs also save cycles for a layer with this many input channels per
+        group (`skip_cycles: multi_channel`: not for depthwise layers, whose single input
+        and output channel per PE leaves nothing to skip)."""
+        if not self.skip_zero_macs or self.skip_cycles == "never":
+            return False
+        return self.skip_cycles == "always" or channels_per_group > 1
 
 
 @dataclass(frozen=True)
@@ -146,6 +193,7 @@ class Arch:
     source: str = ""
     notes: str = ""
     sparsity: Sparsity = Sparsity()
+    cycle_energy: float = 0.0   # pJ per cycle for the whole chip (clock network, static power)
 
     @property
     def storages(self) -> tuple[Storage, ...]:
@@ -171,13 +219,43 @@ class Arch:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "clock_mhz": self.clock_mhz, "pes": self.pes,
-                "levels": [l.name for l in self.levels]}
+                "levels": [l.name for l in self.levels],
+                "offchip_bandwidth": offchip_bandwidth(self), "cycle_energy": self.cycle_energy}
+
+
+def offchip_bandwidth(arch: Arch) -> dict[str, float] | str:
+    """The outermost level's bandwidth limits in words per cycle, or "unlimited": the
+    condition a result ran under (Eyeriss v2's headline assumes no off-chip limit)."""
+    top = arch.levels[0]
+    limits = {k: v for k, v in (("read", top.read_bw), ("write", top.write_bw),
+                                ("shared", top.shared_bw)) if v}
+    return limits or "unlimited"
+
+
+def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None, unit: str = "words") -> Arch:
+    """The arch with its outermost level's bandwidth replaced: None = unlimited, a number =
+    that many words (or, with unit="bytes", bytes of its word_bits-wide words) per cycle for
+    reads and writes together (a `shared` bandwidth)."""
+    if unit not in ("words", "bytes"):
+        raise MapperError(f"off-chip bandwidth: unit must be words or bytes, got {unit!r}")
+    if words_per_cycle is not None and not words_per_cycle > 0:
+        raise MapperError(f"off-chip bandwidth: must be a positive number of {unit} per cycle, "
+                          f"got {words_per_cycle!r}")
+    if words_per_cycle is not None and unit == "bytes":
+        words_per_cycle = words_per_cycle * 8 / arch.levels[0].word_bits
+    top = dataclasses.replace(arch.levels[0], read_bw=None, write_bw=None,
+                              shared_bw=None if words_per_cycle is None else float(words_per_cycle))
+    return dataclasses.replace(arch, levels=(top,) + arch.levels[1:])
 
 
 STORAGE_FIELDS = ("name", "capacity", "keeps", "may_bypass", "energy", "bandwidth",
-                  "temporal_dims", "word_bits", "leakage", "notes")
+                  "temporal_dims", "word_bits", "leakage", "capacity_unit", "columns", "notes")
+#: Dimensions that are a whole axis of each tensor (a CSC column can run along one).
+WHOLE_AXES = {"Weights": ("G", "M", "C", "R", "S"), "Inputs": ("N", "G", "C"),
+              "Outputs": ("N", "G", "M", "P", "Q")}
 FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "modes",
-                 "port_words", "notes")
+                 "port_words", "ports", "notes")
+AXES = ("X", "Y")
 
 
 def _tensor_energy(value: Any, src: str, where: str, actions: tuple[str, ...]):
@@ -225,6 +303,11 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
             partitions = tuple(parts)
         else:
             partitions = ((keeps, as_int(cap, src, f.path("capacity"))),)
+    columns = []
+    cf = Fields(f.get("columns", {}), src, f.path("columns"), keeps)
+    for t in cf.data:
+        tf = Fields(cf.get(t), src, cf.path(t), ("max", "along"), required=("max", "along"))
+        columns.append((t, tf.integer("max"), tf.choice("along", WHOLE_AXES[t])))
     bw = Fields(f.get("bandwidth", {}), src, f.path("bandwidth"), ("read", "write", "shared"))
     return Storage(
         name=name, keeps=keeps, may_bypass=may_bypass, partitions=partitions,
@@ -234,7 +317,8 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
         shared_bw=bw.number("shared", allow_none=True, minimum=1e-9),
         temporal_dims=f.names("temporal_dims", DIMS, DIMS),
         word_bits=f.integer("word_bits", word_bits), instances=instances,
-        leakage=f.number("leakage", 0.0))
+        leakage=f.number("leakage", 0.0), capacity_unit=f.choice("capacity_unit", CAPACITY_UNITS, "words"),
+        columns=tuple(columns))
 
 
 def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
@@ -249,8 +333,14 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
     else:
         energy = tuple((t, as_number(energy, src, f.path("energy"))) for t in TENSORS)
     reduction = f.get("reduction", True)
-    if not isinstance(reduction, bool):
-        raise f.error("reduction", f"expected true or false, got {reduction!r}")
+    if isinstance(reduction, bool):
+        reduction = AXES if reduction else ()
+    else:
+        if isinstance(reduction, str):
+            reduction = [reduction]
+        if not isinstance(reduction, list) or any(a not in AXES for a in reduction):
+            raise f.error("reduction", f"expected true, false or a list of axes (X, Y), got {reduction!r}")
+        reduction = tuple(a for a in AXES if a in reduction)
     modes = ()
     if f.has("modes"):
         mf = Fields(f.get("modes"), src, f.path("modes"), TENSORS, required=TENSORS)
@@ -260,15 +350,32 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
                 raise mf.error(t, "offer at least one network mode")
         if f.has("multicast"):
             raise f.error("multicast", "a fan-out with network modes takes its multicast from the mode")
+    if f.has("ports") and not f.has("port_words"):
+        raise f.error("ports", "ports need port_words (the words per cycle of one port)")
     return Fanout(name=f.string("name"), X=size.integer("X"), Y=size.integer("Y"),
                   x_dims=dims.names("X", DIMS, DIMS), y_dims=dims.names("Y", DIMS, DIMS),
                   energy=energy, multicast=f.choice("multicast", MULTICAST, "exact"),
                   reduction=reduction, instances=instances, modes=modes,
-                  port_words=f.number("port_words", allow_none=True, minimum=1e-9))
+                  port_words=_per_tensor(f, "port_words", as_number, 1e-9),
+                  port_counts=_per_tensor(f, "ports", as_int, 1))
+
+
+def _per_tensor(f: Fields, key: str, parse, minimum) -> tuple[tuple[str, Any], ...]:
+    """A fan-out value given once for all tensors or per tensor ({Inputs: 3, ...}; a tensor
+    left out or null has no value)."""
+    value = f.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        tf = Fields(value, f.src, f.path(key), TENSORS)
+        return tuple((t, parse(tf.get(t), f.src, tf.path(t), minimum)) for t in TENSORS
+                     if tf.get(t) is not None)
+    return tuple((t, parse(value, f.src, f.path(key), minimum)) for t in TENSORS)
 
 
 def parse_arch(data: Any, src: str) -> Arch:
-    f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description", "sparsity"),
+    f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description", "sparsity",
+                               "cycle_energy"),
                required=("name", "levels", "mac"))
     word_bits = f.integer("word_bits", 16)
     mac = Fields(f.get("mac"), src, "mac", ("energy",), required=("energy",))
@@ -292,17 +399,20 @@ def parse_arch(data: Any, src: str) -> Arch:
     if not isinstance(levels[0], Storage) or set(levels[0].keeps) != set(TENSORS) or levels[0].may_bypass:
         raise SpecError(src, "levels[0]", "the outermost level must be a storage level (DRAM) that "
                         "keeps Weights, Inputs and Outputs")
+    if levels[0].columns:
+        raise SpecError(src, "levels[0].columns", "the outermost level holds whole tensors; leave its columns out")
     if levels[0].bounded:
         raise SpecError(src, "levels[0].capacity", "the outermost level holds whole tensors; leave its capacity out")
     if isinstance(levels[-1], Fanout):
         pass  # MACs directly below a fan-out are fine: each MAC reads from the level above.
     return Arch(name=f.string("name"), levels=tuple(levels), mac_energy=mac.number("energy"),
                 clock_mhz=f.number("clock_mhz", 200.0, minimum=1e-9), word_bits=word_bits, source=src,
-                sparsity=_parse_sparsity(f.get("sparsity", {}), src, levels))
+                sparsity=_parse_sparsity(f.get("sparsity", {}), src, levels),
+                cycle_energy=f.number("cycle_energy", 0.0))
 
 
 def _parse_sparsity(data: Any, src: str, levels) -> Sparsity:
-    f = Fields(data, src, "sparsity", ("skip_zero_macs", "gate_zero_inputs", "compressed"))
+    f = Fields(data, src, "sparsity", ("skip_zero_macs", "gate_zero_inputs", "compressed", "skip_cycles"))
     flags = {}
     for key in ("skip_zero_macs", "gate_zero_inputs"):
         value = f.get(key, False)
@@ -320,7 +430,12 @@ def _parse_sparsity(data: Any, src: str, levels) -> Sparsity:
                 raise tf.error(t, f"level {level} does not keep {t}")
             entries.append((t, tf.number(t)))
         compressed.append((level, tuple(entries)))
-    return Sparsity(flags["skip_zero_macs"], flags["gate_zero_inputs"], tuple(compressed))
+    skip_cycles = f.choice("skip_cycles", SKIP_CYCLES, "always")
+    if f.has("skip_cycles") and not flags["skip_zero_macs"]:
+        raise f.error("skip_cycles", "needs skip_zero_macs: true (only skipped MACs can save cycles)")
+    # (a nonzeros level that stores nothing compressed counts dense words: one per entry)
+    nonzero = tuple(n for n, l in names.items() if l.capacity_unit == "nonzeros")
+    return Sparsity(flags["skip_zero_macs"], flags["gate_zero_inputs"], tuple(compressed), skip_cycles, nonzero)
 
 
 def load_arch(name_or_path: str | Path) -> Arch:

@@ -435,19 +435,21 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     for (i, ti), words in carried.items():
         fan: Fanout = arch.levels[i]
         energy += words * fan.energy_of(TENSORS[ti])
-        if fan.port_words:
+        if fan.limited(TENSORS[ti]):
             if i in enc.mode_fans:
                 options = fan.modes_of(TENSORS[ti])
-                ports = np.array([fan.ports(options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
+                bw = np.array([fan.bandwidth(TENSORS[ti], options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
             else:
-                ports = np.full(A, fan.ports(None))
-            cyc = np.maximum(cyc, demand[i, ti] / (ports[:, None] * fan.port_words))
+                bw = np.full(A, fan.bandwidth(TENSORS[ti], None))
+            cyc = np.maximum(cyc, demand[i, ti] / bw[:, None])
     energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
     cyc = np.ceil(cyc - 1e-9)
     for si, li in enumerate(enc.storage_levels):
         if arch.levels[li].leakage:
             energy += arch.levels[li].leakage * cyc * instances_at[enc.storage_slot[si]]
+    if arch.cycle_energy:
+        energy += arch.cycle_energy * cyc
     compute = np.ceil(compute - 1e-9)
     if A == 1:
         pick = np.zeros(n, dtype=np.int64)
@@ -501,6 +503,11 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
         ext = inner[enc.storage_slot[si]]
+        for t, most, along in level.columns:        # address storage of compressed tiles
+            tile = np.ones(n, dtype=np.int64)
+            for axis in _axes_index(enc.layer, t):
+                tile = tile * (1 + sum(c * (ext[d] - 1) for d, c in axis))
+            ok &= ~keep[:, si, T_INDEX[t]] | (tile // ext[D[along]] <= most)
         for tensors, capacity in level.partitions:
             words = np.zeros(n, dtype=np.int64)
             for t in tensors:
@@ -510,7 +517,7 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
                     for d, c in axis:
                         e = e + c * (ext[d] - 1)
                     tile = tile * e
-                factor = sparse.stored(level.name, t)
+                factor = sparse.capacity(level.name, t)
                 if factor != 1.0:          # compressed storage (see mapping.tile_words)
                     tile = np.ceil(tile * factor - 1e-9).astype(np.int64)
                 words = words + np.where(keep[:, si, T_INDEX[t]], tile, 0)

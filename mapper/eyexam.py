@@ -216,7 +216,7 @@ def biggest_loss(bounds: Sequence[float], peak: float) -> int | None:
 def unrollable(fan: Fanout, axis: str) -> tuple[str, ...]:
     """Dimensions `fan` may unroll on `axis` (X or Y), as the search space allows them."""
     dims = fan.x_dims if axis == "X" else fan.y_dims
-    return tuple(d for d in dims if fan.reduction or d in NO_REDUCTION_DIMS)
+    return tuple(d for d in dims if fan.reduces(axis) or d in NO_REDUCTION_DIMS)
 
 
 def dataflow_bound(layer: Layer, arch: Arch) -> tuple[int, tuple[str, ...]]:

@@ -203,15 +203,15 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
                 if level.modes and mode not in level.modes_of(t):
                     out.append((f"level {level.name}", f"network mode '{mode}' for {t} is not offered "
                                 f"(modes: {', '.join(level.modes_of(t))})"))
-            if not level.reduction:
-                for l in mine:
-                    if l.dim not in ("N", "G", "M", "P", "Q"):
-                        out.append((f"level {level.name}", f"dim {l.dim} unrolled here would need spatial "
-                                    f"reduction of Outputs, which this network does not support"))
+            for l in mine:
+                if l.spatial and not level.reduces(l.spatial) and l.dim not in ("N", "G", "M", "P", "Q"):
+                    out.append((f"level {level.name}", f"dim {l.dim} unrolled on {l.spatial} would need spatial "
+                                f"reduction of Outputs along {l.spatial}, which this network does not support "
+                                f"(reduction: {list(level.reduction)})"))
     if out:
         return out
-    for level, tensor, words, capacity, group in overflows(mapping, layer, arch):
-        out.append((f"level {level}", f"tiles need {words} words ({group}) but the capacity is "
+    for level, tensor, words, capacity, group, unit in overflows(mapping, layer, arch):
+        out.append((f"level {level}", f"tiles need {words} {unit} ({group}) but the capacity is "
                     f"{capacity} (over by {words - capacity})"))
     return out
 
@@ -232,20 +232,29 @@ def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: s
     (sparse data takes min(1, density x (1 + metadata overhead)) of the dense words)."""
     dense = footprint(layer, tensor, tile_extents(mapping, arch, level))
     d = layer.densities()
-    factor = arch.sparsity.factor(level, tensor, {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
+    factor = arch.sparsity.capacity_factor(level, tensor,
+                                           {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
     return dense if factor == 1.0 else math.ceil(dense * factor - 1e-9)
 
 
 def overflows(mapping: Mapping, layer: Layer, arch: Arch):
-    """(level, tensor, words, capacity, description) for every capacity partition over its size."""
+    """(level, tensor, amount, capacity, description, unit) for every capacity partition
+    over its size (words) and every tile with more columns than the level's address
+    storage holds (columns)."""
     for storage in arch.storages[1:]:
         kept = mapping.kept(storage.name)
+        for t, most, along in storage.columns:
+            if t in kept:
+                ext = tile_extents(mapping, arch, storage.name)
+                n = footprint(layer, t, ext) // ext[along]
+                if n > most:
+                    yield storage.name, t, n, most, f"{t} columns along {along}", "columns"
         for tensors, capacity in storage.partitions:
             sizes = {t: tile_words(mapping, layer, arch, storage.name, t) for t in tensors if t in kept}
             words = sum(sizes.values())
             if words > capacity:
                 group = " + ".join(f"{t} {w}" for t, w in sizes.items())
-                yield storage.name, "+".join(sizes), words, capacity, group
+                yield storage.name, "+".join(sizes), words, capacity, group, "words"
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,16 +33,20 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   the network: the parent sees one update per distinct tile; partial sums sent back down
   are read once per group and, as in Timeloop, counted as a fill at every child.
 * Reads of the innermost level that keeps a read-only tensor: one per MAC (no operand
-  register below it); multicast applies if a fan-out sits between that level and the MACs.
+  register below it); multicast applies if a fan-out sits between that level and the MACs
+  (e.g. a SIMD fan-out below the innermost storage: two MAC lanes sharing one input read).
 * Energy = sum over levels and tensors of reads*read + fills*write + updates*update
   (per-word energies), + words carried through each fan-out * its energy per word (each
   delivery to a child and each writeback from one), + MACs * MAC energy.
 * Leakage: a level with `leakage` (pJ per cycle per instance) adds leakage x cycles x active
-  instances.
+  instances; the arch's `cycle_energy` (clock network, static power of the whole chip)
+  adds cycle_energy x cycles. Off-chip energy is the outermost level's (accesses and
+  leakage); chip energy is the rest.
 * Cycles = max(compute cycles, each level's bandwidth-bound cycles), where compute cycles =
   MACs per active MAC unit and a level's cycles = its per-instance reads / read bandwidth,
-  (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest.
-  Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
+  (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest;
+  a fan-out with `port_words` bounds each tensor's words per fan-out instance by
+  Fanout.bandwidth (streams of the network mode x ports x words per port). Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
 """
 from __future__ import annotations
 
@@ -85,6 +89,13 @@ class Cost:
     mac_pj: float = 0.0
     level_cycles: dict[str, float] = field(default_factory=dict)
     leakage_pj: float = 0.0
+    cycle_pj: float = 0.0       # cycles x the arch's per-cycle (clock, static) energy
+    offchip_pj: float = 0.0     # the outermost level's (DRAM's) accesses and leakage
+
+    @property
+    def chip_energy_pj(self) -> float:
+        """Energy spent on chip: everything but the outermost (off-chip) level's."""
+        return self.energy_pj - self.offchip_pj
 
     @property
     def edp(self) -> float:
@@ -115,6 +126,8 @@ class Cost:
             "mac_energy_pj": self.mac_pj,
             "network_energy_pj": dict(self.network_pj),
             "leakage_energy_pj": self.leakage_pj,
+            "cycle_energy_pj": self.cycle_pj,
+            "chip_energy_pj": self.chip_energy_pj, "offchip_energy_pj": self.offchip_pj,
             "level_cycles": dict(self.level_cycles),
             "levels": {lv: {t: c.to_dict() for t, c in ts.items()} for lv, ts in self.levels.items()},
         }
@@ -294,20 +307,22 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     for (i, t), words in carried.items():
         fan: Fanout = arch.levels[i]
         network[fan.name] = network.get(fan.name, 0.0) + words * fan.energy_of(t)
-        if fan.port_words:
-            ports = fan.ports(mapping.mode(fan.name, t))
-            level_cycles[f"{fan.name} {t}"] = demand[i, t] / (ports * fan.port_words)
+        bw = fan.bandwidth(t, mapping.mode(fan.name, t))
+        if bw:
+            level_cycles[f"{fan.name} {t}"] = demand[i, t] / bw
     energy += sum(network.values())
     mac_pj = layer.macs * arch.mac_energy * sparse.mac_energy
     energy += mac_pj
     compute = ops * sparse.mac_cycles
     cycles = math.ceil(max([float(compute)] + list(level_cycles.values())) - 1e-9)
     leak = sum(arch.levels[i].leakage * cycles * nest.instances(i) for i in storages)
-    energy += leak
+    cycle_pj = arch.cycle_energy * cycles
+    energy += leak + cycle_pj
+    offchip = sum(c.energy_pj for c in levels[arch.levels[0].name].values()) + arch.levels[0].leakage * cycles
     return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=math.ceil(compute - 1e-9),
                 utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
                 levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles,
-                leakage_pj=leak)
+                leakage_pj=leak, cycle_pj=cycle_pj, offchip_pj=offchip)
 
 
 def scaled(count, fraction: float):
@@ -324,11 +339,13 @@ class Sparse:
     skip: bool
     gate: bool
     arch: Arch
+    skip_cycles: bool = True    # skipped MACs also save cycles (see Sparsity.skips_cycles)
 
     @classmethod
     def of(cls, layer: Layer, arch: Arch) -> "Sparse":
         d = layer.densities()
-        return cls(d["weights"], d["inputs"], arch.sparsity.skip_zero_macs, arch.sparsity.gate_zero_inputs, arch)
+        return cls(d["weights"], d["inputs"], arch.sparsity.skip_zero_macs, arch.sparsity.gate_zero_inputs, arch,
+                   arch.sparsity.skips_cycles(layer.dims["C"]))
 
     @property
     def effectual(self) -> float:
@@ -341,7 +358,7 @@ class Sparse:
 
     @property
     def mac_cycles(self) -> float:
-        return self.effectual if self.skip else 1.0
+        return self.effectual if self.skip and self.skip_cycles else 1.0
 
     def operand(self, tensor: str) -> float:
         """Fraction of the per-MAC accesses of `tensor` at its innermost level that happen:
@@ -357,6 +374,11 @@ class Sparse:
         """Fraction of the dense words of `tensor` stored and moved at `level`."""
         d = {"Weights": self.weights, "Inputs": self.inputs}.get(tensor, 1.0)
         return self.arch.sparsity.factor(level, tensor, d)
+
+    def capacity(self, level: str, tensor: str) -> float:
+        """Fraction of the dense tile of `tensor` counted against `level`'s capacity."""
+        d = {"Weights": self.weights, "Inputs": self.inputs}.get(tensor, 1.0)
+        return self.arch.sparsity.capacity_factor(level, tensor, d)
 
 
 def carried_levels(arch: Arch, parent: int, child: int | None) -> list[int]:

@@ -22,7 +22,8 @@ The counting contract it implements:
 * Chain of t: the levels keeping t; each parent serves its next inner keeper (or the
   MACs). Children of one parent instance that one read serves are grouped: "exact" fan-outs
   merge children with identical tile sequences, "projection" fan-outs only children that
-  agree on every loop over a dim indexing t. Read-only tensors: parent reads = groups x
+  agree on every loop over a dim indexing t; with a network mode, children that differ on
+  an axis the mode does not share are never merged. Read-only tensors: parent reads = groups x
   fills per child, child fills = instances x fills per child. Outputs: parent reads =
   groups x (W - first touches), parent updates = groups x W (W = words loaded), psum fills
   at the child. MAC children: one operand (or read-modify-write) per MAC unit group per
@@ -46,6 +47,10 @@ import numpy as np
 from mapper.arch import Arch, Fanout, Storage
 from mapper.mapping import Mapping
 from mapper.problem import DIMS, TENSORS, Layer
+
+#: Network modes (Eyeriss v2): the fan-out axes along which children may share one parent
+#: read (grouped: a row, the children with the same Y; interleaved: a column).
+SHARED_AXES = {"unicast": (), "grouped": ("X",), "interleaved": ("Y",), "broadcast": ("X", "Y")}
 
 #: Axis names of each tensor, in storage order (for messages only).
 AXES = {
@@ -283,13 +288,23 @@ class _Sim:
                 # between (exact), or its loops over dims indexing t (projection).
                 for f in fans:
                     mine = [k for k in between if self.loops[k][0] == f]
-                    if self.levels[f].multicast == "projection":
+                    mode = self.mapping.mode(self.levels[f].name, t)
+                    if mode is not None:
+                        # A network mode: children apart on an axis the mode does not share
+                        # never share a read; among the rest, identical tile sequences do.
+                        apart = tuple(inst[pos[k]] for k in mine if self.loops[k][3] not in SHARED_AXES[mode])
+                        probe = tuple(v if (k not in between or k in mine) else 0
+                                      for v, k in zip(inst, positions))
+                        key.append((apart, members[probe]))
+                    elif self.levels[f].multicast == "projection":
                         key.append(tuple(inst[pos[k]] for k in mine if self.loops[k][1] in self.rel[t]))
                     else:
                         probe = tuple(v if (k not in between or k in mine) else 0
                                       for v, k in zip(inst, positions))
                         key.append(members[probe])
             else:
+                assert not any(self.mapping.mode(self.levels[f].name, t) for f in fans), \
+                    "network modes are modelled per fan-out only"
                 key.append(tuple(inst[pos[k]] for k in between
                                  if self.levels[self.loops[k][0]].multicast == "projection"
                                  and self.loops[k][1] in self.rel[t]))

@@ -15,8 +15,9 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+import yaml
 
-from mapper.arch import load_arch
+from mapper.arch import load_arch, parse_arch
 from mapper.batch import Encoding, capacity_ok, evaluate_batch
 from mapper.mapping import Loop, normalize, problems_of
 from mapper.model import evaluate
@@ -46,10 +47,17 @@ LAYERS = {
                                           dilation=(2, 1)),
 }
 CASES = [(a, l) for a in ARCHS for l in LAYERS]
+# Eyeriss v2's structure with every arch-format feature of issue 11 (per-cycle energy,
+# per-tensor ports, reduction axes, column limits, non-zero capacities, a SIMD fan-out)
+CASES += [("features", l) for l in ("mobilenet.dw2", "mobilenet.pw1", "tiny.stride2", "tiny.dw_stride21",
+                                    "tiny.mixed")]
 
 
 @lru_cache(maxsize=None)
 def arch_of(name):
+    if name == "features":
+        from test_arch_features import FEATURES
+        return parse_arch(yaml.safe_load(FEATURES), "<features>")
     return load_arch(name)
 
 

@@ -2,8 +2,8 @@
 
 Random valid mappings of tiny layers (stride 2, depthwise, 1x1, fully connected, batch,
 dilation 2, grouped, mixed stride/dilation) on shrunken copies of both Eyeriss level
-structures (exact multicast, projection multicast, mixed, and variants where the GLB and
-the spads may bypass tensors). Every read, fill and update per level per tensor, the
+structures (exact multicast, projection multicast, mixed, network modes, a SIMD fan-out as
+the last level, and variants where the GLB and the spads may bypass tensors). Every read, fill and update per level per tensor, the
 words carried through each fan-out (via network energy with per-tensor energies that are
 distinct powers of two, so the sum is exact and decodes per tensor), compute cycles and
 active PEs must match exactly.
@@ -45,18 +45,25 @@ FAN_ENERGY = {"Weights": 1.0, "Inputs": float(2 ** 16), "Outputs": float(2 ** 32
 # Architectures: the real level structures, shrunk and loosened
 
 def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = None,
-               bypass: dict | None = None):
+               bypass: dict | None = None, simd: int = 0, modes: dict | None = None):
+    """`simd`: append a fan-out of that many lanes below the innermost storage level (the
+    MACs of one PE, unrolling M: two weights for one input, as Eyeriss v2's SIMD).
+    `modes`: {fan-out: {tensor: [network modes]}} (the others offer none)."""
     data = yaml.safe_load((ROOT / "arch" / f"{base}.yaml").read_text())
     data["name"] = name
+    data["levels"] = [lv for lv in data["levels"] if lv["name"] != "simd"]   # ours, not the file's
     for lv in data["levels"]:
         if "fanout" in lv:
             X, Y = fanouts[lv["name"]]
             lv["fanout"] = {"X": X, "Y": Y}
             lv["spatial_dims"] = {"X": list(DIMS), "Y": list(DIMS)}
             lv["energy"] = dict(FAN_ENERGY)
-            # the oracle models the fixed multicast rules, not network modes
             lv.pop("modes", None)
-            lv.pop("port_words", None)
+            lv.pop("port_words", None)      # (bandwidth: cycles are not compared here)
+            lv.pop("ports", None)
+            if modes and lv["name"] in modes:
+                lv["modes"] = modes[lv["name"]]
+                lv.pop("multicast", None)
             if multicast:
                 lv["multicast"] = multicast[lv["name"]]
         else:
@@ -64,6 +71,9 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
             lv.pop("temporal_dims", None)     # every dimension may iterate at every level
             if bypass and lv["name"] in bypass:
                 lv["may_bypass"] = list(bypass[lv["name"]])
+    if simd:
+        data["levels"].append({"name": "simd", "fanout": {"X": simd, "Y": 1},
+                               "spatial_dims": {"X": ["M", "C"], "Y": []}, "energy": dict(FAN_ENERGY)})
     return parse_arch(data, f"<{name}>")
 
 
@@ -85,6 +95,20 @@ ARCHS = {
     "v2_bypass_exact": lambda: small_arch(
         "eyeriss_v2", "v2_bypass_exact", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
         bypass={"GLB": ["Inputs", "Outputs"]}),
+    "v2_simd": lambda: small_arch("eyeriss_v2", "v2_simd", {"cluster_array": (2, 1), "pe_cluster": (2, 2)},
+                                  simd=2),
+    "v2_simd_bypass": lambda: small_arch(
+        "eyeriss_v2", "v2_simd_bypass", {"cluster_array": (2, 1), "pe_cluster": (1, 2)}, simd=2,
+        multicast={"cluster_array": "exact", "pe_cluster": "projection"},
+        bypass={"iact_spad": ["Inputs"], "psum_spad": ["Outputs"]}),
+    "v2_modes": lambda: small_arch(
+        "eyeriss_v2", "v2_modes", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
+        modes={"cluster_array": {t: ["unicast", "grouped", "interleaved", "broadcast"] for t in TENSORS}}),
+    "v2_modes_simd": lambda: small_arch(
+        "eyeriss_v2", "v2_modes_simd", {"cluster_array": (2, 3), "pe_cluster": (1, 2)}, simd=2,
+        modes={"cluster_array": {"Weights": ["unicast", "grouped"], "Inputs": ["interleaved", "broadcast"],
+                                 "Outputs": ["unicast", "interleaved"]},
+               "pe_cluster": {t: ["grouped", "interleaved"] for t in TENSORS}}),
     "v2_bypass": lambda: small_arch(
         "eyeriss_v2", "v2_bypass", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
         multicast={"cluster_array": "projection", "pe_cluster": "exact"},
@@ -174,7 +198,8 @@ def random_mapping(layer, arch, rng: random.Random):
                 loops += [Loop(lv.name, d, factor[lv.name, axis, d], axis) for d in dims]
         keep = {s.name: [t for t in s.keeps if t not in s.may_bypass or rng.random() < 0.5]
                 for s in arch.storages}
-        mapping = normalize(loops, arch, keep)
+        network = {f.name: {t: rng.choice(f.modes_of(t)) for t in TENSORS} for f in arch.fanouts if f.modes}
+        mapping = normalize(loops, arch, keep, network)
         if not problems_of(mapping, layer, arch):
             return mapping
     return None
@@ -315,6 +340,8 @@ def test_comparison_is_sensitive():
     disagreements: `differences` is not vacuous."""
     disagreeing = 0
     for a, s in CASES:
+        if any(f.modes for f in arch_of(a).fanouts):
+            continue        # the original contract predates network modes
         for i, m in enumerate(mappings_for(a, s)):
             if deviates(a, s, i):
                 continue
@@ -340,6 +367,8 @@ def test_mappings_exercise_the_interesting_cases():
     events = {}
     bypassed = set()
     spatial_reduction_dims = set()
+    simd_dims = set()       # a fan-out as the last level (MACs directly below it)
+    modes_used = set()      # network modes on a fan-out that unrolls something
     for a, s in CASES:
         arch = arch_of(a)
         family = a.split("_")[0]
@@ -354,6 +383,11 @@ def test_mappings_exercise_the_interesting_cases():
             for l in m.loops:
                 if l.spatial and l.dim in "CRS":
                     spatial_reduction_dims.add((family, l.dim))
+                if l.level == "simd":
+                    simd_dims.add((a, l.dim))
+            for fan, per in m.network:
+                if any(l.level == fan and l.factor > 1 for l in m.loops):
+                    modes_used |= {(a, t, mode) for t, mode in per}
     for a in ARCHS:
         for need in ("sliding:Inputs", "stationary", "multicast", "reduction"):
             assert events[a].get(need, 0) > 0, f"{a}: no mapping exercised {need}"
@@ -365,6 +399,9 @@ def test_mappings_exercise_the_interesting_cases():
     assert {("v2_bypass", "GLB", t) for t in ("Inputs", "Outputs")} <= bypassed
     assert ("v1_bypass", "psum_spad", "Outputs") in bypassed
     assert {(f, d) for f in ("v1", "v2") for d in "CRS"} <= spatial_reduction_dims
+    assert {(a, d) for a in ("v2_simd", "v2_simd_bypass") for d in "MC"} <= simd_dims
+    assert {("v2_modes", t, m) for t in TENSORS for m in ("unicast", "grouped", "interleaved", "broadcast")} \
+        <= modes_used
 
 
 def test_oracle_is_independent_of_the_model():

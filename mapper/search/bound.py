@@ -8,9 +8,9 @@ Under the counting rules of `mapper.model`, every mapping
   * feeds every MAC from the innermost level holding each tensor, one access shared by
     at most all the PEs below that level, and reads back a partial sum there for every
     update but each instance's first touch of an output;
-  * needs at least MACs / PEs compute cycles, and at least the cycles the outermost
-    level's bandwidth needs for that compulsory traffic;
-  * pays leakage for at least those cycles.
+  * needs at least MACs / usable PEs compute cycles (usable_pes), and at least the
+    cycles the outermost level's bandwidth needs for that compulsory traffic;
+  * pays leakage and the per-cycle energy for at least those cycles.
 All other terms are non-negative. When CP-SAT has no bound of its own (random search, a
 solve cut off early), this one keeps the reported gap meaningful. Tested against
 exhaustive optima and sampled mappings (tests/test_search.py).
@@ -31,6 +31,19 @@ def used_words(layer: Layer, tensor: str) -> int:
     dims = layer.dims
     return math.prod(distinct_offsets(tuple((dims[d], c) for d, c in axis))
                      for axis in tensor_axes(layer, tensor))
+
+
+def usable_pes(layer: Layer, arch: Arch) -> int:
+    """MAC units a mapping can use at most: per fan-out axis, its size or the product of
+    the sizes of the dims it may unroll, whichever is smaller (a SIMD fan-out over M gives
+    a depthwise layer nothing)."""
+    dims = layer.dims
+    total = 1
+    for fan in arch.fanouts:
+        for axis, size, allowed in (("X", fan.X, fan.x_dims), ("Y", fan.Y, fan.y_dims)):
+            unrollable = [d for d in allowed if fan.reduces(axis) or d in "NGMPQ"]
+            total *= min(size, math.prod(dims[d] for d in unrollable))
+    return total
 
 
 def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
@@ -72,15 +85,14 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
             best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
         energy += 0.0 if best == math.inf else best
-    pes = math.prod(level.X * level.Y for level in arch.levels if isinstance(level, Fanout))
-    compute = layer.macs * sparse.mac_cycles / pes
+    compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch)
     cycles = compute
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
             if bw:
                 cycles = max(cycles, words / bw)
     cycles, compute = math.ceil(cycles - 1e-9), math.ceil(compute - 1e-9)
-    energy += cycles * sum(arch.levels[i].leakage for i in storages)
+    energy += cycles * (sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy)
     return energy, cycles, compute
 
 

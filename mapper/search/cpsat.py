@@ -242,11 +242,12 @@ class Builder:
                 if not mine or not shared:
                     continue
                 if len(coef) > 1:
-                    vals = []
-                    for o in range(g.n):
-                        terms = tuple((int(self.fac(g, s, d)[o]), int(coef[d] * self.inner_ext(g, s + 1, d)[o]))
-                                      for s in shared for d in mine)
-                        vals.append(distinct_offsets(terms))
+                    # (count, step) of each shared loop, per option (arrays built once: the
+                    # per-option loop below is the hot spot of building a model)
+                    counts = np.stack([self.fac(g, s, d) for s in shared for d in mine], axis=1).tolist()
+                    steps = np.stack([coef[d] * self.inner_ext(g, s + 1, d) for s in shared for d in mine],
+                                     axis=1).tolist()
+                    vals = [distinct_offsets(tuple(zip(c, st))) for c, st in zip(counts, steps)]
                     out = out * np.array(vals, dtype=np.int64)
                 else:
                     for s in shared:
@@ -485,12 +486,21 @@ class Builder:
             level: Storage = arch.levels[li]
             slot = enc.storage_slot[si]
             for tensors, cap in level.partitions:
-                terms = [(_fraction_up(sparse.stored(level.name, t)),
+                terms = [(_fraction_up(sparse.capacity(level.name, t)),
                           self.const_product([self.tile_part(g, t, slot) for g in G]))
                          for t in tensors if keep[si, TENSORS.index(t)]]
                 if terms:
                     den = math.lcm(*[f.denominator for f, _ in terms])
                     m.Add(sum(int(f * den) * term for f, term in terms) <= cap * den)
+            for t, most, along in level.columns:     # columns = tile / extent along one dim
+                if keep[si, TENSORS.index(t)]:
+                    a = DIMS.index(along)
+                    cols = self.const_product([self.tile_part(g, t, slot) // self.inner_ext(g, slot, a)
+                                               if a in g.dims else self.tile_part(g, t, slot) for g in G])
+                    if not isinstance(cols, int):
+                        m.Add(cols <= most)
+                    elif cols > most:
+                        m.Add(0 == 1)
         ops = self.const_product([self.temporal_all(g) for g in G])
         reads, fills, updates = {}, {}, {}
         carried = []
@@ -556,7 +566,7 @@ class Builder:
                         if e_net:
                             carried.append((e_net * at_c, total_c))
                 for i in between:
-                    if arch.levels[i].port_words:
+                    if arch.levels[i].limited(t):
                         demand.setdefault((i, t), []).extend(down)
         # cycles. They are at most a level's traffic per instance over its bandwidth (which
         # may be < 1 word per cycle); cycles x instances (bandwidth constraints, leakage) is
@@ -564,7 +574,7 @@ class Builder:
         # many PEs).
         bws = [bw for li in enc.storage_levels for bw in (arch.levels[li].read_bw, arch.levels[li].write_bw,
                                                            arch.levels[li].shared_bw) if bw]
-        bws += [arch.levels[i].port_words for i, _ in demand if arch.levels[i].port_words]
+        bws += [words for i, _ in demand for _, words in arch.levels[i].port_words]
         cycles_cap = 8 * self.cap * max(1, math.ceil(1 / min(bws, default=1)))
         cyc = self.new_var(lo=1, hi=cycles_cap)
 
@@ -589,6 +599,8 @@ class Builder:
             if arch.levels[li].leakage:
                 inst = self.const_product([self.spatial_above(g, enc.storage_slot[si]) for g in G])
                 terms.append((arch.levels[li].leakage, cycles_times(inst, li)))
+        if arch.cycle_energy:      # the chip's per-cycle energy (clock, static): linear in the cycles
+            terms.append((arch.cycle_energy, cyc))
         energy_const = self.layer.macs * arch.mac_energy * sparse.mac_energy
         self._fit_scale(terms, energy_const)
         coef_terms = [(self._scaled(e), term) for e, term in terms if e]
@@ -609,9 +621,9 @@ class Builder:
             cn = cycles_times(inst, i)
             if i in enc.mode_fans:
                 for mode, lit in self.mode_lits[i, t]:
-                    self._bandwidth(fan.port_words * fan.ports(mode), cn, traffic, [] if lit is True else [lit])
+                    self._bandwidth(fan.bandwidth(t, mode), cn, traffic, [] if lit is True else [lit])
             else:
-                self._bandwidth(fan.port_words * fan.ports(None), cn, traffic)
+                self._bandwidth(fan.bandwidth(t, None), cn, traffic)
         self.cycles = cyc
         if self.objective == "energy":
             self.goal = energy
@@ -767,7 +779,7 @@ def _fraction_up(x: float) -> Fraction:
 
 def energy_scale(space: Space) -> int:
     """Smallest power of ten that makes every energy an integer (capped at 10^6)."""
-    values = [space.arch.mac_energy]
+    values = [space.arch.mac_energy, space.arch.cycle_energy]
     for level in space.arch.levels:
         if isinstance(level, Storage):
             values += [e for _, es in level.energy for e in es] + [level.leakage]
@@ -922,6 +934,7 @@ def _one_solve(run, build, params: dict, cutoff: int | None, left: float | None)
     """Solve a fresh model (constrained to goal <= cutoff if given) with one CP-SAT
     worker: deterministic, and on our models 2-10x faster than several workers in CP-SAT's
     deterministic interleaved mode (measured on AlexNet and MobileNet layers)."""
+    start = time.monotonic()
     b = build()
     if cutoff is not None:
         b.m.Add(b.goal <= cutoff)
@@ -929,8 +942,8 @@ def _one_solve(run, build, params: dict, cutoff: int | None, left: float | None)
     solver.parameters.num_workers = 1
     for key, value in params.items():
         setattr(solver.parameters, key, value)
-    if left is not None:
-        solver.parameters.max_time_in_seconds = max(0.05, left)
+    if left is not None:        # building the model spends the same budget
+        solver.parameters.max_time_in_seconds = max(0.05, left - (time.monotonic() - start))
     solver.parameters.catch_sigint_signal = False   # Ctrl-C is handled by the search
     cb = _Progress(run, b)
     status = _solve_interruptibly(run, solver, b.m, cb)

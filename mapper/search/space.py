@@ -29,6 +29,7 @@ import numpy as np
 from ..arch import Arch, Fanout, Storage
 from ..batch import Encoding, capacity_ok
 from ..mapping import tensor_axes
+from ..model import Sparse
 from ..problem import DIMS, RELEVANT, TENSORS, Layer
 
 GROUPS = {"A": ("N", "P", "Q"), "B": ("M",), "C": ("C", "R", "S")}
@@ -151,10 +152,10 @@ class Space:
                 if kind == "T" and d in level.temporal_dims:
                     slots.append(s)
                     limits.append(None)
-                elif kind == "X" and d in level.x_dims and (level.reduction or d in "NGMPQ"):
+                elif kind == "X" and d in level.x_dims and (level.reduces("X") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.X)
-                elif kind == "Y" and d in level.y_dims and (level.reduction or d in "NGMPQ"):
+                elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.Y)
             unpruned["factorizations_unconstrained"] *= len(ordered_factorizations(dims[d], (None,) * enc.n_slots))
@@ -237,9 +238,20 @@ class Space:
 def _fits_alone(layer: Layer, arch: Arch, enc: Encoding, d: int, slots: tuple[int, ...] | list[int],
                 facts: np.ndarray) -> np.ndarray:
     """Mask of factorizations of dim d whose tile, with every other dim at 1, fits every
-    capacity partition of a level that must keep the tensor (a necessary condition)."""
+    capacity partition (its stored size: compressed where the arch compresses) and column
+    limit of a level that must keep the tensor (a necessary condition)."""
     ok = np.ones(len(facts), dtype=bool)
     dim = DIMS[d]
+    sparse = Sparse.of(layer, arch)
+
+    def alone(t, ext):
+        tile = np.ones(len(facts), dtype=np.int64)
+        for axis in tensor_axes(layer, t):
+            coef = dict(axis)
+            if dim in coef:
+                tile = tile * (coef[dim] * (ext - 1) + 1)
+        return tile
+
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         slot = enc.storage_slot[si]
@@ -250,13 +262,13 @@ def _fits_alone(layer: Layer, arch: Arch, enc: Encoding, d: int, slots: tuple[in
             for t in tensors:
                 if t in level.may_bypass:
                     continue
-                tile = np.ones(len(facts), dtype=np.int64)
-                for axis in tensor_axes(layer, t):
-                    coef = dict(axis)
-                    if dim in coef:
-                        tile = tile * (coef[dim] * (ext - 1) + 1)
-                words = words + tile
+                factor = sparse.capacity(level.name, t)
+                tile = alone(t, ext)
+                words = words + (tile if factor == 1.0 else np.ceil(tile * factor - 1e-9).astype(np.int64))
             ok &= words <= capacity
+        for t, most, along in level.columns:
+            if t not in level.may_bypass:
+                ok &= alone(t, ext) // (ext if along == dim else 1) <= most
     return ok
 
 
