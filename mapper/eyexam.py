@@ -55,7 +55,7 @@ from . import __version__
 from .arch import Arch, Fanout
 from .mapping import Loop, Mapping, normalize, problems_of
 from .model import Cost, evaluate
-from .problem import DIMS, Layer
+from .problem import DIMS, TENSORS, Layer
 from .report import table
 from .result import inputs_sha256, write_json
 from .spec import MapperError
@@ -426,6 +426,49 @@ def _exact_capacity_check(layer: Layer, arch: Arch, found_pes: int):
 
 
 # ---------------------------------------------------------------------------------------
+# Which bandwidth binds a mapping
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+def binding_bandwidth(cost: Cost, mapping: Mapping, arch: Arch) -> dict[str, Any] | None:
+    """The bandwidth that bounds `cost`'s cycles (None when compute-bound): a storage level's
+    read, write or shared bandwidth per instance, or one tensor's network at a fan-out (its
+    streams in the mapping's mode x ports x words per port). `name` says which (e.g. "array
+    Weights network"), `text` adds the words per cycle, for notes and plots."""
+    key, cycles = cost.bottleneck()
+    if key == "compute":
+        return None
+    for fan in arch.fanouts:
+        for t in TENSORS:
+            if key != f"{fan.name} {t}":
+                continue
+            mode = mapping.mode(fan.name, t)
+            streams, ports = fan.streams(mode), dict(fan.port_counts).get(t, 1)
+            per_port = dict(fan.port_words)[t]
+            words = fan.bandwidth(t, mode)
+            how = f"{_plural(streams, 'stream')} x {_plural(ports, 'port')} x {_plural(per_port, 'word')}"
+            name = f"{fan.name} {t} network"
+            return {"kind": "network", "name": name, "level": fan.name, "tensor": t, "mode": mode,
+                    "streams": streams, "ports": ports, "port_words": per_port, "words_per_cycle": words,
+                    "cycles": cycles,
+                    "text": f"{name}: {words:g} words/cycle ({f'{mode}: ' if mode else ''}{how})"}
+    level = next(s for s in arch.storages if s.name == key)
+    counts = cost.levels.get(level.name, {}).values()
+    reads = sum(c.reads for c in counts)
+    writes = sum(c.fills + c.updates for c in counts)
+    # The instances share the totals evenly, so the limit with the most words per unit of
+    # bandwidth is the one that gives the level's cycles.
+    limits = [(w / bw, kind, bw) for kind, bw, w in (("read", level.read_bw, reads), ("write", level.write_bw, writes),
+                                                     ("shared", level.shared_bw, reads + writes)) if bw]
+    _, kind, words = max(limits)
+    name = f"{level.name} {kind} bandwidth"
+    return {"kind": "storage", "name": name, "level": level.name, "limit": kind, "words_per_cycle": words,
+            "cycles": cycles, "text": f"{name}: {words:g} words/cycle per instance"}
+
+
+# ---------------------------------------------------------------------------------------
 # The seven steps
 
 def _cost_detail(cost: Cost, mapping: Mapping, search, source: str) -> dict[str, Any]:
@@ -540,28 +583,35 @@ def eyexam(layer: Layer, arch: Arch, objective: str = "edp", algorithm: str = "h
     if c7.cycles < c6.cycles:
         c6, m6, from6, src6 = c7, m7, f"{objective} search", s7
     b6 = macs / c6.cycles
-    level, cyc = c6.bottleneck()
-    if level != "compute":
-        note6 = (f"{level} bandwidth ({cyc:,.0f} cycles vs {c6.compute_cycles:,} compute cycles "
-                 f"on {c6.active_pes:,} PEs)")
+    binds6 = binding_bandwidth(c6, m6, arch)
+    if binds6:
+        note6 = (f"{binds6['text']} binds: {binds6['cycles']:,.0f} cycles vs {c6.compute_cycles:,} compute "
+                 f"cycles on {c6.active_pes:,} PEs")
     elif c6.compute_cycles > c5.compute_cycles:
-        note6 = (f"bandwidth: the fastest mapping is compute-bound on only {c6.active_pes:,} PEs; "
-                 f"mappings on more PEs are bandwidth-bound")
+        # the fastest mapping gave up PEs: the bandwidth that binds the mapping on more PEs
+        binds6 = binding_bandwidth(c5, m5, arch)
+        note6 = f"bandwidth: the fastest mapping is compute-bound on only {c6.active_pes:,} PEs; "
+        note6 += (f"on {c5.active_pes:,} PEs {binds6['text']} binds ({binds6['cycles']:,.0f} cycles)"
+                  if binds6 else "mappings on more PEs are bandwidth-bound")
     else:
         note6 = f"no loss: compute-bound on {c6.active_pes:,} PEs"
     if from6:
         note6 += f"; found by the {from6}"
-    raw.append((b6, note6, s6.status, _cost_detail(c6, m6, src6, from6 or "delay search")))
+    detail6 = _cost_detail(c6, m6, src6, from6 or "delay search")
+    detail6["binding"] = binds6
+    raw.append((b6, note6, s6.status, detail6))
 
     # 7. the user's objective
     b7 = macs / c7.cycles
-    level, cyc = c7.bottleneck()
-    bound_by = (f"{level} bandwidth-bound ({cyc:,.0f} cycles)" if level != "compute"
+    binds7 = binding_bandwidth(c7, m7, arch)
+    bound_by = (f"bound by {binds7['text']} ({binds7['cycles']:,.0f} cycles)" if binds7
                 else f"compute-bound on {c7.active_pes:,} PEs")
     note7 = f"the best {objective} mapping found is {bound_by}"
     if objective != "delay" and c7.cycles > c6.cycles:
         note7 += f"; {c7.cycles / c6.cycles:.3g}x the fastest mapping's cycles"
-    raw.append((b7, note7, s7.status, _cost_detail(c7, m7, s7, f"{objective} search")))
+    detail7 = _cost_detail(c7, m7, s7, f"{objective} search")
+    detail7["binding"] = binds7
+    raw.append((b7, note7, s7.status, detail7))
 
     steps = []
     prev = None
@@ -594,6 +644,20 @@ def network_eyexam(layers: Sequence[Layer], arch: Arch, objective: str = "edp", 
         out.append(EyexamResult(layer=layer.describe(), arch=r.arch, settings=r.settings, steps=r.steps,
                                 inputs_sha256=inputs_sha256(layer, arch, r.settings), version=r.version))
     return out
+
+
+def _cycles_by_binding(results: Sequence[EyexamResult], k: int) -> list[tuple[str, tuple[float, int]]]:
+    """Cycles step k adds over step k-1, summed per bandwidth that binds the layers' step-k
+    mappings (their detail's `binding`), most cycles first: [(name, (cycles, layers))]."""
+    by: dict[str, list] = {}
+    for r in results:
+        binding = r.steps[k - 1].detail.get("binding")
+        added = r.macs / r.steps[k - 1].bound - r.macs / r.steps[k - 2].bound
+        if binding and added > 0:
+            entry = by.setdefault(str(binding.get("name", "?")), [0.0, 0])
+            entry[0] += added
+            entry[1] += 1
+    return sorted(((n, (c, m)) for n, (c, m) in by.items()), key=lambda kv: -kv[1][0])
 
 
 def network_summary(results: Sequence[EyexamResult]) -> dict[str, Any]:
@@ -630,6 +694,10 @@ def network_summary(results: Sequence[EyexamResult]) -> dict[str, Any]:
             worst = max(added, key=lambda a: a[0])
             if worst[0] > 0:
                 note = f"most cycles added by {worst[1]} (+{worst[0]:,.0f} cycles)"
+                by = _cycles_by_binding(results, k)
+                if by:
+                    note += "; by bandwidth: " + ", ".join(
+                        f"{name} +{cyc:,.0f} cycles in {_plural(n, 'layer')}" for name, (cyc, n) in by[:2])
             else:
                 note = "no loss in any layer"
         steps.append({"step": k, "constraint": results[0].steps[k - 1].constraint, "bound": bounds[k - 1],
