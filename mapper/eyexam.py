@@ -19,8 +19,11 @@ upper bound for the next, so the loss at each step is attributed to that constra
    which fits iff some mapping with that assignment fits; a fitting one improves the
    bound, the buffers that overflow are named in the note.
 6. average bandwidth: MACs / cycles of `search(objective="delay")`: the roofline against
-   every level's bandwidth (the paper's "average bandwidth"). The note names the level
-   whose bandwidth bounds that mapping (cost.level_cycles).
+   every level's bandwidth and every fan-out's per-tensor network bandwidth (streams of the
+   mapping's network mode x ports x words per port; the paper's "average bandwidth"). The
+   note and `detail["binding"]` name the bandwidth that binds that mapping, e.g. "array
+   Weights network: 8 words/cycle" or "GLB read bandwidth"; if the fastest mapping is
+   compute-bound on fewer PEs than step 5's, they name what binds step 5's mapping.
 7. the best mapping for the user's objective: MACs / cycles of `search(objective=...)`,
    the throughput the mapping one would actually pick achieves. (The paper's step 7,
    instantaneous bandwidth, is beyond an analytical model; what is left is the throughput
@@ -462,10 +465,12 @@ def binding_bandwidth(cost: Cost, mapping: Mapping, arch: Arch) -> dict[str, Any
     # bandwidth is the one that gives the level's cycles.
     limits = [(w / bw, kind, bw) for kind, bw, w in (("read", level.read_bw, reads), ("write", level.write_bw, writes),
                                                      ("shared", level.shared_bw, reads + writes)) if bw]
-    _, kind, words = max(limits)
+    per_bw, kind, words = max(limits)
+    instances = max(1, round(per_bw / cycles))
     name = f"{level.name} {kind} bandwidth"
+    each = f" per instance ({instances:,} instances)" if instances > 1 else ""
     return {"kind": "storage", "name": name, "level": level.name, "limit": kind, "words_per_cycle": words,
-            "cycles": cycles, "text": f"{name}: {words:g} words/cycle per instance"}
+            "instances": instances, "cycles": cycles, "text": f"{name}: {words:g} words/cycle{each}"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -621,6 +626,8 @@ def eyexam(layer: Layer, arch: Arch, objective: str = "edp", algorithm: str = "h
         value = min(bound, prev) if prev is not None else bound
         if clamped:
             note += f"; clamped from {bound:,.4g} to the previous step's bound"
+        elif k == 6 and detail.get("binding") and prev is not None and bound >= prev:
+            note += "; no loss against the previous step's bound"
         loss = 0.0 if prev is None else prev - value
         pct = 0.0 if prev is None or prev == 0 else 100.0 * loss / prev
         steps.append(Step(k, constraint_name(k, objective), value, bound, loss, pct, note, status, clamped,
@@ -669,8 +676,9 @@ def network_summary(results: Sequence[EyexamResult]) -> dict[str, Any]:
     the per-layer bounds: a slow layer weighs by the cycles it takes, not by its count, and
     a plain average of the per-layer bounds would overstate the network. The aggregates
     inherit monotonicity from the layers. Each step's note names the layer that adds the
-    most cycles at that step. The step losing the most is the one with the largest relative
-    loss of the aggregate.
+    most cycles at that step and, at steps 6 and 7, the bandwidths that bind the layers'
+    mappings with the cycles each adds. The step losing the most is the one with the
+    largest relative loss of the aggregate.
     """
     if not results:
         raise MapperError("network Eyexam: no layer results to summarise")

@@ -396,4 +396,4 @@ def test_format_table_marks_the_biggest_loss():
     # against the peak of 168 MACs/cycle, step 3 loses 168 - 144 = 24 and step 6 loses
     # 144 - 38.1 = 105.9, the most
     assert r.step(3).bound == pytest.approx(144)
-    assert big == 6 and "DRAM bandwidth" in r.step(6).note
+    assert big == 6 and "DRAM read bandwidth: 2 words/cycle binds" in r.step(6).note

@@ -158,3 +158,16 @@ def test_storage_bandwidth_is_named_with_its_limit():
     b = binding_bandwidth(cost, m, a)
     assert b["name"] == "DRAM read bandwidth" and b["words_per_cycle"] == 4
     assert b["cycles"] == pytest.approx((FC_WORDS["Weights"] + FC_WORDS["Inputs"]) / 4)
+
+
+def test_a_per_instance_level_bandwidth_names_its_instances():
+    """The register at 1 write per cycle: per PE the FC layer fills 16 weights and 16 inputs
+    and updates its output once per MAC (16), 48 writes, 48 cycles; 8 instances."""
+    text = BASE.replace("NAME", "slow_reg").replace("NETWORK", "").replace(
+        "Outputs], energy: 1.0}", "Outputs], energy: 1.0, bandwidth: {write: 1}}")
+    a = parse_arch(yaml.safe_load(text), "slow_reg")
+    m = by_hand_mapping(FC, a, "broadcast")
+    b = binding_bandwidth(evaluate(FC, a, m), m, a)
+    assert b["name"] == "reg write bandwidth" and b["instances"] == PES
+    assert b["cycles"] == pytest.approx(16 + 16 + 16)
+    assert b["text"] == "reg write bandwidth: 1 words/cycle per instance (8 instances)"
