@@ -465,12 +465,12 @@ def binding_bandwidth(cost: Cost, mapping: Mapping, arch: Arch) -> dict[str, Any
     # bandwidth is the one that gives the level's cycles.
     limits = [(w / bw, kind, bw) for kind, bw, w in (("read", level.read_bw, reads), ("write", level.write_bw, writes),
                                                      ("shared", level.shared_bw, reads + writes)) if bw]
-    per_bw, kind, words = max(limits)
-    instances = max(1, round(per_bw / cycles))
+    total_cycles, kind, bw = max(limits)
+    instances = max(1, round(total_cycles / cycles))     # total words / per-instance words
     name = f"{level.name} {kind} bandwidth"
     each = f" per instance ({instances:,} instances)" if instances > 1 else ""
-    return {"kind": "storage", "name": name, "level": level.name, "limit": kind, "words_per_cycle": words,
-            "instances": instances, "cycles": cycles, "text": f"{name}: {words:g} words/cycle{each}"}
+    return {"kind": "storage", "name": name, "level": level.name, "limit": kind, "words_per_cycle": bw,
+            "instances": instances, "cycles": cycles, "text": f"{name}: {bw:g} words/cycle{each}"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,7 +609,7 @@ def eyexam(layer: Layer, arch: Arch, objective: str = "edp", algorithm: str = "h
     # 7. the user's objective
     b7 = macs / c7.cycles
     binds7 = binding_bandwidth(c7, m7, arch)
-    bound_by = (f"bound by {binds7['text']} ({binds7['cycles']:,.0f} cycles)" if binds7
+    bound_by = (f"bound by {binds7['text']}, {binds7['cycles']:,.0f} cycles" if binds7
                 else f"compute-bound on {c7.active_pes:,} PEs")
     note7 = f"the best {objective} mapping found is {bound_by}"
     if objective != "delay" and c7.cycles > c6.cycles:

@@ -56,7 +56,7 @@ FC = layer_from_dims("fc", C=16, M=8)
 FC_WORDS = {"Inputs": 16, "Weights": 16 * 8, "Outputs": 8}
 FC_MACS = 16 * 8
 
-# One tensor per word of the busiest network on the flat arch (words / 1 word per cycle).
+# layer, MACs, words per tensor, the tensor with the most words (the flat arch's bottleneck)
 CASES = {"dw": (DW, DW_MACS, DW_WORDS, "Inputs"), "fc": (FC, FC_MACS, FC_WORDS, "Weights")}
 
 
