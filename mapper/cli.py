@@ -17,7 +17,7 @@ from .arch import load_arch
 from .mapping import check, loop_nest_text, parse_mapping
 from .model import evaluate
 from .problem import DENSITY_KEYS, load_network
-from .report import breakdown_table, layer_table, table, totals_line
+from .report import breakdown_table, layer_table, table, totals_line, unit_note
 from .result import document, write_json
 from .spec import MapperError, SpecError, load_yaml
 
@@ -117,9 +117,11 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
     cost = evaluate(lay, arch_spec, mapping, validate=False)
     click.echo(loop_nest_text(mapping, lay, arch_spec))
     click.echo()
-    click.echo(breakdown_table(cost))
+    click.echo(breakdown_table(cost, arch_spec.energy_unit))
     click.echo()
     click.echo(totals_line(cost, arch_spec))
+    if unit_note(arch_spec):
+        click.echo(unit_note(arch_spec))
     if json_out:
         write_json(json_out, document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
 
@@ -175,9 +177,13 @@ def default_workers(workers):
 @click.option("--top", type=int, default=1, show_default=True, help="Emit the K best distinct mappings.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--summary", "detail", flag_value="summary",
+              help="Print only the network table (one row per layer).")
+@click.option("--verbose", "-v", "detail", flag_value="verbose",
+              help="Print every layer's loop nest and breakdown (the default does so for one --layer only).")
 @user_errors
 def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
-               time_limit, budget, patience, top, json_out, quiet):
+               time_limit, budget, patience, top, json_out, quiet, detail):
     """Find the best mapping of a layer (or of every layer of a network)."""
     from .progress import Progress
     from .search import check_settings, search_network
@@ -188,27 +194,25 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     if json_out:
         _check_writable(json_out)
     progress = Progress(enabled=not quiet)
+    import time
+    start = time.monotonic()
     results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
                              workers=workers, time_limit=time_limit, budget=budget, patience=patience,
                              top=top, progress=progress)
-    for res in results:
-        click.echo(f"=== {res.layer.name} on {arch_spec.name}: {res.layer.macs:,} MACs ===")
-        for rank, found in enumerate(res.found):
-            if len(res.found) > 1:
-                click.echo(f"--- mapping {rank + 1} of {len(res.found)} ---")
-            click.echo(loop_nest_text(found.mapping, res.layer, arch_spec))
-            click.echo()
-            click.echo(breakdown_table(found.cost))
-            click.echo()
-            click.echo(totals_line(found.cost, arch_spec))
-        click.echo(search_line(res))
-        click.echo()
-    if len(results) > 1 or not layer:
-        click.echo(network_summary(results, arch_spec, objective))
+    wall = time.monotonic() - start
+    detail = detail or ("verbose" if layer else "layers")
+    if detail != "summary":
+        for res in results:
+            click.echo(layer_text(res, arch_spec, verbose=detail == "verbose"))
+    if len(results) > 1 or not layer or detail == "summary":
+        click.echo(network_summary(results, arch_spec, objective, wall))
+    note = unit_note(arch_spec)
+    if note:
+        click.echo(note)
     if json_out:
         docs = [d for r in results for d in r.documents()]
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
-    if any(r.status == "budget" and "interrupted" in " ".join(r.notes) for r in results):
+    if any(r.reason == "interrupted" for r in results):
         sys.exit(130)
 
 
@@ -226,31 +230,61 @@ def os_access(folder) -> bool:
     return os.access(folder, os.W_OK)
 
 
+def layer_text(res, arch_spec, verbose: bool) -> str:
+    """One layer's result: header, (verbose: each mapping's loop nest and breakdown), the
+    totals line and the search line."""
+    lines = [f"=== {res.layer.name} on {arch_spec.name}: {res.layer.macs:,} MACs ==="]
+    for rank, found in enumerate(res.found):
+        if len(res.found) > 1:
+            lines.append(f"--- mapping {rank + 1} of {len(res.found)} ---")
+        if verbose:
+            lines += [loop_nest_text(found.mapping, res.layer, arch_spec), "",
+                      breakdown_table(found.cost, arch_spec.energy_unit), ""]
+        lines.append(totals_line(found.cost, arch_spec))
+    lines += [search_line(res), ""]
+    return "\n".join(lines)
+
+
+def status_text(res) -> str:
+    """`optimal`, or `budget (time limit)` etc.: the status with the reason it ended there."""
+    return res.status if res.status == "optimal" or not res.reason else f"{res.status} ({res.reason})"
+
+
 def search_line(res) -> str:
-    gap = "" if res.gap is None else f", gap {100 * res.gap:.2f}%"
+    gap = "" if res.gap is None else f", gap {100 * res.gap:.2f}% to the lower bound"
+    why = f" by {res.reason}" if res.status == "optimal" and res.reason else ""
     notes = f" ({'; '.join(res.notes)})" if res.notes else ""
-    return (f"search: {res.settings['algorithm']}, objective {res.settings['objective']}, status {res.status}{gap}; "
-            f"{res.evaluated:,} candidates evaluated ({res.valid:,} valid) in {res.seconds:.2f} s; "
-            f"best found by {res.best.found_by}{notes}")
+    return (f"search: {res.settings['algorithm']}, objective {res.settings['objective']}, status "
+            f"{status_text(res)}{why}{gap}; {res.evaluated:,} candidates evaluated ({res.valid:,} valid) in "
+            f"{res.seconds:.2f} s; best found by {res.best.found_by}{notes}")
 
 
-def network_summary(results, arch_spec, objective) -> str:
-    rows = [("layer", "MACs", "energy pJ", "pJ/MAC", "cycles", "util", "status", "seconds")]
+def network_summary(results, arch_spec, objective, wall: float | None = None) -> str:
+    """The network table: one row per layer (its own search time), the total row (the wall
+    time of the whole search when given) and a line of network totals."""
+    u = arch_spec.energy_unit
+    rows = [("layer", "MACs", f"energy {u}", f"{u}/MAC", "cycles", "util", "status", "gap", "search s")]
     energy = cycles = macs = 0
     for r in results:
         c = r.best.cost
         energy += c.energy_pj
         cycles += c.cycles
         macs += c.macs
+        gap = "" if r.gap is None else f"{100 * r.gap:.2f}%"
         rows.append((r.layer.name, f"{c.macs:,}", f"{c.energy_pj:,.0f}", f"{c.pj_per_mac:.3f}", f"{c.cycles:,}",
-                     f"{100 * c.utilization:.1f}%", r.status, f"{r.seconds:.2f}"))
+                     f"{100 * c.utilization:.1f}%", status_text(r), gap, f"{r.seconds:.2f}"))
     latency_ms = cycles / (arch_spec.clock_mhz * 1e3)
+    per_layer = sum(r.seconds for r in results)
     rows.append(("total", f"{macs:,}", f"{energy:,.0f}", f"{energy / macs:.3f}", f"{cycles:,}",
-                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", f"{sum(r.seconds for r in results):.2f}"))
+                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", "",
+                 f"{per_layer:.2f}" if wall is None else f"{wall:.2f} wall"))
     lines = table(rows, right=range(1, len(rows[0])))
-    lines.append(f"network: {energy:,.0f} pJ ({energy / macs:.3f} pJ/MAC), {cycles:,} cycles = {latency_ms:.3f} ms "
-                 f"at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, "
-                 f"{1e12 / energy:.1f} inferences/J)")
+    per_j = f"{1e12 / energy:.1f} inferences/J" if u == "pJ" else f"{1 / energy:.3g} inferences/{u}"
+    lines.append(f"network: {energy:,.0f} {u} ({energy / macs:.3f} {u}/MAC), {cycles:,} cycles = {latency_ms:.3f} "
+                 f"ms at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, {per_j})")
+    if wall is not None:
+        lines.append(f"time: {wall:.2f} s wall for the network; per-layer search times add up to {per_layer:.2f} s "
+                     f"(layers run in parallel when --workers > 1; a reused layer takes 0 s)")
     return "\n".join(lines)
 
 
@@ -320,13 +354,19 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
     settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "time_limit": time_limit}
     summary = sweep(arch_specs, networks, out, settings, workers=workers, resume=resume, backend=backend,
                     scheduler=scheduler, progress=Progress(enabled=not quiet))
-    rows = [("network", "arch", "energy uJ", "pJ/MAC", "latency ms", "inf/s", "inf/J", "util")]
+    from .report import energy_text
+    units = {a.name: a.energy_unit for a in arch_specs}
+    rows = [("network", "arch", "energy", "energy/MAC", "latency ms", "inf/s", "inf/J", "util")]
     for net, per_arch in summary["networks"].items():
         for arch_name, t in per_arch.items():
-            rows.append((net, arch_name, f"{t['energy_pj'] / 1e6:,.1f}", f"{t['pj_per_mac']:.3f}",
+            u = units.get(arch_name, "pJ")
+            rows.append((net, arch_name, energy_text(t["energy_pj"], u), f"{t['pj_per_mac']:.3f} {u}",
                          f"{t['latency_ms']:.3f}", f"{t['inferences_per_s']:.1f}", f"{t['inferences_per_j']:.1f}",
                          f"{100 * t['utilization']:.1f}%" + ("" if t["complete"] else " (partial)")))
     click.echo("\n".join(table(rows, right=range(2, len(rows[0])))))
+    for a in arch_specs:
+        if unit_note(a):
+            click.echo(unit_note(a))
     jobs = summary["jobs"]
     click.echo(f"{jobs['total']} jobs: {jobs['run']} run, {jobs['skipped']} already done; results in {out}")
     if summary["interrupted"]:

@@ -105,11 +105,9 @@ def read_summary(path: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _energy(pj: float) -> str:
-    for scale, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
-        if abs(pj) >= scale:
-            return f"{pj / scale:.3g} {unit}"
-    return f"{pj:.3g} pJ"
+def _energy(pj: float, unit: str = "pJ") -> str:
+    from .report import energy_text
+    return energy_text(pj, unit)
 
 
 def plot_results(results_dir: str | Path, out_png: str | Path | None = None) -> Path:

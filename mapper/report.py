@@ -23,9 +23,26 @@ def _num(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def breakdown_table(cost: Cost) -> str:
-    """One row per level and tensor: reads, fills, updates, energy and its share of the total."""
-    rows = [("level", "tensor", "reads", "fills", "updates", "energy pJ", "share")]
+def energy_text(value: float, unit: str = "pJ") -> str:
+    """An energy with its unit, in engineering units when the unit is pJ (e.g. '1.09 mJ')."""
+    if unit == "pJ":
+        for scale, name in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {name}"
+    return f"{value:.3g} {unit}"
+
+
+def unit_note(arch: Arch) -> str | None:
+    """The line that says an arch's energy unit is an assumption (None when calibrated)."""
+    if arch.energy_calibrated:
+        return None
+    return (f"note: {arch.name} declares its energy unit '{arch.energy_unit}' uncalibrated (energy_unit."
+            f"calibrated: false): ratios between mappings, levels and archs are meaningful, absolute values are not")
+
+
+def breakdown_table(cost: Cost, unit: str = "pJ") -> str:
+    """One row per level and tensor: reads, fills, updates (words), energy and its share of the total."""
+    rows = [("level", "tensor", "reads (words)", "fills (words)", "updates (words)", f"energy {unit}", "share")]
     total = cost.energy_pj
     for level, tensors in cost.levels.items():
         for t in TENSORS:
@@ -35,7 +52,9 @@ def breakdown_table(cost: Cost) -> str:
                              f"{c.energy_pj:,.1f}", f"{100 * c.energy_pj / total:.1f}%"))
     for fan, e in cost.network_pj.items():
         rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))
-    rows.append(("MAC", "", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+    rows.append(("MAC", "(MACs)", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+    if cost.leakage_pj:
+        rows.append(("leakage", "", "", "", "", f"{cost.leakage_pj:,.1f}", f"{100 * cost.leakage_pj / total:.1f}%"))
     return "\n".join(table(rows, right=range(2, len(rows[0]))))
 
 
@@ -43,9 +62,10 @@ def totals_line(cost: Cost, arch: Arch) -> str:
     seconds = cost.cycles / (arch.clock_mhz * 1e6)
     level, _ = cost.bottleneck()
     limit = "compute" if level == "compute" else f"{level} bandwidth"
-    return (f"energy {cost.energy_pj:,.1f} pJ ({cost.pj_per_mac:.3f} pJ/MAC)  cycles {cost.cycles:,} "
+    u = arch.energy_unit
+    return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC)  cycles {cost.cycles:,} "
             f"({limit}-bound; {seconds * 1e3:.3f} ms at {arch.clock_mhz:g} MHz)  utilization "
-            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} pJ*cycles")
+            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} {u}*cycles")
 
 
 def layer_table(layers: list[Layer]) -> str:

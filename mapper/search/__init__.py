@@ -32,6 +32,9 @@ from .pool import Pool
 from .space import Space, space_of
 
 ALGORITHMS = ("hybrid", "cpsat", "random", "exhaustive")
+#: Why a search ended: how `optimal` was proven, or what stopped an unproven search.
+REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interrupted", "evaluation budget",
+           "patience")
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
@@ -56,6 +59,7 @@ class SearchResult:
     status: str                    # optimal | feasible | budget
     bound: float | None = None     # proven lower bound on the objective, if any
     notes: list[str] = field(default_factory=list)
+    reason: str = ""               # why the search ended with this status (one of REASONS)
 
     @property
     def best(self) -> Found:
@@ -73,7 +77,7 @@ class SearchResult:
         return {"algorithm": s["algorithm"], "objective": s["objective"], "seed": s["seed"],
                 "workers": s["workers"], "time_limit": s["time_limit"], "evaluated": self.evaluated,
                 "valid": self.valid, "seconds": round(self.seconds, 3), "status": self.status,
-                "bound": self.bound, "gap": self.gap, "found_by": self.found[rank].found_by,
+                "bound": self.bound, "gap": self.gap, "reason": self.reason, "found_by": self.found[rank].found_by,
                 "rank": rank + 1}
 
     def documents(self) -> list[dict[str, Any]]:
@@ -155,8 +159,9 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     if status != "optimal" and not run.interrupted and floor >= run.pool.best * (1 - 1e-9):
         status = "optimal"          # the best found meets the analytic bound: a proof too
         run.notes.append("optimal: meets the analytic lower bound (mapper/search/bound.py)")
+        run.proof = "analytic bound"
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
-                        time.monotonic() - start, status, bound, run.notes)
+                        time.monotonic() - start, status, bound, run.notes, run.reason(status, budget))
 
 
 def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
@@ -201,11 +206,12 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         if key in first:
             found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
             out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
-                                    prev.status, prev.bound, [f"same shape as {first[key]}: reused"]))
+                                    prev.status, prev.bound, [f"same shape as {first[key]}: reused"],
+                                    prev.reason))
         else:
             first[key] = layer.name
             out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
-                                    prev.seconds, prev.status, prev.bound, prev.notes))
+                                    prev.seconds, prev.status, prev.bound, prev.notes, prev.reason))
     return out
 
 
@@ -285,6 +291,7 @@ class _Run:
         self.bound: float | None = None
         self.floor = objective_bound(space.layer, space.arch, objective)   # holds for every mapping
         self.proven = False
+        self.proof = "cpsat proof"      # how `proven` was reached (exhaustive sets its own)
         self.stopped_by_limit = False
         self.interrupted = False
         self.solver = None            # the running CP-SAT solver, so Ctrl-C can stop it
@@ -320,6 +327,16 @@ class _Run:
         self.progress.update(f"[{self.label}] {phase}: {self.evaluated:,} evaluated, {self.valid:,} valid, "
                              f"best {self.objective} {best}, {rate:,.0f}/s{tl}{extra}")
 
+    def reason(self, status: str, budget: int | None) -> str:
+        """Why the search ended with `status` (one of REASONS)."""
+        if status == "optimal":
+            return self.proof
+        if self.interrupted:
+            return "interrupted"
+        if self.stopped_by_limit:
+            return "time limit"
+        return "evaluation budget" if budget is not None else "patience"
+
     def status(self) -> str:
         if self.proven and not self.interrupted:
             return "optimal"
@@ -352,6 +369,7 @@ class _Run:
         if enumerate_space(space, self.objective, on_batch, self.out_of_time) < 0:
             return
         self.proven = True
+        self.proof = "exhaustive"
         if len(self.pool.values):
             self.bound = self.pool.best
 
