@@ -138,7 +138,7 @@ def search_options(func):
                      help="hybrid | cpsat | random | exhaustive"),
         click.option("--objective", default="edp", show_default=True, help="energy | delay | edp"),
         click.option("--workers", type=int, default=None,
-                     help="Parallel workers (joblib processes / CP-SAT threads); default: all cores."),
+                     help="Parallel workers (processes x CP-SAT threads never exceed it); default: the usable cores."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True,
                      help="Seconds per layer (an unproven result is marked budget)."),
@@ -162,9 +162,12 @@ def load_layers(problem, batch, density, density_preset, layer=None):
 
 
 def default_workers(workers):
-    import os
+    """--workers, by default the cores this process may use (joblib counts CPU affinity and
+    container quotas, unlike os.cpu_count): every search keeps processes x CP-SAT threads
+    within it, so the default never oversubscribes the machine."""
     if workers is None:
-        return max(1, os.cpu_count() or 1)
+        from joblib import cpu_count
+        return max(1, cpu_count())
     return workers
 
 

@@ -125,3 +125,60 @@ def test_proof_reason(tiny):
     lay = load_network(str(tiny / "tiny.yaml")).layer("c1")
     res = search(lay, load_arch("eyeriss_v1"), algorithm="exhaustive")
     assert (res.status, res.reason) == ("optimal", "exhaustive")
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Progress for whole networks and sweeps
+
+class _Stream:
+    """A stderr stand-in that records what is written and says whether it is a terminal."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_board_line_counts_jobs_bounds_time_and_drops_finished_jobs():
+    from mapper.progress import Board, Progress
+    stream = _Stream(tty=False)
+    with Board(Progress(stream=stream), "net", total=5, time_limit=10.0, processes=2) as board:
+        first = stream.text                       # drawn at once, before any job reports
+        board.report("a", "[a] cpsat: best edp 5")
+        board.report("b", "[b] random: best edp 7")
+        line = board.line()
+        left = board.time_left()
+        board.finished("a", "optimal (cpsat proof)")
+        board.report("a", "[a] late message")      # after it finished: ignored
+        after = board.line()
+    assert first.startswith("[net] 0/5 done") and "at most" in first
+    assert "[a] cpsat" in line and "[b] random" in line
+    # 2 running (<= 10 s each), 3 queued on 2 processes: 2 more waves of <= 10 s
+    assert 20.0 < left <= 30.0
+    assert "1/5 done" in after and "[a]" not in after and "[b] random" in after
+    assert "[net] 1/5 done: a optimal (cpsat proof)" in stream.text
+    assert "\r" not in stream.text
+
+
+def test_network_search_progress_moves_before_a_layer_finishes():
+    from mapper.progress import Progress
+    from mapper.search import search_network
+    net = load_network("alexnet")
+    layers = [net.layer("fc7"), net.layer("fc8")]
+    stream = _Stream(tty=True)
+    res = search_network(layers, load_arch("eyeriss_v1"), progress=Progress(stream=stream), workers=2,
+                         algorithm="random", objective="edp", seed=0, time_limit=3.0, budget=None,
+                         patience=10 ** 9, top=1)
+    assert [r.reason for r in res] == ["time limit", "time limit"]
+    frames = stream.text.split("\r")
+    assert frames[1].startswith("[eyeriss_v1 layers] 0/2 done")
+    # while both ran, their own status lines (fed from the worker processes) were shown
+    assert any("0/2 done" in f and "[fc7] random: best edp" in f and "pJ*cycles" in f for f in frames), frames
+    assert "2/2 done" in frames[-1]

@@ -24,7 +24,7 @@ from ..batch import score
 from ..mapping import Mapping, problems_of
 from ..model import Cost, evaluate
 from ..problem import Layer
-from ..progress import Progress
+from ..progress import Board, Progress, QueueProgress, Reporter
 from ..result import document
 from ..spec import MapperError
 from .bound import objective_bound
@@ -175,27 +175,30 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         unique.setdefault((layer.type, layer.shape_key()), layer)
     jobs = list(unique.values())
     done: dict[tuple, SearchResult] = {}
-    if workers > 1 and len(jobs) > 1:
+    if len(jobs) == 1:
+        res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
+        done[(res.layer.type, res.layer.shape_key())] = res
+    elif workers > 1:
         from joblib import Parallel, delayed
-        start = time.monotonic()
+        processes = min(workers, len(jobs))
         # Ctrl-C reaches the workers too: each stops its own search and returns its best, so
         # the parent only has to keep collecting.
-        with on_sigint(lambda: None):
-            runner = Parallel(n_jobs=min(workers, len(jobs)), backend="loky", return_as="generator")
-            results = runner(delayed(_search_job)(layer, arch, settings) for layer in jobs)
-            for k, res in enumerate(results):
+        with on_sigint(lambda: None), Board(progress, arch.name + " layers", len(jobs),
+                                            settings.get("time_limit"), processes) as board:
+            queue = board.queue()
+            runner = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
+            results = runner(delayed(_search_job)(layer, arch, settings, queue) for layer in jobs)
+            for res in results:
                 done[(res.layer.type, res.layer.shape_key())] = res
-                elapsed = time.monotonic() - start
-                progress.update(f"[{arch.name}] {k + 1}/{len(jobs)} layers searched ({res.layer.name}: "
-                                f"{res.status}), {elapsed:.0f}s elapsed, about "
-                                f"{elapsed / (k + 1) * (len(jobs) - k - 1):.0f}s left", force=True)
-        progress.done()
+                board.finished(res.layer.name, f"{res.status} ({res.reason})")
     else:
-        for layer in jobs:
-            res = search(layer, arch, progress=progress, workers=workers, **settings)
-            done[(layer.type, layer.shape_key())] = res
-            if any("interrupted" in n for n in res.notes):
-                break
+        with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
+            for layer in jobs:
+                res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
+                done[(layer.type, layer.shape_key())] = res
+                board.finished(layer.name, f"{res.status} ({res.reason})")
+                if res.reason == "interrupted":
+                    break
     out = []
     first: dict[tuple, str] = {}
     for layer in layers:
@@ -215,9 +218,11 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
     return out
 
 
-def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any]) -> SearchResult:
-    """One layer's search in a worker process (Ctrl-C there stops it gracefully)."""
-    return search(layer, arch, workers=1, **settings)
+def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any], queue=None) -> SearchResult:
+    """One layer's search in a worker process (Ctrl-C there stops it gracefully); its
+    progress goes to the parent's Board through `queue`."""
+    progress = QueueProgress(queue, layer.name) if queue is not None else None
+    return search(layer, arch, workers=1, progress=progress, **settings)
 
 
 @contextmanager
@@ -318,14 +323,22 @@ class _Run:
         if self.pool.best < before:
             self.found_by[self.pool.best] = by
 
-    def show(self, phase: str, extra: str = "") -> None:
-        elapsed = time.monotonic() - self.start
-        rate = self.evaluated / elapsed if elapsed > 0 else 0
+    def show(self, phase: str, extra: str = "", bound: float | None = None) -> None:
+        """The progress line: phase, best objective (with its unit), the gap between it and
+        the best lower bound known (`bound`: one a phase has proven for the whole space),
+        candidates evaluated and the time left."""
         left = self.time_left()
         tl = f", {left:.0f}s left" if left is not None else ""
-        best = f"{self.pool.best:.4g}" if len(self.pool.values) else "-"
-        self.progress.update(f"[{self.label}] {phase}: {self.evaluated:,} evaluated, {self.valid:,} valid, "
-                             f"best {self.objective} {best}, {rate:,.0f}/s{tl}{extra}")
+        unit = {"energy": self.space.arch.energy_unit, "delay": "cycles",
+                "edp": f"{self.space.arch.energy_unit}*cycles"}.get(self.objective, "cycles")
+        if len(self.pool.values):
+            best = self.pool.best
+            low = max(self.floor, self.bound or 0.0, bound or 0.0)
+            gap = f", gap {100 * max(0.0, best - low) / best:.1f}% to the lower bound" if best > 0 else ""
+            text = f"best {self.objective} {best:.4g} {unit}{gap}"
+        else:
+            text = f"no valid {self.objective} yet"
+        self.progress.update(f"[{self.label}] {phase}: {text}; {self.evaluated:,} candidates evaluated{tl}{extra}")
 
     def reason(self, status: str, budget: int | None) -> str:
         """Why the search ended with `status` (one of REASONS)."""

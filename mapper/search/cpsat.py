@@ -243,11 +243,11 @@ class Builder:
                 if not mine or not shared:
                     continue
                 if len(coef) > 1:
-                    vals = []
-                    for o in range(g.n):
-                        terms = tuple((int(self.fac(g, s, d)[o]), int(coef[d] * self.inner_ext(g, s + 1, d)[o]))
-                                      for s in shared for d in mine)
-                        vals.append(distinct_offsets(terms))
+                    # (factor, step) columns per (slot, dim), computed once (not per option)
+                    cols = [(self.fac(g, s, d).tolist(), (coef[d] * self.inner_ext(g, s + 1, d)).tolist())
+                            for s in shared for d in mine]
+                    vals = [distinct_offsets(tuple((int(f[o]), int(st[o])) for f, st in cols))
+                            for o in range(g.n)]
                     out = out * np.array(vals, dtype=np.int64)
                 else:
                     for s in shared:
@@ -965,7 +965,9 @@ def _solve_interruptibly(run, solver, model, callback):
     thread.start()
     while thread.is_alive():
         thread.join(0.1)
-        if run.interrupted:
+        # CP-SAT's own max_time can overrun by a second or more on big models (loading,
+        # presolve): the search's deadline is held here too
+        if run.interrupted or (run.deadline is not None and time.monotonic() > run.deadline):
             solver.stop_search()
     if "error" in box:
         raise box["error"]
@@ -1004,4 +1006,7 @@ class _Progress(cp_model.CpSolverSolutionCallback):
 
     def on_solution_callback(self):
         self.solutions += 1
-        self.run.show("cpsat", f", bound {self.BestObjectiveBound():.4g} (scaled)")
+        # CP-SAT's bound holds for the whole space only when there is one keep pattern
+        run, b = self.run, self.builder
+        whole = len(run.space.keeps) == 1
+        run.show("cpsat", bound=_true_bound(run, b.edp_shift, self.BestObjectiveBound(), b.scale) if whole else None)
