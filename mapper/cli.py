@@ -96,34 +96,54 @@ def layers(problem, batch, as_json):
 @main.command("evaluate")
 @click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path.")
 @problem_options
-@click.option("--layer", "-l", required=True, help="Layer name in the problem.")
+@click.option("--layer", "-l", default=None,
+              help="Layer name in the problem (default: every layer of a whole-network result file).")
 @click.option("--mapping", "-m", "mapping_path", required=True, type=click.Path(),
-              help="Mapping file: ours (JSON/YAML or a result document) or a Timeloop map.yaml.")
-@click.option("--json", "json_out", type=click.Path(), help="Write the result document here.")
+              help="Mapping file: ours (JSON/YAML, a result document or a whole-network result) or a "
+                   "Timeloop map.yaml.")
+@click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @user_errors
 def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
-    """Evaluate one mapping: loop nest, per-level breakdown and totals."""
+    """Evaluate a mapping (or every layer of a whole-network result): loop nest, breakdown, totals."""
+    from .result import result_layer, select_results
     if json_out:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
-    lay = load_network(problem, batch).layer(layer)
+    net = load_network(problem, batch)
     data = load_yaml(mapping_path)
     from .timeloop import is_timeloop_mapping, mapping_from_timeloop
-    if is_timeloop_mapping(data):
-        mapping = mapping_from_timeloop(data, arch_spec, lay, source=str(mapping_path))
-    else:
-        mapping = parse_mapping(data, arch_spec, mapping_path)
-    check(mapping, lay, arch_spec, mapping_path)
-    cost = evaluate(lay, arch_spec, mapping, validate=False)
-    click.echo(loop_nest_text(mapping, lay, arch_spec))
-    click.echo()
-    click.echo(breakdown_table(cost, arch_spec.energy_unit))
-    click.echo()
-    click.echo(totals_line(cost, arch_spec))
+    entries = [data] if is_timeloop_mapping(data) else select_results(data, str(mapping_path), layer)
+    out_docs, total = [], []
+    for entry in entries:
+        name = layer or result_layer(entry)
+        if name is None:
+            raise MapperError(f"{mapping_path}: the mapping does not name its layer; give --layer")
+        lay = net.layer(name)
+        if is_timeloop_mapping(entry):
+            mapping = mapping_from_timeloop(entry, arch_spec, lay, source=str(mapping_path))
+        else:
+            mapping = parse_mapping(entry, arch_spec, mapping_path)
+        check(mapping, lay, arch_spec, mapping_path)
+        cost = evaluate(lay, arch_spec, mapping, validate=False)
+        if len(entries) > 1:
+            click.echo(f"=== {lay.name} on {arch_spec.name}: {lay.macs:,} MACs ===")
+        click.echo(loop_nest_text(mapping, lay, arch_spec))
+        click.echo()
+        click.echo(breakdown_table(cost, arch_spec.energy_unit))
+        click.echo()
+        click.echo(totals_line(cost, arch_spec))
+        if len(entries) > 1:
+            click.echo()
+        out_docs.append(document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
+        total.append(cost)
+    if len(entries) > 1:
+        u = arch_spec.energy_unit
+        energy, cycles = sum(c.energy_pj for c in total), sum(c.cycles for c in total)
+        click.echo(f"{len(total)} layers: energy {energy:,.1f} {u}, {cycles:,} cycles")
     if unit_note(arch_spec):
         click.echo(unit_note(arch_spec))
     if json_out:
-        write_json(json_out, document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
+        write_json(json_out, out_docs[0] if len(out_docs) == 1 else out_docs)
 
 
 def search_options(func):
@@ -478,14 +498,37 @@ def export_group():
 @click.option("--arch", "-a", default=None, help="Our arch the result is for (default: the result's arch).")
 @click.option("--timeloop-problem", type=click.Path(), default=None,
               help="The Timeloop problem, to list exactly its dimensions in the mapping.")
-@click.option("-o", "--out", required=True, type=click.Path(), help="Timeloop map.yaml to write.")
+@click.option("--layer", "-l", default=None, help="The layer of a whole-network result to export.")
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Timeloop map.yaml to write, or a folder: one LAYER.yaml per layer of a whole-network result.")
 @user_errors
-def export_timeloop(result, arch, timeloop_problem, out):
-    """Our result document -> a Timeloop mapping (map.yaml) for timeloop-model."""
-    from .timeloop import export_result, problem_dims
+def export_timeloop(result, arch, timeloop_problem, layer, out):
+    """Our result document(s) -> Timeloop mappings (map.yaml) for timeloop-model."""
+    from .result import result_layer
+    from .timeloop import export_result, problem_dims, read_results
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
-    export_result(result, out, arch, dims=dims)
-    click.echo(f"wrote {out}")
+    docs = read_results(result, layer)
+    folder = Path(out).is_dir() or Path(out).suffix.lower() not in (".yaml", ".yml")
+    if len(docs) > 1 and not folder:
+        names = ", ".join(str(result_layer(d)) for d in docs)
+        raise MapperError(f"{result}: holds results for {len(docs)} layers ({names}): give --layer L for "
+                          f"one map, or -o a folder (not a .yaml file) for one map per layer")
+    used: set[str] = set()
+    for i, doc in enumerate(docs):
+        name = _file_name(result_layer(doc) or "map")
+        if name in used:
+            name = f"{name}_{i + 1}"            # two layer names that clean to the same file name
+        used.add(name)
+        target = Path(out) / f"{name}.yaml" if folder else Path(out)
+        export_result(result, target, arch, dims=dims, doc=doc)
+        click.echo(f"wrote {target}")
+
+
+def _file_name(name: str) -> str:
+    """A layer name as a file name inside the output folder (no path separators)."""
+    import re
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+    return clean[:120]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,6 +85,9 @@ def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
         if meta.get("format") != FORMAT:
             raise MapperError(f"{out}: written by an incompatible version (format {meta.get('format')}, "
                               f"mapper {meta.get('version')}); this is format {FORMAT}: use another --out")
+        if not resume:
+            raise MapperError(f"--out {out}: already holds sweep results; add --resume to keep them and run "
+                              f"only what is missing or changed, or choose another --out")
     elif out.exists() and any(out.iterdir()) and resume:
         raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
     write_json(marker, {"format": FORMAT, "version": __version__, "settings": settings})
@@ -223,6 +226,20 @@ def _dask_client(scheduler: str | None, workers: int):
         raise MapperError(f"--scheduler {scheduler}: not a scheduler address such as tcp://HOST:8786 ({exc})") from None
 
 
+#: summary.csv columns besides the storage levels': MAC, network and leakage energy (with the
+#: levels they sum to energy_pj), and the outermost level (DRAM) vs the rest (the chip).
+COMPONENTS = ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj", "dram_energy_pj", "chip_energy_pj")
+
+
+def components(cost: dict[str, Any], arch: Arch) -> dict[str, float]:
+    """The COMPONENTS of a result document's cost."""
+    dram = sum(t["energy_pj"] for t in cost["levels"].get(arch.levels[0].name, {}).values())
+    return {"mac_energy_pj": cost.get("mac_energy_pj", 0.0),
+            "network_energy_pj": sum(cost.get("network_energy_pj", {}).values()),
+            "leakage_energy_pj": cost.get("leakage_energy_pj", 0.0),
+            "dram_energy_pj": dram, "chip_energy_pj": cost["energy_pj"] - dram}
+
+
 def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) -> dict[str, Any]:
     """summary.csv (one row per arch x layer) and summary.json (network totals per arch)."""
     levels = []
@@ -230,8 +247,9 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         for level in arch.levels:
             if isinstance(level, Storage) and level.name not in levels:
                 levels.append(level.name)
+    # energy_pj = the energy_<level>_pj columns + mac + network + leakage = dram + chip
     fields = ["network", "arch", "layer", "macs", "energy_pj", "pj_per_mac", "cycles", "utilization", "edp",
-              "status", "seconds"] + [f"energy_{lv}_pj" for lv in levels]
+              "status", "reason", "seconds"] + [f"energy_{lv}_pj" for lv in levels] + list(COMPONENTS)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -247,10 +265,12 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         row = {"network": net, "arch": arch.name, "layer": layer.name, "macs": cost["macs"],
                "energy_pj": cost["energy_pj"], "pj_per_mac": cost["pj_per_mac"], "cycles": cost["cycles"],
                "utilization": cost["utilization"], "edp": cost["edp"], "status": doc["search"]["status"],
+               "reason": doc["search"].get("reason", ""),
                "seconds": doc["search"]["seconds"] if owner[key] == (arch.name, net, layer.name) else 0.0}
         for lv in levels:
             tensors = cost["levels"].get(lv)
             row[f"energy_{lv}_pj"] = sum(t["energy_pj"] for t in tensors.values()) if tensors is not None else ""
+        row.update(components(cost, arch))
         writer.writerow(row)
         t = totals.setdefault(arch.name, {}).setdefault(net, {"energy_pj": 0.0, "cycles": 0, "macs": 0,
                                                                "layers": 0, "batch": layer.N})

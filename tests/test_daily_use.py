@@ -182,3 +182,70 @@ def test_network_search_progress_moves_before_a_layer_finishes():
     # while both ran, their own status lines (fed from the worker processes) were shown
     assert any("0/2 done" in f and "[fc7] random: best edp" in f and "pJ*cycles" in f for f in frames), frames
     assert "2/2 done" in frames[-1]
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Result files that compose
+
+@pytest.fixture
+def net_result(tiny):
+    r = cli("search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--workers", "1", "-q", "--summary",
+            "--json", "net.json", cwd=tiny)
+    assert r.exit_code == 0, r.output
+    return tiny, json.loads((tiny / "net.json").read_text())
+
+
+def test_evaluate_reads_a_whole_network_result(net_result):
+    folder, docs = net_result
+    one = cli("evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "net.json", "-l", "c2", "--json", "c2.json",
+              cwd=folder)
+    assert one.exit_code == 0, one.output
+    assert json.loads((folder / "c2.json").read_text())["cost"] == docs[1]["cost"]
+    every = cli("evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "net.json", "--json", "all.json", cwd=folder)
+    assert every.exit_code == 0, every.output
+    again = json.loads((folder / "all.json").read_text())
+    assert [d["layer"]["name"] for d in again] == ["c1", "c2", "fc"]
+    assert [d["cost"] for d in again] == [d["cost"] for d in docs]
+    energy = sum(d["cost"]["energy_pj"] for d in docs)
+    assert f"3 layers: energy {energy:,.1f} pJ" in every.output
+    bad = cli("evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "net.json", "-l", "c9", cwd=folder)
+    assert bad.exit_code == 2 and "no result for layer 'c9'" in bad.output and "c1, c2, fc" in bad.output
+
+
+def test_export_timeloop_never_silently_takes_the_first_layer(net_result):
+    from mapper.timeloop import mapping_from_timeloop
+    folder, docs = net_result
+    refused = cli("export", "timeloop", "net.json", "-o", "map.yaml", cwd=folder)
+    assert refused.exit_code == 2 and "--layer" in refused.output and not (folder / "map.yaml").exists()
+    r = cli("export", "timeloop", "net.json", "-o", "maps", cwd=folder)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (folder / "maps").iterdir()) == ["c1.yaml", "c2.yaml", "fc.yaml"]
+    r = cli("export", "timeloop", "net.json", "-l", "fc", "-o", "fc.yaml", cwd=folder)
+    assert r.exit_code == 0, r.output
+    arch = load_arch("eyeriss_v1")
+    net = load_network(str(folder / "tiny.yaml"))
+    from mapper.model import evaluate
+    for name, doc in zip(("c1", "c2", "fc"), docs):
+        m = mapping_from_timeloop(load_yaml(str(folder / "maps" / f"{name}.yaml")), arch, net.layer(name))
+        assert evaluate(net.layer(name), arch, m).energy_pj == pytest.approx(doc["cost"]["energy_pj"])
+    assert (folder / "fc.yaml").read_text() == (folder / "maps" / "fc.yaml").read_text()
+
+
+def test_sweep_refuses_an_existing_out_without_resume_and_sums_add_up(tiny):
+    import csv
+    args = ("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", "tiny.yaml", "--out", "sw", "--workers", "1", "-q")
+    assert cli(*args, cwd=tiny).exit_code == 0
+    before = (tiny / "sw" / "summary.csv").read_text()
+    again = cli(*args, cwd=tiny)
+    assert again.exit_code == 2 and "--resume" in again.output
+    assert (tiny / "sw" / "summary.csv").read_text() == before
+    rows = list(csv.DictReader(before.splitlines()))
+    assert len(rows) == 6
+    for row in rows:
+        total = float(row["energy_pj"])
+        levels = sum(float(v) for k, v in row.items() if k.startswith("energy_") and k != "energy_pj" and v != "")
+        parts = sum(float(row[k]) for k in ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj"))
+        assert levels + parts == pytest.approx(total, rel=1e-12)
+        assert float(row["dram_energy_pj"]) + float(row["chip_energy_pj"]) == pytest.approx(total, rel=1e-12)
+        assert float(row["dram_energy_pj"]) == float(row["energy_DRAM_pj"]) > 0
+        assert row["reason"] in REASONS
