@@ -204,9 +204,11 @@ def default_workers(workers):
               help="Print only the network table (one row per layer).")
 @click.option("--verbose", "-v", "detail", flag_value="verbose",
               help="Print every layer's loop nest and breakdown (the default does so for one --layer only).")
+@click.option("--pareto", is_flag=True,
+              help="The energy-cycles trade-off front of each layer (and of the network) instead of one best.")
 @user_errors
 def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
-               time_limit, budget, patience, top, json_out, quiet, detail):
+               time_limit, budget, patience, top, json_out, quiet, detail, pareto):
     """Find the best mapping of a layer (or of every layer of a network)."""
     from .progress import Progress
     from .search import check_settings, search_network
@@ -216,6 +218,8 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     net, layers = load_layers(problem, batch, density, density_preset, layer)
     if json_out:
         _check_writable(json_out)
+    if pareto:
+        return pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail)
     progress = Progress(enabled=not quiet)
     import time
     start = time.monotonic()
@@ -237,6 +241,46 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
     if any(r.reason == "interrupted" for r in results):
         sys.exit(130)
+
+
+def pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail) -> None:
+    """`search --pareto`: each distinct layer's front (a table and what it guarantees), the
+    network front of the sums, the JSON."""
+    from .progress import Board, Progress, Reporter
+    from .report import front_table
+    from .search.pareto import front_document, layer_front, network_front
+    fronts, by_shape = [], {}
+    with Board(Progress(enabled=not quiet), arch_spec.name + " fronts", len(layers), time_limit) as board:
+        for lay in layers:
+            key = (lay.type, lay.shape_key())
+            board.report(lay.name, f"[{lay.name}] front: enumerating or sampling")
+            if key not in by_shape:
+                by_shape[key] = layer_front(lay, arch_spec, seed=seed, time_limit=time_limit, workers=workers)
+            fr = by_shape[key]
+            from dataclasses import replace
+            fronts.append(replace(fr, layer=lay))
+            board.finished(lay.name, f"{len(fr.points)} points")
+    for fr in fronts:
+        if detail != "summary" or len(fronts) == 1:
+            click.echo(f"=== {fr.layer.name} on {arch_spec.name}: energy-cycles front, {len(fr.points)} points ===")
+            click.echo(front_table([(p.cost.energy_pj, p.cost.cycles) for p in fr.points], arch_spec, fr.layer.macs))
+            click.echo(f"front: {fr.guarantee}; {fr.evaluated:,} candidates in {fr.seconds:.2f} s")
+            click.echo()
+    net = None
+    if len(fronts) > 1:
+        net = network_front(fronts)
+        macs = sum(fr.layer.macs for fr in fronts)
+        click.echo(f"=== network on {arch_spec.name}: energy-cycles front of the sums over {len(fronts)} layers, "
+                   f"{len(net)} points ===")
+        click.echo(front_table([(p.energy_pj, p.cycles) for p in net], arch_spec, macs))
+        exact = all(fr.exact for fr in fronts)
+        click.echo("front: " + ("exact (every layer's front is exact)" if exact else
+                                "as good as the layers' fronts (some are sampled, see above)"))
+    note = unit_note(arch_spec)
+    if note:
+        click.echo(note)
+    if json_out:
+        write_json(json_out, front_document(fronts, net))
 
 
 def _check_writable(path):
@@ -445,14 +489,21 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
 @main.command("plot")
 @click.argument("results_dir", required=False, type=click.Path())
 @click.option("--eyexam", "eyexam_json", type=click.Path(), help="Plot an Eyexam JSON as a waterfall.")
+@click.option("--front", "front_json", type=click.Path(), help="Plot a `search --pareto --json` front.")
 @click.option("-o", "--out", "out", type=click.Path(), help="PNG file to write.")
+@click.option("--scale", type=click.Choice(["log", "per-mac", "linear"]), default="log", show_default=True,
+              help="Sweep plots: energy per layer on a log axis, energy per MAC, or energy on a linear axis.")
 @user_errors
-def plot_cmd(results_dir, eyexam_json, out):
-    """Plot a sweep's energy per layer by storage level, or an Eyexam waterfall."""
-    from .plot import plot_eyexam, plot_results
-    if bool(results_dir) == bool(eyexam_json):
-        raise MapperError("plot: give either a RESULTS_DIR or --eyexam EYEXAM.json")
-    path = plot_eyexam(eyexam_json, out) if eyexam_json else plot_results(results_dir, out)
+def plot_cmd(results_dir, eyexam_json, front_json, out, scale):
+    """Plot a sweep's energy per layer by storage level (each network, archs side by side),
+    an Eyexam waterfall, or an energy-delay front."""
+    from .plot import plot_eyexam, plot_front, plot_results
+    if sum(map(bool, (results_dir, eyexam_json, front_json))) != 1:
+        raise MapperError("plot: give one of RESULTS_DIR, --eyexam EYEXAM.json or --front FRONT.json")
+    if front_json:
+        path = plot_front(front_json, out)
+    else:
+        path = plot_eyexam(eyexam_json, out) if eyexam_json else plot_results(results_dir, out, scale)
     click.echo(f"wrote {path}")
 
 

@@ -75,3 +75,14 @@ def layer_table(layers: list[Layer]) -> str:
         rows.append((l.name, l.type, *(str(v) for v in l.dims.values()), stride, f"{l.macs:,}"))
     rows.append(("total", "", "", "", "", "", "", "", "", "", "", f"{sum(l.macs for l in layers):,}"))
     return "\n".join(table(rows, right=range(2, len(rows[0])), rule=False))
+
+
+def front_table(points: list[tuple[float, int]], arch: Arch, macs: int) -> str:
+    """A trade-off front as a table: one row per (energy, cycles) point, ascending cycles,
+    with EDP, energy per MAC and the cycles' latency."""
+    u = arch.energy_unit
+    rows = [("point", f"energy {u}", f"{u}/MAC", "cycles", "latency ms", f"EDP {u}*cycles")]
+    for i, (e, c) in enumerate(points):
+        rows.append((str(i + 1), f"{e:,.0f}", f"{e / macs:.3f}", f"{c:,}", f"{c / (arch.clock_mhz * 1e3):.3f}",
+                     f"{e * c:.4g}"))
+    return "\n".join(table(rows, right=range(len(rows[0]))))

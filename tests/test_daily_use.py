@@ -249,3 +249,79 @@ def test_sweep_refuses_an_existing_out_without_resume_and_sums_add_up(tiny):
         assert float(row["dram_energy_pj"]) + float(row["chip_energy_pj"]) == pytest.approx(total, rel=1e-12)
         assert float(row["dram_energy_pj"]) == float(row["energy_DRAM_pj"]) > 0
         assert row["reason"] in REASONS
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Plots: checked by what they draw
+
+@pytest.fixture(scope="module")
+def two_arch_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep2")
+    (folder / "tiny.yaml").write_text(TINY_PROBLEM)
+    (folder / "other.yaml").write_text("name: other\nlayers:\n  - {name: f1, type: fc, C: 8, M: 4}\n")
+    r = cli("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-p", "other.yaml", "--out", "sw",
+            "--workers", "1", "-q", cwd=folder)
+    assert r.exit_code == 0, r.output
+    return folder / "sw"
+
+
+def _stacks(ax):
+    """{x centre: (bottom, top) of the whole stacked bar} of an axes' bars."""
+    out = {}
+    for bar in ax.patches:
+        x = round(bar.get_x() + bar.get_width() / 2, 6)
+        lo, hi = out.get(x, (float("inf"), 0.0))
+        out[x] = (min(lo, bar.get_y()), max(hi, bar.get_y() + bar.get_height()))
+    return out
+
+
+@pytest.mark.parametrize("scale", ["per-mac", "linear"])
+def test_sweep_plot_bars_are_the_summary_numbers(two_arch_sweep, scale):
+    import csv
+    from mapper.plot import results_figure
+    rows = list(csv.DictReader((two_arch_sweep / "summary.csv").read_text().splitlines()))
+    fig = results_figure(two_arch_sweep, scale)
+    axes = [ax for ax in fig.axes if ax.patches]
+    assert len(axes) == 2                                            # one panel per network
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0].startswith("tiny:") and titles[1].startswith("other:")
+    for ax, net in zip(axes, ("tiny", "other")):
+        mine = [r for r in rows if r["network"] == net]
+        # each network's own total per arch in its title (not the sum over networks)
+        from mapper.report import energy_text
+        for arch in ("eyeriss_v1", "eyeriss_v2"):
+            total = sum(float(r["energy_pj"]) for r in mine if r["arch"] == arch)
+            assert f"{arch} {energy_text(total)}" in ax.get_title()
+        stacks = sorted(_stacks(ax).items())
+        assert len(stacks) == len(mine)                               # archs side by side per layer
+        layers = list(dict.fromkeys(r["layer"] for r in mine))
+        for r in mine:
+            li, ai = layers.index(r["layer"]), ("eyeriss_v1", "eyeriss_v2").index(r["arch"])
+            (_, (bottom, top)) = stacks[li * 2 + ai]
+            want = float(r["energy_pj"]) / float(r["macs"]) if scale == "per-mac" else float(r["energy_pj"]) * 1e-12
+            assert bottom == 0.0 and top == pytest.approx(want, rel=1e-9)
+    # the DRAM segment of the first bar is the summary's DRAM column
+    first = [b for b in axes[0].patches if round(b.get_x() + b.get_width() / 2, 6) == sorted(_stacks(axes[0]))[0]]
+    r0 = [r for r in rows if r["network"] == "tiny" and r["arch"] == "eyeriss_v1"][0]
+    dram = float(r0["energy_DRAM_pj"]) / float(r0["macs"]) if scale == "per-mac" else float(r0["energy_DRAM_pj"]) * 1e-12
+    assert any(b.get_y() == 0.0 and b.get_height() == pytest.approx(dram) for b in first)
+
+
+def test_sweep_plot_default_is_log_with_engineering_units(two_arch_sweep, tmp_path):
+    from mapper.plot import plot_results, results_figure
+    fig = results_figure(two_arch_sweep)
+    ax = [a for a in fig.axes if a.patches][0]
+    assert ax.get_yscale() == "log"
+    assert "J" in ax.yaxis.get_major_formatter().format_data(1e-9)
+    assert plot_results(two_arch_sweep, tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_eyexam_waterfall_shows_each_steps_reason(tiny, tmp_path):
+    from mapper.eyexam import eyexam, save_json
+    from mapper.plot import eyexam_figure
+    lay = load_network(str(tiny / "tiny.yaml")).layer("c1")
+    res = eyexam(lay, load_arch("eyeriss_v1"), time_limit=20)
+    save_json(tmp_path / "e.json", res)
+    texts = [t.get_text() for ax in eyexam_figure(tmp_path / "e.json").axes for t in ax.texts]
+    for step in res.steps:
+        assert any(t.startswith(f"{step.step}. {step.constraint}: {step.note[:40]}") for t in texts), step
