@@ -325,3 +325,89 @@ def test_eyexam_waterfall_shows_each_steps_reason(tiny, tmp_path):
     texts = [t.get_text() for ax in eyexam_figure(tmp_path / "e.json").axes for t in ax.texts]
     for step in res.steps:
         assert any(t.startswith(f"{step.step}. {step.constraint}: {step.note[:40]}") for t in texts), step
+
+
+# ---------------------------------------------------------------------------------------
+# 6. Trade-off fronts
+
+def test_layer_front_is_exact_on_a_small_layer(tiny):
+    import numpy as np
+    from mapper.batch import evaluate_batch, score
+    from mapper.search.pareto import layer_front
+    from mapper.search.random import sample
+    from mapper.search.space import space_of
+    lay = load_network(str(tiny / "tiny.yaml")).layer("c1")
+    arch = load_arch("eyeriss_v1")
+    front = layer_front(lay, arch, time_limit=None)
+    assert front.exact and front.guarantee.startswith("exact")
+    pts = [(p.cost.energy_pj, p.cost.cycles) for p in front.points]
+    assert len(pts) >= 2
+    assert [c for _, c in pts] == sorted(c for _, c in pts)
+    assert all(e1 > e2 and c1 < c2 for (e1, c1), (e2, c2) in zip(pts, pts[1:]))    # strictly a front
+    # its ends are the exhaustive optima of energy and of delay
+    e_opt = search(lay, arch, algorithm="exhaustive", objective="energy").best.cost
+    d_opt = search(lay, arch, algorithm="exhaustive", objective="delay").best.cost
+    assert min(e for e, _ in pts) == pytest.approx(e_opt.energy_pj)
+    assert min(c for _, c in pts) == d_opt.cycles
+    # no sampled candidate dominates a front point
+    space = space_of(lay, arch)
+    f, o, k = sample(space, np.random.default_rng(5), 20000)
+    ok = np.nonzero(space.valid(f, k))[0]
+    _, md = score(space.enc, f[ok], o[ok], k[ok], "edp")
+    c = evaluate_batch(space.enc, f[ok], o[ok], k[ok], md)
+    for e, cy in pts:
+        assert not np.any((c.energy_pj <= e) & (c.cycles <= cy) & ((c.energy_pj < e) | (c.cycles < cy)))
+
+
+def test_network_front_is_the_nondominated_sums():
+    import itertools
+    from mapper.search.pareto import network_front, nondominated
+    import numpy as np
+
+    class P:                                  # a point with just a cost
+        def __init__(self, e, c):
+            self.cost = type("C", (), {"energy_pj": e, "cycles": c})()
+
+    class F:
+        def __init__(self, pts):
+            self.points = [P(e, c) for e, c in pts]
+
+    fronts = [F([(10, 1), (6, 3), (5, 9)]), F([(7, 2), (3, 5)]), F([(4, 4), (2, 8)])]
+    got = {(p.energy_pj, p.cycles) for p in network_front(fronts)}
+    sums = [(sum(x[0] for x in combo), sum(x[1] for x in combo))
+            for combo in itertools.product(*[[(p.cost.energy_pj, p.cost.cycles) for p in f.points] for f in fronts])]
+    e, c = np.array([s[0] for s in sums]), np.array([s[1] for s in sums])
+    assert got == {sums[i] for i in nondominated(e, c)}
+    for p in network_front(fronts):
+        assert p.energy_pj == sum(f.points[i].cost.energy_pj for f, i in zip(fronts, p.choice))
+
+
+def test_search_pareto_prints_writes_and_plots(tiny):
+    from mapper.plot import front_figure
+    r = cli("search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--pareto", "--json", "front.json", "-q", cwd=tiny)
+    assert r.exit_code == 0, r.output
+    data = json.loads((tiny / "front.json").read_text())
+    assert [l["layer"] for l in data["layers"]] == ["c1", "c2", "fc"] and all(l["exact"] for l in data["layers"])
+    assert r.output.count("energy-cycles front") == 4 and "front: exact" in r.output
+    net = data["network"]
+    first = net[0]
+    assert first["energy_pj"] == pytest.approx(sum(
+        data["layers"][k]["points"][i]["cost"]["energy_pj"] for k, i in enumerate(first["points"].values())))
+    ax = front_figure(tiny / "front.json").axes[0]
+    xs, ys = ax.lines[1].get_data()
+    assert list(xs) == [p["cycles"] for p in net]
+    assert list(ys) == pytest.approx([p["energy_pj"] * 1e-12 for p in net])
+    assert cli("plot", "--front", "front.json", "-o", "f.png", cwd=tiny).exit_code == 0 and (tiny / "f.png").exists()
+
+
+def test_sampled_front_says_so_and_holds_the_searched_ends(tiny):
+    from mapper.search.pareto import layer_front
+    lay = load_network(str(tiny / "tiny.yaml")).layer("fc")
+    arch = load_arch("eyeriss_v1")
+    front = layer_front(lay, arch, time_limit=6, exact_limit=0, samples=20000)
+    assert not front.exact and front.guarantee.startswith("sampled") and "not proven" in front.guarantee
+    e_opt = search(lay, arch, algorithm="exhaustive", objective="energy").best.cost.energy_pj
+    d_opt = search(lay, arch, algorithm="exhaustive", objective="delay").best.cost.cycles
+    # this layer is small enough for the end searches to prove their optima
+    assert min(p.cost.energy_pj for p in front.points) == pytest.approx(e_opt)
+    assert min(p.cost.cycles for p in front.points) == d_opt
