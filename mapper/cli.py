@@ -360,9 +360,14 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
 @click.option("--problem", "-p", required=True, help="Problem: built-in name or YAML path.")
 @click.option("--layer", "-l", required=True, help="Layer name.")
 @click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--diagnose", is_flag=True, help="Also sample candidates and say why the invalid ones are invalid.")
+@click.option("--samples", type=click.IntRange(min=1, max=1_000_000), default=2000, show_default=True,
+              help="Candidates sampled per space for --diagnose.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --diagnose.")
 @user_errors
-def space_cmd(arch, problem, layer, batch):
-    """Print the size of each subspace of the mapspace before and after pruning."""
+def space_cmd(arch, problem, layer, batch, diagnose, samples, seed):
+    """Print the size of each subspace of the mapspace before and after pruning (and with
+    --diagnose why candidates are invalid, grouped by reason with one example each)."""
     from .search.space import Space
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
@@ -370,6 +375,10 @@ def space_cmd(arch, problem, layer, batch):
     rows = [("subspace", "before pruning", "after pruning")] + space.report()
     click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
     click.echo("\n".join(table(rows, right={1, 2})))
+    if diagnose:
+        from .search.diagnose import diagnose as run_diagnosis, diagnosis_text
+        click.echo()
+        click.echo(diagnosis_text(run_diagnosis(lay, arch_spec, samples, seed)))
 
 
 def entry() -> None:

@@ -411,3 +411,40 @@ def test_sampled_front_says_so_and_holds_the_searched_ends(tiny):
     # this layer is small enough for the end searches to prove their optima
     assert min(p.cost.energy_pj for p in front.points) == pytest.approx(e_opt)
     assert min(p.cost.cycles for p in front.points) == d_opt
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Diagnostics
+
+def test_diagnose_groups_invalid_candidates_by_reason():
+    import numpy as np
+    from mapper.search.diagnose import diagnose, reason_key
+    from mapper.search.random import sample
+    from mapper.search.space import space_of
+    lay = load_network("alexnet").layer("conv3")
+    arch = load_arch("eyeriss_v1")
+    raw, pruned = diagnose(lay, arch, samples=600, seed=3)
+    for d in (raw, pruned):
+        assert 0 <= d.valid < d.sampled == 600
+        assert d.reasons and [r.count for r in d.reasons] == sorted((r.count for r in d.reasons), reverse=True)
+        for r in d.reasons:
+            field, message = r.example.split(": ", 1)
+            assert reason_key(field, message) == r.key            # the example is of its own kind
+            assert 0 < r.count <= d.sampled - d.valid
+    # the pruned sample is the search's: its valid count is the space's own check of the same draws
+    space = space_of(lay, arch)
+    rng = np.random.default_rng(3)
+    from mapper.search.diagnose import raw_sample
+    raw_sample(space, rng, 600)
+    f, _, k = sample(space, rng, 600)
+    assert pruned.valid == int(space.valid(f, k).sum())
+    # raw candidates break the arch's constraints; pruned ones only joint capacity and fan-out limits
+    assert any("temporal_dims" in r.key or "spatial_dims" in r.key for r in raw.reasons)
+    assert all("capacity overflow" in r.key or "fan-out overflow" in r.key for r in pruned.reasons)
+
+
+def test_space_diagnose_command(tiny):
+    r = cli("space", "-a", "eyeriss_v1", "-p", "alexnet", "-l", "conv3", "--diagnose", "--samples", "300", cwd=tiny)
+    assert r.exit_code == 0, r.output
+    assert "raw (" in r.output and "pruned (" in r.output and "examples (one per reason):" in r.output
+    assert "capacity overflow" in r.output and "mapping: " in r.output
