@@ -94,7 +94,8 @@ def result_layer(doc: Any) -> str | None:
 def select_results(data: Any, src: str, layer: str | None = None) -> list[dict[str, Any]]:
     """The result documents of a file holding one document or a list (a whole-network
     search, or --top K): those of `layer` if given, else all; only the best (rank 1) of
-    each layer. A plain mapping (no result document) passes through as one entry."""
+    each layer. A single document (or a plain mapping) passes through whatever `layer`
+    is: the mapping is then checked against that layer."""
     docs = data if isinstance(data, list) else [data]
     if not docs:
         raise MapperError(f"{src}: an empty list: no result documents")
@@ -102,8 +103,8 @@ def select_results(data: Any, src: str, layer: str | None = None) -> list[dict[s
         if not isinstance(d, dict):
             raise MapperError(f"{src}: item {i}: expected a result document (a mapping of fields), "
                               f"got {type(d).__name__}")
-    if len(docs) == 1 and layer is None:
-        return docs
+    if not isinstance(data, list) or (len(docs) == 1 and layer is None):
+        return docs                # one document: --layer says which layer to check it against
     best = [d for d in docs if (d.get("search") or {}).get("rank", 1) == 1] if layer is None else docs
     if layer is None:
         return best

@@ -122,6 +122,7 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
+    progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
     space = space_of(layer, arch)
     explain_if_empty(space)
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
@@ -294,6 +295,7 @@ class _Run:
         self.evaluated = 0
         self.valid = 0
         self.bound: float | None = None
+        self.cp_bound: float | None = None      # CP-SAT's live bound, when it holds for the whole space
         self.floor = objective_bound(space.layer, space.arch, objective)   # holds for every mapping
         self.proven = False
         self.proof = "cpsat proof"      # how `proven` was reached (exhaustive sets its own)
@@ -333,7 +335,7 @@ class _Run:
                 "edp": f"{self.space.arch.energy_unit}*cycles"}.get(self.objective, "cycles")
         if len(self.pool.values):
             best = self.pool.best
-            low = max(self.floor, self.bound or 0.0, bound or 0.0)
+            low = max(self.floor, self.bound or 0.0, bound or 0.0, self.cp_bound or 0.0)
             gap = f", gap {100 * max(0.0, best - low) / best:.1f}% to the lower bound" if best > 0 else ""
             text = f"best {self.objective} {best:.4g} {unit}{gap}"
         else:

@@ -969,6 +969,7 @@ def _solve_interruptibly(run, solver, model, callback):
         # presolve): the search's deadline is held here too
         if run.interrupted or (run.deadline is not None and time.monotonic() > run.deadline):
             solver.stop_search()
+        run.show("cpsat")             # keeps the time left moving between solutions
     if "error" in box:
         raise box["error"]
     return box["status"]
@@ -1008,5 +1009,6 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         self.solutions += 1
         # CP-SAT's bound holds for the whole space only when there is one keep pattern
         run, b = self.run, self.builder
-        whole = len(run.space.keeps) == 1
-        run.show("cpsat", bound=_true_bound(run, b.edp_shift, self.BestObjectiveBound(), b.scale) if whole else None)
+        if len(run.space.keeps) == 1:
+            run.cp_bound = max(run.cp_bound or 0.0, _true_bound(run, b.edp_shift, self.BestObjectiveBound(), b.scale))
+        run.show("cpsat")
