@@ -122,9 +122,14 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
-    progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
-    space = space_of(layer, arch)
-    explain_if_empty(space)
+    if getattr(progress, "tty", True):      # a live line from the start (not a line of its own on a pipe)
+        progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
+    try:
+        space = space_of(layer, arch)
+        explain_if_empty(space)
+    except MapperError:
+        progress.done()              # end the live line before the error line
+        raise
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
     with interruptible(run):
         try:
