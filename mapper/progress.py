@@ -121,8 +121,11 @@ class Board:
     def queue(self):
         """A queue worker processes can put (key, text) on (a multiprocessing manager's)."""
         if self._queue is None and self.progress.enabled:
-            import multiprocessing
-            self._manager = multiprocessing.Manager()
+            from multiprocessing.managers import SyncManager
+            self._manager = SyncManager()
+            # Ctrl-C is for the search: a manager killed by it would leave the workers'
+            # progress calls waiting for an answer (the board shuts it down on exit)
+            self._manager.start(_ignore_sigint)
             self._queue = self._manager.Queue()
         return self._queue
 
@@ -209,6 +212,11 @@ class Board:
     def draw(self, force: bool = False) -> None:
         self._drain()
         self.progress.update(self.line(), force=force)
+
+
+def _ignore_sigint() -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def duration(seconds: float) -> str:
