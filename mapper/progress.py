@@ -227,10 +227,3 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def eta(done: float, total: float, elapsed: float) -> str:
-    if done <= 0 or total <= 0:
-        return "?"
-    left = elapsed * (total - done) / done
-    return f"{left:.0f}s" if left < 120 else f"{left / 60:.1f}min"

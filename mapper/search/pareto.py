@@ -122,8 +122,9 @@ def layer_front(layer: Layer, arch: Arch, seed: int = 0, time_limit: float | Non
             ok = np.nonzero(space.valid(f, k))[0]
             col.add(f[ok], o[ok], k[ok])
         ends = _ends(layer, arch, seed, workers, share)
-        statuses = ", ".join(f"min {r.settings['objective']} {r.status}" for r in ends)
-        guarantee = (f"sampled: non-dominated among {col.evaluated:,} sampled candidates and the searched ends "
+        statuses = ", ".join(f"min {r.settings['objective']} {r.status}"
+                             + ("" if r.status == "optimal" else f" ({r.reason})") for r in ends)
+        guarantee = (f"sampled: non-dominated among {col.evaluated:,} valid sampled candidates and the searched ends "
                      f"({statuses}); points between the ends are not proven")
     points = _points(space, layer, arch, col)
     if not exact:
