@@ -194,6 +194,8 @@ class Arch:
     notes: str = ""
     sparsity: Sparsity = Sparsity()
     cycle_energy: float = 0.0   # pJ per cycle for the whole chip (clock network, static power)
+    energy_unit: str = "pJ"            # what one energy unit of this file is (outputs print it)
+    energy_calibrated: bool = True     # False: the unit is an assumption; only ratios are meaningful
 
     @property
     def storages(self) -> tuple[Storage, ...]:
@@ -220,7 +222,8 @@ class Arch:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "clock_mhz": self.clock_mhz, "pes": self.pes,
                 "levels": [l.name for l in self.levels],
-                "offchip_bandwidth": offchip_bandwidth(self), "cycle_energy": self.cycle_energy}
+                "offchip_bandwidth": offchip_bandwidth(self), "cycle_energy": self.cycle_energy,
+                "energy_unit": {"name": self.energy_unit, "calibrated": self.energy_calibrated}}
 
 
 def offchip_bandwidth(arch: Arch) -> dict[str, float] | str:
@@ -375,7 +378,7 @@ def _per_tensor(f: Fields, key: str, parse, minimum) -> tuple[tuple[str, Any], .
 
 def parse_arch(data: Any, src: str) -> Arch:
     f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description", "sparsity",
-                               "cycle_energy"),
+                               "cycle_energy", "energy_unit"),
                required=("name", "levels", "mac"))
     word_bits = f.integer("word_bits", 16)
     mac = Fields(f.get("mac"), src, "mac", ("energy",), required=("energy",))
@@ -408,7 +411,24 @@ def parse_arch(data: Any, src: str) -> Arch:
     return Arch(name=f.string("name"), levels=tuple(levels), mac_energy=mac.number("energy"),
                 clock_mhz=f.number("clock_mhz", 200.0, minimum=1e-9), word_bits=word_bits, source=src,
                 sparsity=_parse_sparsity(f.get("sparsity", {}), src, levels),
-                cycle_energy=f.number("cycle_energy", 0.0))
+                cycle_energy=f.number("cycle_energy", 0.0),
+                **_parse_energy_unit(f.get("energy_unit"), src))
+
+
+def _parse_energy_unit(data: Any, src: str) -> dict[str, Any]:
+    """`energy_unit: pJ` or `{name: pJ, calibrated: false}` (default: pJ, calibrated)."""
+    if data is None:
+        return {}
+    if isinstance(data, str):
+        data = {"name": data}
+    f = Fields(data, src, "energy_unit", ("name", "calibrated"), required=("name",))
+    calibrated = f.get("calibrated", True)
+    if not isinstance(calibrated, bool):
+        raise f.error("calibrated", f"expected true or false, got {calibrated!r}")
+    name = f.string("name").strip()
+    if not name:
+        raise f.error("name", "expected a unit name such as pJ")
+    return {"energy_unit": name, "energy_calibrated": calibrated}
 
 
 def _parse_sparsity(data: Any, src: str, levels) -> Sparsity:

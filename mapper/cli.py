@@ -17,7 +17,7 @@ from .arch import load_arch
 from .mapping import check, loop_nest_text, parse_mapping
 from .model import evaluate
 from .problem import DENSITY_KEYS, load_network
-from .report import breakdown_table, layer_table, table, totals_line
+from .report import breakdown_table, layer_table, table, totals_line, unit_note
 from .result import document, write_json
 from .spec import MapperError, SpecError, load_yaml
 
@@ -99,32 +99,54 @@ def layers(problem, batch, as_json):
 @main.command("evaluate")
 @click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path.")
 @problem_options
-@click.option("--layer", "-l", required=True, help="Layer name in the problem.")
+@click.option("--layer", "-l", default=None,
+              help="Layer name in the problem (default: every layer of a whole-network result file).")
 @click.option("--mapping", "-m", "mapping_path", required=True, type=click.Path(),
-              help="Mapping file: ours (JSON/YAML or a result document) or a Timeloop map.yaml.")
-@click.option("--json", "json_out", type=click.Path(), help="Write the result document here.")
+              help="Mapping file: ours (JSON/YAML, a result document or a whole-network result) or a "
+                   "Timeloop map.yaml.")
+@click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @user_errors
 def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
-    """Evaluate one mapping: loop nest, per-level breakdown and totals."""
+    """Evaluate a mapping (or every layer of a whole-network result): loop nest, breakdown, totals."""
+    from .result import result_layer, select_results
     if json_out:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
-    lay = load_network(problem, batch).layer(layer)
+    net = load_network(problem, batch)
     data = load_yaml(mapping_path)
     from .timeloop import is_timeloop_mapping, mapping_from_timeloop
-    if is_timeloop_mapping(data):
-        mapping = mapping_from_timeloop(data, arch_spec, lay, source=str(mapping_path))
-    else:
-        mapping = parse_mapping(data, arch_spec, mapping_path)
-    check(mapping, lay, arch_spec, mapping_path)
-    cost = evaluate(lay, arch_spec, mapping, validate=False)
-    click.echo(loop_nest_text(mapping, lay, arch_spec))
-    click.echo()
-    click.echo(breakdown_table(cost, lay))
-    click.echo()
-    click.echo(totals_line(cost, arch_spec))
+    entries = [data] if is_timeloop_mapping(data) else select_results(data, str(mapping_path), layer)
+    out_docs, total = [], []
+    for entry in entries:
+        name = layer or result_layer(entry)
+        if name is None:
+            raise MapperError(f"{mapping_path}: the mapping does not name its layer; give --layer")
+        lay = net.layer(name)
+        if is_timeloop_mapping(entry):
+            mapping = mapping_from_timeloop(entry, arch_spec, lay, source=str(mapping_path))
+        else:
+            mapping = parse_mapping(entry, arch_spec, mapping_path)
+        check(mapping, lay, arch_spec, mapping_path)
+        cost = evaluate(lay, arch_spec, mapping, validate=False)
+        if len(entries) > 1:
+            click.echo(f"=== {lay.name} on {arch_spec.name}: {lay.macs:,} MACs ===")
+        click.echo(loop_nest_text(mapping, lay, arch_spec))
+        click.echo()
+        click.echo(breakdown_table(cost, lay, arch_spec.energy_unit))
+        click.echo()
+        click.echo(totals_line(cost, arch_spec))
+        if len(entries) > 1:
+            click.echo()
+        out_docs.append(document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
+        total.append(cost)
+    if len(entries) > 1:
+        u = arch_spec.energy_unit
+        energy, cycles = sum(c.energy_pj for c in total), sum(c.cycles for c in total)
+        click.echo(f"{len(total)} layers: energy {energy:,.1f} {u}, {cycles:,} cycles")
+    if unit_note(arch_spec):
+        click.echo(unit_note(arch_spec))
     if json_out:
-        write_json(json_out, document(lay, arch_spec, mapping, cost, {"mapping": mapping.to_dict()}))
+        write_json(json_out, out_docs[0] if len(out_docs) == 1 else out_docs)
 
 
 def search_options(func):
@@ -139,7 +161,7 @@ def search_options(func):
                      help="hybrid | cpsat | random | exhaustive"),
         click.option("--objective", default="edp", show_default=True, help="energy | delay | edp"),
         click.option("--workers", type=int, default=None,
-                     help="Parallel workers (joblib processes / CP-SAT threads); default: all cores."),
+                     help="Parallel workers (processes x CP-SAT threads never exceed it); default: the usable cores."),
         click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
         click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True,
                      help="Seconds per layer (an unproven result is marked budget)."),
@@ -163,9 +185,12 @@ def load_layers(problem, batch, density, density_preset, layer=None):
 
 
 def default_workers(workers):
-    import os
+    """--workers, by default the cores this process may use (joblib counts CPU affinity and
+    container quotas, unlike os.cpu_count): every search keeps processes x CP-SAT threads
+    within it, so the default never oversubscribes the machine."""
     if workers is None:
-        return max(1, os.cpu_count() or 1)
+        from joblib import cpu_count
+        return max(1, cpu_count())
     return workers
 
 
@@ -178,9 +203,15 @@ def default_workers(workers):
 @click.option("--top", type=int, default=1, show_default=True, help="Emit the K best distinct mappings.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--summary", "detail", flag_value="summary",
+              help="Print only the network table (one row per layer).")
+@click.option("--verbose", "-v", "detail", flag_value="verbose",
+              help="Print every layer's loop nest and breakdown (the default does so for one --layer only).")
+@click.option("--pareto", is_flag=True,
+              help="The energy-cycles trade-off front of each layer (and of the network) instead of one best.")
 @user_errors
 def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
-               time_limit, budget, patience, top, json_out, quiet):
+               time_limit, budget, patience, top, json_out, quiet, detail, pareto):
     """Find the best mapping of a layer (or of every layer of a network)."""
     from .progress import Progress
     from .search import check_settings, search_network
@@ -190,29 +221,69 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     net, layers = load_layers(problem, batch, density, density_preset, layer)
     if json_out:
         _check_writable(json_out)
+    if pareto:
+        return pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail)
     progress = Progress(enabled=not quiet)
+    import time
+    start = time.monotonic()
     results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
                              workers=workers, time_limit=time_limit, budget=budget, patience=patience,
                              top=top, progress=progress)
-    for res in results:
-        click.echo(f"=== {res.layer.name} on {arch_spec.name}: {res.layer.macs:,} MACs ===")
-        for rank, found in enumerate(res.found):
-            if len(res.found) > 1:
-                click.echo(f"--- mapping {rank + 1} of {len(res.found)} ---")
-            click.echo(loop_nest_text(found.mapping, res.layer, arch_spec))
-            click.echo()
-            click.echo(breakdown_table(found.cost, res.layer))
-            click.echo()
-            click.echo(totals_line(found.cost, arch_spec))
-        click.echo(search_line(res))
-        click.echo()
-    if len(results) > 1 or not layer:
-        click.echo(network_summary(results, arch_spec, objective))
+    wall = time.monotonic() - start
+    detail = detail or ("verbose" if layer else "layers")
+    if detail != "summary":
+        for res in results:
+            click.echo(layer_text(res, arch_spec, verbose=detail == "verbose"))
+    if len(results) > 1 or not layer or detail == "summary":
+        click.echo(network_summary(results, arch_spec, objective, wall))
+    note = unit_note(arch_spec)
+    if note:
+        click.echo(note)
     if json_out:
         docs = [d for r in results for d in r.documents()]
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
-    if any(r.status == "budget" and "interrupted" in " ".join(r.notes) for r in results):
+    if any(r.reason == "interrupted" for r in results):
         sys.exit(130)
+
+
+def pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail) -> None:
+    """`search --pareto`: each distinct layer's front (a table and what it guarantees), the
+    network front of the sums, the JSON."""
+    from .progress import Board, Progress, Reporter
+    from .report import front_table
+    from .search.pareto import front_document, layer_front, network_front
+    fronts, by_shape = [], {}
+    with Board(Progress(enabled=not quiet), arch_spec.name + " fronts", len(layers), time_limit) as board:
+        for lay in layers:
+            key = (lay.type, lay.shape_key())
+            board.report(lay.name, f"[{lay.name}] front: enumerating or sampling")
+            if key not in by_shape:
+                by_shape[key] = layer_front(lay, arch_spec, seed=seed, time_limit=time_limit, workers=workers)
+            fr = by_shape[key]
+            from dataclasses import replace
+            fronts.append(replace(fr, layer=lay))
+            board.finished(lay.name, f"{len(fr.points)} points")
+    for fr in fronts:
+        if detail != "summary" or len(fronts) == 1:
+            click.echo(f"=== {fr.layer.name} on {arch_spec.name}: energy-cycles front, {len(fr.points)} points ===")
+            click.echo(front_table([(p.cost.energy_pj, p.cost.cycles) for p in fr.points], arch_spec, fr.layer.macs))
+            click.echo(f"front: {fr.guarantee}; {fr.evaluated:,} candidates in {fr.seconds:.2f} s")
+            click.echo()
+    net = None
+    if len(fronts) > 1:
+        net = network_front(fronts)
+        macs = sum(fr.layer.macs for fr in fronts)
+        click.echo(f"=== network on {arch_spec.name}: energy-cycles front of the sums over {len(fronts)} layers, "
+                   f"{len(net)} points ===")
+        click.echo(front_table([(p.energy_pj, p.cycles) for p in net], arch_spec, macs))
+        exact = all(fr.exact for fr in fronts)
+        click.echo("front: " + ("exact (every layer's front is exact)" if exact else
+                                "as good as the layers' fronts (some are sampled, see above)"))
+    note = unit_note(arch_spec)
+    if note:
+        click.echo(note)
+    if json_out:
+        write_json(json_out, front_document(fronts, net))
 
 
 def _check_writable(path):
@@ -229,31 +300,61 @@ def os_access(folder) -> bool:
     return os.access(folder, os.W_OK)
 
 
+def layer_text(res, arch_spec, verbose: bool) -> str:
+    """One layer's result: header, (verbose: each mapping's loop nest and breakdown), the
+    totals line and the search line."""
+    lines = [f"=== {res.layer.name} on {arch_spec.name}: {res.layer.macs:,} MACs ==="]
+    for rank, found in enumerate(res.found):
+        if len(res.found) > 1:
+            lines.append(f"--- mapping {rank + 1} of {len(res.found)} ---")
+        if verbose:
+            lines += [loop_nest_text(found.mapping, res.layer, arch_spec), "",
+                      breakdown_table(found.cost, res.layer, arch_spec.energy_unit), ""]
+        lines.append(totals_line(found.cost, arch_spec))
+    lines += [search_line(res), ""]
+    return "\n".join(lines)
+
+
+def status_text(res) -> str:
+    """`optimal`, or `budget (time limit)` etc.: the status with the reason it ended there."""
+    return res.status if res.status == "optimal" or not res.reason else f"{res.status} ({res.reason})"
+
+
 def search_line(res) -> str:
-    gap = "" if res.gap is None else f", gap {100 * res.gap:.2f}%"
+    gap = "" if res.gap is None else f", gap {100 * res.gap:.2f}% to the lower bound"
+    why = f" by {res.reason}" if res.status == "optimal" and res.reason else ""
     notes = f" ({'; '.join(res.notes)})" if res.notes else ""
-    return (f"search: {res.settings['algorithm']}, objective {res.settings['objective']}, status {res.status}{gap}; "
-            f"{res.evaluated:,} candidates evaluated ({res.valid:,} valid) in {res.seconds:.2f} s; "
-            f"best found by {res.best.found_by}{notes}")
+    return (f"search: {res.settings['algorithm']}, objective {res.settings['objective']}, status "
+            f"{status_text(res)}{why}{gap}; {res.evaluated:,} candidates evaluated ({res.valid:,} valid) in "
+            f"{res.seconds:.2f} s; best found by {res.best.found_by}{notes}")
 
 
-def network_summary(results, arch_spec, objective) -> str:
-    rows = [("layer", "MACs", "energy pJ", "pJ/MAC", "cycles", "util", "status", "seconds")]
+def network_summary(results, arch_spec, objective, wall: float | None = None) -> str:
+    """The network table: one row per layer (its own search time), the total row (the wall
+    time of the whole search when given) and a line of network totals."""
+    u = arch_spec.energy_unit
+    rows = [("layer", "MACs", f"energy {u}", f"{u}/MAC", "cycles", "util", "status", "gap", "search s")]
     energy = cycles = macs = 0
     for r in results:
         c = r.best.cost
         energy += c.energy_pj
         cycles += c.cycles
         macs += c.macs
+        gap = "" if r.gap is None else f"{100 * r.gap:.2f}%"
         rows.append((r.layer.name, f"{c.macs:,}", f"{c.energy_pj:,.0f}", f"{c.pj_per_mac:.3f}", f"{c.cycles:,}",
-                     f"{100 * c.utilization:.1f}%", r.status, f"{r.seconds:.2f}"))
+                     f"{100 * c.utilization:.1f}%", status_text(r), gap, f"{r.seconds:.2f}"))
     latency_ms = cycles / (arch_spec.clock_mhz * 1e3)
+    per_layer = sum(r.seconds for r in results)
     rows.append(("total", f"{macs:,}", f"{energy:,.0f}", f"{energy / macs:.3f}", f"{cycles:,}",
-                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", f"{sum(r.seconds for r in results):.2f}"))
+                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", "",
+                 f"{per_layer:.2f}" if wall is None else f"{wall:.2f} wall"))
     lines = table(rows, right=range(1, len(rows[0])))
-    lines.append(f"network: {energy:,.0f} pJ ({energy / macs:.3f} pJ/MAC), {cycles:,} cycles = {latency_ms:.3f} ms "
-                 f"at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, "
-                 f"{1e12 / energy:.1f} inferences/J)")
+    per_j = f"{1e12 / energy:.1f} inferences/J" if u == "pJ" else f"{1 / energy:.3g} inferences/{u}"
+    lines.append(f"network: {energy:,.0f} {u} ({energy / macs:.3f} {u}/MAC), {cycles:,} cycles = {latency_ms:.3f} "
+                 f"ms at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, {per_j})")
+    if wall is not None:
+        lines.append(f"time: {wall:.2f} s wall for the network; per-layer search times add up to {per_layer:.2f} s "
+                     f"(layers run in parallel when --workers > 1; a reused layer takes 0 s)")
     return "\n".join(lines)
 
 
@@ -262,9 +363,14 @@ def network_summary(results, arch_spec, objective) -> str:
 @click.option("--problem", "-p", required=True, help="Problem: built-in name or YAML path.")
 @click.option("--layer", "-l", required=True, help="Layer name.")
 @click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--diagnose", is_flag=True, help="Also sample candidates and say why the invalid ones are invalid.")
+@click.option("--samples", type=click.IntRange(min=1, max=1_000_000), default=2000, show_default=True,
+              help="Candidates sampled per space for --diagnose.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --diagnose.")
 @user_errors
-def space_cmd(arch, problem, layer, batch):
-    """Print the size of each subspace of the mapspace before and after pruning."""
+def space_cmd(arch, problem, layer, batch, diagnose, samples, seed):
+    """Print the size of each subspace of the mapspace before and after pruning (and with
+    --diagnose why candidates are invalid, grouped by reason with one example each)."""
     from .search.space import Space
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
@@ -272,6 +378,10 @@ def space_cmd(arch, problem, layer, batch):
     rows = [("subspace", "before pruning", "after pruning")] + space.report()
     click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
     click.echo("\n".join(table(rows, right={1, 2})))
+    if diagnose:
+        from .search.diagnose import diagnose as run_diagnosis, diagnosis_text
+        click.echo()
+        click.echo(diagnosis_text(run_diagnosis(lay, arch_spec, samples, seed)))
 
 
 def entry() -> None:
@@ -323,13 +433,19 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
     settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "time_limit": time_limit}
     summary = sweep(arch_specs, networks, out, settings, workers=workers, resume=resume, backend=backend,
                     scheduler=scheduler, progress=Progress(enabled=not quiet))
-    rows = [("network", "arch", "energy uJ", "pJ/MAC", "latency ms", "inf/s", "inf/J", "util")]
+    from .report import energy_text
+    units = {a.name: a.energy_unit for a in arch_specs}
+    rows = [("network", "arch", "energy", "energy/MAC", "latency ms", "inf/s", "inf/J", "util")]
     for net, per_arch in summary["networks"].items():
         for arch_name, t in per_arch.items():
-            rows.append((net, arch_name, f"{t['energy_pj'] / 1e6:,.1f}", f"{t['pj_per_mac']:.3f}",
+            u = units.get(arch_name, "pJ")
+            rows.append((net, arch_name, energy_text(t["energy_pj"], u), f"{t['pj_per_mac']:.3f} {u}",
                          f"{t['latency_ms']:.3f}", f"{t['inferences_per_s']:.1f}", f"{t['inferences_per_j']:.1f}",
                          f"{100 * t['utilization']:.1f}%" + ("" if t["complete"] else " (partial)")))
     click.echo("\n".join(table(rows, right=range(2, len(rows[0])))))
+    for a in arch_specs:
+        if unit_note(a):
+            click.echo(unit_note(a))
     jobs = summary["jobs"]
     click.echo(f"{jobs['total']} jobs: {jobs['run']} run, {jobs['skipped']} already done; results in {out}")
     if summary["interrupted"]:
@@ -385,14 +501,21 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
 @main.command("plot")
 @click.argument("results_dir", required=False, type=click.Path())
 @click.option("--eyexam", "eyexam_json", type=click.Path(), help="Plot an Eyexam JSON as a waterfall.")
+@click.option("--front", "front_json", type=click.Path(), help="Plot a `search --pareto --json` front.")
 @click.option("-o", "--out", "out", type=click.Path(), help="PNG file to write.")
+@click.option("--scale", type=click.Choice(["log", "per-mac", "linear"]), default="log", show_default=True,
+              help="Sweep plots: energy per layer on a log axis, energy per MAC, or energy on a linear axis.")
 @user_errors
-def plot_cmd(results_dir, eyexam_json, out):
-    """Plot a sweep's energy per layer by storage level, or an Eyexam waterfall."""
-    from .plot import plot_eyexam, plot_results
-    if bool(results_dir) == bool(eyexam_json):
-        raise MapperError("plot: give either a RESULTS_DIR or --eyexam EYEXAM.json")
-    path = plot_eyexam(eyexam_json, out) if eyexam_json else plot_results(results_dir, out)
+def plot_cmd(results_dir, eyexam_json, front_json, out, scale):
+    """Plot a sweep's energy per layer by storage level (each network, archs side by side),
+    an Eyexam waterfall, or an energy-delay front."""
+    from .plot import plot_eyexam, plot_front, plot_results
+    if sum(map(bool, (results_dir, eyexam_json, front_json))) != 1:
+        raise MapperError("plot: give one of RESULTS_DIR, --eyexam EYEXAM.json or --front FRONT.json")
+    if front_json:
+        path = plot_front(front_json, out)
+    else:
+        path = plot_eyexam(eyexam_json, out) if eyexam_json else plot_results(results_dir, out, scale)
     click.echo(f"wrote {path}")
 
 
@@ -438,14 +561,37 @@ def export_group():
 @click.option("--arch", "-a", default=None, help="Our arch the result is for (default: the result's arch).")
 @click.option("--timeloop-problem", type=click.Path(), default=None,
               help="The Timeloop problem, to list exactly its dimensions in the mapping.")
-@click.option("-o", "--out", required=True, type=click.Path(), help="Timeloop map.yaml to write.")
+@click.option("--layer", "-l", default=None, help="The layer of a whole-network result to export.")
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Timeloop map.yaml to write, or a folder: one LAYER.yaml per layer of a whole-network result.")
 @user_errors
-def export_timeloop(result, arch, timeloop_problem, out):
-    """Our result document -> a Timeloop mapping (map.yaml) for timeloop-model."""
-    from .timeloop import export_result, problem_dims
+def export_timeloop(result, arch, timeloop_problem, layer, out):
+    """Our result document(s) -> Timeloop mappings (map.yaml) for timeloop-model."""
+    from .result import result_layer
+    from .timeloop import export_result, problem_dims, read_results
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
-    export_result(result, out, arch, dims=dims)
-    click.echo(f"wrote {out}")
+    docs = read_results(result, layer)
+    folder = Path(out).is_dir() or Path(out).suffix.lower() not in (".yaml", ".yml")
+    if len(docs) > 1 and not folder:
+        names = ", ".join(str(result_layer(d)) for d in docs)
+        raise MapperError(f"{result}: holds results for {len(docs)} layers ({names}): give --layer L for "
+                          f"one map, or -o a folder (not a .yaml file) for one map per layer")
+    used: set[str] = set()
+    for i, doc in enumerate(docs):
+        name = _file_name(result_layer(doc) or "map")
+        if name in used:
+            name = f"{name}_{i + 1}"            # two layer names that clean to the same file name
+        used.add(name)
+        target = Path(out) / f"{name}.yaml" if folder else Path(out)
+        export_result(result, target, arch, dims=dims, doc=doc)
+        click.echo(f"wrote {target}")
+
+
+def _file_name(name: str) -> str:
+    """A layer name as a file name inside the output folder (no path separators)."""
+    import re
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "layer"
+    return clean[:120]
 
 
 @main.group("import")

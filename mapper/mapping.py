@@ -268,7 +268,7 @@ def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
         mine = [l for l in mapping.loops if l.level == level.name]
         if isinstance(level, Storage):
             kept = mapping.kept(level.name)
-            tiles = ", ".join(f"{label(layer, t)} {tile_words(mapping, layer, arch, level.name, t)}" for t in kept)
+            tiles = ", ".join(f"{label(layer, t)} {tile_words(mapping, layer, arch, level.name, t):,} words" for t in kept)
             lines.append(f"{'  ' * depth}{level.name} [{tiles or 'bypassed'}]")
         else:
             lines.append(f"{'  ' * depth}{level.name} (fan-out {level.X} x {level.Y})")

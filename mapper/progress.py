@@ -1,7 +1,18 @@
-"""Progress reporting on stderr: one rewritten line on a terminal, plain lines otherwise."""
+"""Progress reporting on stderr: one rewritten line on a terminal, plain lines otherwise.
+
+`Progress` prints one search's status line. `Board` is the line of a run of many layers
+(a network search or a sweep): layers done / total, an upper bound on the time left, and
+the latest status of each running layer, which layers in worker processes send through a
+queue (`QueueProgress`). We keep this small module instead of tqdm or rich: a search has
+phases of unknown length rather than a count to fill a bar with, the line must be fed
+from other processes, and neither library is a runtime dependency.
+"""
 from __future__ import annotations
 
+import queue as queue_module
+import shutil
 import sys
+import threading
 import time
 
 
@@ -25,6 +36,7 @@ class Progress:
             return
         self.last = now
         if self.tty:
+            text = text[:max(20, shutil.get_terminal_size((120, 20)).columns - 1)]
             pad = max(0, self.width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self.width = len(text)
@@ -43,8 +55,175 @@ class Progress:
         self.width = 0
 
 
-def eta(done: float, total: float, elapsed: float) -> str:
-    if done <= 0 or total <= 0:
-        return "?"
-    left = elapsed * (total - done) / done
-    return f"{left:.0f}s" if left < 120 else f"{left / 60:.1f}min"
+class QueueProgress:
+    """A Progress stand-in for a search in a worker process: sends (key, text) to the
+    parent's Board through `queue` at most every `interval` seconds."""
+
+    def __init__(self, queue, key: str, interval: float = 0.5):
+        self.queue, self.key, self.interval = queue, key, interval
+        self.last = 0.0
+        self.enabled = True
+
+    def update(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        try:
+            self.queue.put_nowait((self.key, text))
+        except Exception:           # the parent has gone (Ctrl-C): progress is not worth failing for
+            pass
+
+    def done(self, text: str | None = None) -> None:
+        if text is not None:
+            self.update(text, force=True)
+
+
+class Reporter:
+    """A Progress stand-in for a search run in-process under a Board: its lines become the
+    board's entry `key`."""
+
+    def __init__(self, board: "Board", key: str):
+        self.board, self.key = board, key
+        self.enabled = True
+
+    def update(self, text: str, force: bool = False) -> None:
+        self.board.report(self.key, text)
+
+    def done(self, text: str | None = None) -> None:
+        if text is not None:
+            self.board.report(self.key, text)
+
+
+class Board:
+    """The live line of a run of `total` jobs on `processes` workers, each job stopping
+    within `time_limit` seconds: `[title] d/total done, at most T left | job: status | ...`.
+    It is redrawn every `interval` seconds from a thread (so it moves from the first
+    second, while no job has finished) and on every `finished(key)`. With a queue (see
+    `queue()`) jobs in worker processes report their status; `report(key, text)` does the
+    same in-process."""
+
+    def __init__(self, progress: Progress, title: str, total: int, time_limit: float | None = None,
+                 processes: int = 1, interval: float | None = None):
+        self.progress, self.title, self.total = progress, title, total
+        self.time_limit, self.processes = time_limit, max(1, processes)
+        self.interval = interval if interval is not None else (1.0 if progress.tty else 10.0)
+        self.done_count = 0
+        self.running: dict[str, tuple[float, str]] = {}      # key -> (first seen, latest text)
+        self.ended: set[str] = set()
+        self.start = time.monotonic()
+        self._queue = None
+        self._manager = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def queue(self):
+        """A queue worker processes can put (key, text) on (a multiprocessing manager's)."""
+        if self._queue is None and self.progress.enabled:
+            from multiprocessing.managers import SyncManager
+            self._manager = SyncManager()
+            # Ctrl-C is for the search: a manager killed by it would leave the workers'
+            # progress calls waiting for an answer (the board shuts it down on exit)
+            self._manager.start(_ignore_sigint)
+            self._queue = self._manager.Queue()
+        return self._queue
+
+    def __enter__(self) -> "Board":
+        self.draw(force=True)
+        if self.progress.enabled:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        self.progress.done()
+        if self._manager is not None:
+            try:
+                self._manager.shutdown()
+            except Exception:
+                pass
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            self._drain()
+            now = time.monotonic()
+            if now - last >= self.interval:
+                self.draw(force=True)
+                last = now
+            self._stop.wait(0.2)
+
+    def _drain(self) -> None:
+        q = self._queue
+        while q is not None:
+            try:
+                key, text = q.get_nowait()
+            except (queue_module.Empty, EOFError, OSError, BrokenPipeError):
+                return
+            except Exception:
+                return
+            self.report(key, text)
+
+    def report(self, key: str, text: str) -> None:
+        with self._lock:
+            if key in self.ended:        # a late message from a job that has finished
+                return
+            first = self.running.get(key, (time.monotonic(), ""))[0]
+            self.running[key] = (first, text)
+
+    def finished(self, key: str, status: str) -> None:
+        """A job ended: count it, print a line for it on a pipe, redraw."""
+        with self._lock:
+            self.running.pop(key, None)
+            self.ended.add(key)
+            self.done_count += 1
+        if self.progress.tty:
+            self.draw(force=True)
+        else:
+            self.progress.update(f"[{self.title}] {self.done_count}/{self.total} done: {key} {status}", force=True)
+
+    def time_left(self) -> float | None:
+        """An upper bound on the seconds left: jobs still queued run in waves of `processes`,
+        each at most the time limit, after the running ones use up theirs."""
+        if self.time_limit is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            running = [max(0.0, self.time_limit - (now - first)) for first, _ in self.running.values()]
+        queued = max(0, self.total - self.done_count - len(running))
+        waves = -(-queued // self.processes)
+        return (max(running) if running else 0.0) + waves * self.time_limit
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        left = self.time_left()
+        parts = [f"[{self.title}] {self.done_count}/{self.total} done, {duration(elapsed)} elapsed"
+                 + ("" if left is None else f", at most {duration(left)} left (time limits)")]
+        with self._lock:
+            parts += [text for _, text in self.running.values()]
+        if len(parts) == 1 and self.done_count < self.total:
+            parts.append("starting")
+        return " | ".join(parts)
+
+    def draw(self, force: bool = False) -> None:
+        self._drain()
+        self.progress.update(self.line(), force=force)
+
+
+def _ignore_sigint() -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def duration(seconds: float) -> str:
+    """'42s', '3m05s' or '1h02m'."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

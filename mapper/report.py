@@ -23,10 +23,27 @@ def _num(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def breakdown_table(cost: Cost, layer: Layer | None = None) -> str:
-    """One row per level and tensor: reads, fills, updates, energy and its share of the total
+def energy_text(value: float, unit: str = "pJ") -> str:
+    """An energy with its unit, in engineering units when the unit is pJ (e.g. '1.09 mJ')."""
+    if unit == "pJ":
+        for scale, name in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {name}"
+    return f"{value:.3g} {unit}"
+
+
+def unit_note(arch: Arch) -> str | None:
+    """The line that says an arch's energy unit is an assumption (None when calibrated)."""
+    if arch.energy_calibrated:
+        return None
+    return (f"note: {arch.name} declares its energy unit '{arch.energy_unit}' uncalibrated (energy_unit."
+            f"calibrated: false): ratios between mappings, levels and archs are meaningful, absolute values are not")
+
+
+def breakdown_table(cost: Cost, layer: Layer | None = None, unit: str = "pJ") -> str:
+    """One row per level and tensor: reads, fills, updates (words), energy and its share of the total
     (tensors named as `layer` names them, e.g. a matmul's A, B and Out)."""
-    rows = [("level", "tensor", "reads", "fills", "updates", "energy pJ", "share")]
+    rows = [("level", "tensor", "reads (words)", "fills (words)", "updates (words)", f"energy {unit}", "share")]
     total = cost.energy_pj
     for level, tensors in cost.levels.items():
         for t in TENSORS:
@@ -36,7 +53,12 @@ def breakdown_table(cost: Cost, layer: Layer | None = None) -> str:
                              f"{c.energy_pj:,.1f}", f"{100 * c.energy_pj / total:.1f}%"))
     for fan, e in cost.network_pj.items():
         rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))
-    rows.append(("MAC", "", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+    rows.append(("MAC", "(MACs)", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+    if cost.leakage_pj:
+        rows.append(("leakage", "", "", "", "", f"{cost.leakage_pj:,.1f}", f"{100 * cost.leakage_pj / total:.1f}%"))
+    if cost.cycle_pj:
+        rows.append(("per cycle", "(clock, static)", "", "", "", f"{cost.cycle_pj:,.1f}",
+                     f"{100 * cost.cycle_pj / total:.1f}%"))
     return "\n".join(table(rows, right=range(2, len(rows[0]))))
 
 
@@ -44,9 +66,10 @@ def totals_line(cost: Cost, arch: Arch) -> str:
     seconds = cost.cycles / (arch.clock_mhz * 1e6)
     level, _ = cost.bottleneck()
     limit = "compute" if level == "compute" else f"{level} bandwidth"
-    return (f"energy {cost.energy_pj:,.1f} pJ ({cost.pj_per_mac:.3f} pJ/MAC)  cycles {cost.cycles:,} "
+    u = arch.energy_unit
+    return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC)  cycles {cost.cycles:,} "
             f"({limit}-bound; {seconds * 1e3:.3f} ms at {arch.clock_mhz:g} MHz)  utilization "
-            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} pJ*cycles")
+            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} {u}*cycles")
 
 
 def layer_table(layers: list[Layer]) -> str:
@@ -56,3 +79,14 @@ def layer_table(layers: list[Layer]) -> str:
         rows.append((l.name, l.type, *(str(v) for v in l.dims.values()), stride, f"{l.macs:,}"))
     rows.append(("total", "", "", "", "", "", "", "", "", "", "", f"{sum(l.macs for l in layers):,}"))
     return "\n".join(table(rows, right=range(2, len(rows[0])), rule=False))
+
+
+def front_table(points: list[tuple[float, int]], arch: Arch, macs: int) -> str:
+    """A trade-off front as a table: one row per (energy, cycles) point, ascending cycles,
+    with EDP, energy per MAC and the cycles' latency."""
+    u = arch.energy_unit
+    rows = [("point", f"energy {u}", f"{u}/MAC", "cycles", "latency ms", f"EDP {u}*cycles")]
+    for i, (e, c) in enumerate(points):
+        rows.append((str(i + 1), f"{e:,.0f}", f"{e / macs:.3f}", f"{c:,}", f"{c / (arch.clock_mhz * 1e3):.3f}",
+                     f"{e * c:.4g}"))
+    return "\n".join(table(rows, right=range(len(rows[0]))))

@@ -83,3 +83,36 @@ def atomic(path: str | Path):
         if isinstance(exc, OSError):
             raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         raise
+
+
+def result_layer(doc: Any) -> str | None:
+    """The layer name a result document is for (None if it names none)."""
+    layer = doc.get("layer") if isinstance(doc, dict) else None
+    return layer.get("name") if isinstance(layer, dict) and isinstance(layer.get("name"), str) else None
+
+
+def select_results(data: Any, src: str, layer: str | None = None) -> list[dict[str, Any]]:
+    """The result documents of a file holding one document or a list (a whole-network
+    search, or --top K): those of `layer` if given, else all; only the best (rank 1) of
+    each layer. A single document (or a plain mapping) passes through whatever `layer`
+    is: the mapping is then checked against that layer."""
+    docs = data if isinstance(data, list) else [data]
+    if not docs:
+        raise MapperError(f"{src}: an empty list: no result documents")
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict):
+            raise MapperError(f"{src}: item {i}: expected a result document (a mapping of fields), "
+                              f"got {type(d).__name__}")
+    if not isinstance(data, list) or (len(docs) == 1 and layer is None):
+        return docs                # one document: --layer says which layer to check it against
+    best = [d for d in docs if (d.get("search") or {}).get("rank", 1) == 1] if layer is None else docs
+    if layer is None:
+        return best
+    names = [result_layer(d) for d in docs]
+    chosen = [d for d, n in zip(docs, names) if n == layer]
+    if not chosen:
+        if len(docs) == 1 and names[0] is None:
+            return docs            # a bare mapping: the user says which layer it is for
+        listed = ", ".join(dict.fromkeys(n for n in names if n)) or "none"
+        raise MapperError(f"{src}: no result for layer '{layer}' (layers in the file: {listed})")
+    return chosen[:1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from . import __version__
 from .arch import Arch, Storage
 from .problem import Layer, Network
-from .progress import Progress, eta
+from .progress import Board, Progress, QueueProgress, Reporter
 from .result import inputs_sha256, write_json, write_text
 from .spec import MapperError
 
@@ -56,12 +55,15 @@ def result_path(out: Path, arch: str, network: str, layer: str) -> Path:
     return out / arch / network / f"{layer}.json"
 
 
-def run_job(job: Job) -> dict[str, Any]:
+def run_job(job: Job, progress=None) -> dict[str, Any]:
     """Search one layer (in a worker process or on a Dask worker); returns its document, with
-    an "interrupted" flag the sweep removes before writing it."""
+    an "interrupted" flag the sweep removes before writing it. `progress` is a Progress,
+    or a queue of the sweep's Board (from a worker process)."""
     from .search import search
     settings = dict(job.settings)
-    res = search(job.layer, job.arch, workers=1, **settings)
+    if progress is not None and not hasattr(progress, "update"):
+        progress = QueueProgress(progress, label(job))
+    res = search(job.layer, job.arch, workers=1, progress=progress, **settings)
     doc = res.documents()[0]
     doc["network"] = job.network
     doc["interrupted"] = any("interrupted" in n for n in res.notes)
@@ -83,6 +85,9 @@ def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
         if meta.get("format") != FORMAT:
             raise MapperError(f"{out}: written by an incompatible version (format {meta.get('format')}, "
                               f"mapper {meta.get('version')}); this is format {FORMAT}: use another --out")
+        if not resume:
+            raise MapperError(f"--out {out}: already holds sweep results; add --resume to keep them and run "
+                              f"only what is missing or changed, or choose another --out")
     elif out.exists() and any(out.iterdir()) and resume:
         raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
     write_json(marker, {"format": FORMAT, "version": __version__, "settings": settings})
@@ -114,30 +119,33 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
         else:
             todo.append(job)
     client = _dask_client(scheduler, workers) if backend == "dask" and todo else None
-    start = time.monotonic()
     done = 0
     interrupted = False
-    label = lambda j: f"{j.arch.name}/{j.network}/{j.layer.name}"   # noqa: E731
-    progress.update(f"sweep: {len(jobs) - len(todo)}/{len(jobs)} jobs already done, {len(todo)} to run", force=True)
+    if len(jobs) > len(todo):
+        progress.update(f"sweep: {len(jobs) - len(todo)}/{len(jobs)} jobs already done, {len(todo)} to run",
+                        force=True)
+        progress.done()
+    processes = 1 if workers <= 1 or len(todo) <= 1 else min(workers, len(todo))
     try:
-        for job, doc in _execute(todo, workers, client):
-            if doc.pop("interrupted"):
-                # Ctrl-C stopped this job's search: stop the sweep (leaving the loop closes
-                # the generator, which cancels the queued jobs); --resume redoes the rest
-                interrupted = True
-                break
-            docs[job.key] = doc
-            _write_doc(out, job.arch, job.network, job.layer, doc)
-            done += 1
-            elapsed = time.monotonic() - start
-            progress.update(f"sweep: {done}/{len(todo)} jobs ({label(job)}: {doc['search']['status']}), "
-                            f"{elapsed:.0f}s elapsed, ETA {eta(done, len(todo), elapsed)}", force=True)
+        with Board(progress, "sweep jobs", len(todo), settings.get("time_limit"),
+                   len(todo) if client is not None else processes) as board:
+            feed = None if client is not None else (board if processes == 1 else board.queue())
+            for job, doc in _execute(todo, workers, client, feed):
+                if doc.pop("interrupted"):
+                    # Ctrl-C stopped this job's search: stop the sweep (leaving the loop closes
+                    # the generator, which cancels the queued jobs); --resume redoes the rest
+                    interrupted = True
+                    break
+                docs[job.key] = doc
+                _write_doc(out, job.arch, job.network, job.layer, doc)
+                done += 1
+                s = doc["search"]
+                board.finished(label(job), s["status"] + (f" ({s['reason']})" if s.get("reason") else ""))
     except KeyboardInterrupt:
         interrupted = True
     finally:
         if client is not None:
             client.close()
-    progress.done()
     # every layer that shares a finished job gets its own document
     for arch, net, layer, key in placements:
         first = jobs[key]
@@ -166,8 +174,13 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _execute(todo: list[Job], workers: int, client=None):
-    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`)."""
+def label(job: Job) -> str:
+    return f"{job.arch.name}/{job.network}/{job.layer.name}"
+
+
+def _execute(todo: list[Job], workers: int, client=None, board=None):
+    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`).
+    `board` is the sweep's Board (jobs run here) or its queue (jobs in worker processes)."""
     if not todo:
         return
     from joblib import Parallel, delayed, parallel_config
@@ -178,18 +191,18 @@ def _execute(todo: list[Job], workers: int, client=None):
         return
     if workers <= 1 or len(todo) == 1:
         for job in todo:
-            yield job, run_job(job)
+            yield job, run_job(job, None if board is None else Reporter(board, label(job)))
         return
     from .search import on_sigint
     # Ctrl-C also reaches the workers, whose searches stop and return their best so far;
     # those results are marked interrupted and not written.
     with on_sigint(lambda: None):
         runner = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
-        yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+        yield from zip_jobs(todo, runner(delayed(_tagged)(i, job, board) for i, job in enumerate(todo)))
 
 
-def _tagged(i: int, job: Job):
-    return i, run_job(job)
+def _tagged(i: int, job: Job, queue=None):
+    return i, run_job(job, queue)
 
 
 def zip_jobs(todo, results):
@@ -213,6 +226,20 @@ def _dask_client(scheduler: str | None, workers: int):
         raise MapperError(f"--scheduler {scheduler}: not a scheduler address such as tcp://HOST:8786 ({exc})") from None
 
 
+#: summary.csv columns besides the storage levels': MAC, network and leakage energy (with the
+#: levels they sum to energy_pj), and the outermost level (DRAM) vs the rest (the chip).
+COMPONENTS = ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj", "dram_energy_pj", "chip_energy_pj")
+
+
+def components(cost: dict[str, Any], arch: Arch) -> dict[str, float]:
+    """The COMPONENTS of a result document's cost."""
+    dram = sum(t["energy_pj"] for t in cost["levels"].get(arch.levels[0].name, {}).values())
+    return {"mac_energy_pj": cost.get("mac_energy_pj", 0.0),
+            "network_energy_pj": sum(cost.get("network_energy_pj", {}).values()),
+            "leakage_energy_pj": cost.get("leakage_energy_pj", 0.0),
+            "dram_energy_pj": dram, "chip_energy_pj": cost["energy_pj"] - dram}
+
+
 def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) -> dict[str, Any]:
     """summary.csv (one row per arch x layer) and summary.json (network totals per arch)."""
     levels = []
@@ -220,8 +247,9 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         for level in arch.levels:
             if isinstance(level, Storage) and level.name not in levels:
                 levels.append(level.name)
+    # energy_pj = the energy_<level>_pj columns + mac + network + leakage = dram + chip
     fields = ["network", "arch", "layer", "macs", "energy_pj", "pj_per_mac", "cycles", "utilization", "edp",
-              "status", "seconds"] + [f"energy_{lv}_pj" for lv in levels]
+              "status", "reason", "seconds"] + [f"energy_{lv}_pj" for lv in levels] + list(COMPONENTS)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -237,10 +265,12 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         row = {"network": net, "arch": arch.name, "layer": layer.name, "macs": cost["macs"],
                "energy_pj": cost["energy_pj"], "pj_per_mac": cost["pj_per_mac"], "cycles": cost["cycles"],
                "utilization": cost["utilization"], "edp": cost["edp"], "status": doc["search"]["status"],
+               "reason": doc["search"].get("reason", ""),
                "seconds": doc["search"]["seconds"] if owner[key] == (arch.name, net, layer.name) else 0.0}
         for lv in levels:
             tensors = cost["levels"].get(lv)
             row[f"energy_{lv}_pj"] = sum(t["energy_pj"] for t in tensors.values()) if tensors is not None else ""
+        row.update(components(cost, arch))
         writer.writerow(row)
         t = totals.setdefault(arch.name, {}).setdefault(net, {"energy_pj": 0.0, "cycles": 0, "macs": 0,
                                                                "layers": 0, "batch": layer.samples})

@@ -1170,23 +1170,35 @@ def mapping_yaml(data: dict, header: Sequence[str] = ()) -> str:
     return "\n".join(lines + [body.rstrip("\n")]) + "\n"
 
 
-def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch | str | Path | None = None,
-                  dims: Sequence[str] | None = None) -> dict:
-    """Write the Timeloop map.yaml of the mapping in one of our result documents (from
-    `mapper evaluate/search --json`); `arch` defaults to the one the document names.
-    Returns the Timeloop mapping dict."""
-    from .result import write_text
+def read_results(result_json_path: str | Path, layer: str | None = None) -> list[dict]:
+    """The result documents of a file from `mapper evaluate/search --json` (one, or a
+    whole network's list): the one of `layer` if given, else the best of each layer."""
+    from .result import select_results
     src = str(result_json_path)
     try:
-        doc = json.loads(Path(result_json_path).read_text())
+        data = json.loads(Path(result_json_path).read_text())
     except OSError as exc:
         raise SpecError(src, "", f"cannot read file ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise SpecError(src, "", f"malformed JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    if isinstance(doc, list):
-        if not doc:
-            raise SpecError(src, "", "empty list of results")
-        doc = doc[0]
+    return select_results(data, src, layer)
+
+
+def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch | str | Path | None = None,
+                  dims: Sequence[str] | None = None, layer: str | None = None, doc: dict | None = None) -> dict:
+    """Write the Timeloop map.yaml of the mapping in one of our result documents (from
+    `mapper evaluate/search --json`; `layer` picks one of a whole network's, `doc` gives
+    it already read); `arch` defaults to the one the document names. Returns the Timeloop
+    mapping dict."""
+    from .result import result_layer, write_text
+    src = str(result_json_path)
+    if doc is None:
+        docs = read_results(result_json_path, layer)
+        if len(docs) > 1:
+            names = ", ".join(str(result_layer(d)) for d in docs)
+            raise SpecError(src, "", f"holds results for {len(docs)} layers ({names}): give --layer, or -o a "
+                            "folder for one map per layer")
+        doc = docs[0]
     if not isinstance(doc, dict) or "mapping" not in doc:
         raise SpecError(src, "mapping", "missing required field (expected a result document from "
                         "`mapper evaluate` or `mapper search`)")

@@ -70,7 +70,7 @@ def test_plot_results_writes_a_png(results_dir, tmp_path):
     assert plot_results(results_dir, out) == out
     size, width, height = png_info(out)
     assert 10_000 < size < 5_000_000
-    assert width >= 600 and height >= 600          # two panels, one per arch
+    assert width >= 600 and height >= 400          # one panel: the network, both archs side by side
     assert [p.name for p in out.parent.iterdir()] == ["energy.png"]     # no temporary left over
     # default output path
     default = plot_results(results_dir)

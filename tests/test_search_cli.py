@@ -93,8 +93,9 @@ def test_search_one_layer_prints_nest_breakdown_and_status(conv3):
     assert re.search(r"\| for [NGMCPQRS] in \[0:\d+\)", out)
     assert "<< MAC >>" in out
     # the breakdown table
-    assert re.search(r"^level\s+tensor\s+reads\s+fills\s+updates\s+energy pJ\s+share", out, re.M)
-    assert re.search(r"^MAC\s+149,520,384", out, re.M)
+    assert re.search(r"^level\s+tensor\s+reads \(words\)\s+fills \(words\)\s+updates \(words\)\s+energy pJ\s+share",
+                     out, re.M)
+    assert re.search(r"^MAC\s+\(MACs\)\s+149,520,384", out, re.M)
     line = search_line(out)
     assert "status optimal" in line and "hybrid" in line and "objective edp" in line
     assert res.stderr == ""            # --quiet: no progress

@@ -24,7 +24,7 @@ from ..batch import score
 from ..mapping import Mapping, problems_of
 from ..model import Cost, evaluate
 from ..problem import Layer
-from ..progress import Progress
+from ..progress import Board, Progress, QueueProgress, Reporter
 from ..result import document
 from ..spec import MapperError
 from .bound import objective_bound
@@ -32,6 +32,9 @@ from .pool import Pool
 from .space import Space, space_of
 
 ALGORITHMS = ("hybrid", "cpsat", "random", "exhaustive")
+#: Why a search ended: how `optimal` was proven, or what stopped an unproven search.
+REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interrupted", "evaluation budget",
+           "patience")
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
@@ -56,6 +59,7 @@ class SearchResult:
     status: str                    # optimal | feasible | budget
     bound: float | None = None     # proven lower bound on the objective, if any
     notes: list[str] = field(default_factory=list)
+    reason: str = ""               # why the search ended with this status (one of REASONS)
 
     @property
     def best(self) -> Found:
@@ -73,7 +77,7 @@ class SearchResult:
         return {"algorithm": s["algorithm"], "objective": s["objective"], "seed": s["seed"],
                 "workers": s["workers"], "time_limit": s["time_limit"], "evaluated": self.evaluated,
                 "valid": self.valid, "seconds": round(self.seconds, 3), "status": self.status,
-                "bound": self.bound, "gap": self.gap, "found_by": self.found[rank].found_by,
+                "bound": self.bound, "gap": self.gap, "reason": self.reason, "found_by": self.found[rank].found_by,
                 "rank": rank + 1}
 
     def documents(self) -> list[dict[str, Any]]:
@@ -118,8 +122,14 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
-    space = space_of(layer, arch)
-    explain_if_empty(space)
+    if getattr(progress, "tty", True):      # a live line from the start (not a line of its own on a pipe)
+        progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
+    try:
+        space = space_of(layer, arch)
+        explain_if_empty(space)
+    except MapperError:
+        progress.done()              # end the live line before the error line
+        raise
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
     with interruptible(run):
         try:
@@ -155,8 +165,9 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     if status != "optimal" and not run.interrupted and floor >= run.pool.best * (1 - 1e-9):
         status = "optimal"          # the best found meets the analytic bound: a proof too
         run.notes.append("optimal: meets the analytic lower bound (mapper/search/bound.py)")
+        run.proof = "analytic bound"
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
-                        time.monotonic() - start, status, bound, run.notes)
+                        time.monotonic() - start, status, bound, run.notes, run.reason(status, budget))
 
 
 def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
@@ -170,27 +181,30 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         unique.setdefault((layer.type, layer.shape_key()), layer)
     jobs = list(unique.values())
     done: dict[tuple, SearchResult] = {}
-    if workers > 1 and len(jobs) > 1:
+    if len(jobs) == 1:
+        res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
+        done[(res.layer.type, res.layer.shape_key())] = res
+    elif workers > 1:
         from joblib import Parallel, delayed
-        start = time.monotonic()
+        processes = min(workers, len(jobs))
         # Ctrl-C reaches the workers too: each stops its own search and returns its best, so
         # the parent only has to keep collecting.
-        with on_sigint(lambda: None):
-            runner = Parallel(n_jobs=min(workers, len(jobs)), backend="loky", return_as="generator")
-            results = runner(delayed(_search_job)(layer, arch, settings) for layer in jobs)
-            for k, res in enumerate(results):
+        with on_sigint(lambda: None), Board(progress, arch.name + " layers", len(jobs),
+                                            settings.get("time_limit"), processes) as board:
+            queue = board.queue()
+            runner = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
+            results = runner(delayed(_search_job)(layer, arch, settings, queue) for layer in jobs)
+            for res in results:
                 done[(res.layer.type, res.layer.shape_key())] = res
-                elapsed = time.monotonic() - start
-                progress.update(f"[{arch.name}] {k + 1}/{len(jobs)} layers searched ({res.layer.name}: "
-                                f"{res.status}), {elapsed:.0f}s elapsed, about "
-                                f"{elapsed / (k + 1) * (len(jobs) - k - 1):.0f}s left", force=True)
-        progress.done()
+                board.finished(res.layer.name, f"{res.status} ({res.reason})")
     else:
-        for layer in jobs:
-            res = search(layer, arch, progress=progress, workers=workers, **settings)
-            done[(layer.type, layer.shape_key())] = res
-            if any("interrupted" in n for n in res.notes):
-                break
+        with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
+            for layer in jobs:
+                res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
+                done[(layer.type, layer.shape_key())] = res
+                board.finished(layer.name, f"{res.status} ({res.reason})")
+                if res.reason == "interrupted":
+                    break
     out = []
     first: dict[tuple, str] = {}
     for layer in layers:
@@ -201,17 +215,20 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         if key in first:
             found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
             out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
-                                    prev.status, prev.bound, [f"same shape as {first[key]}: reused"]))
+                                    prev.status, prev.bound, [f"same shape as {first[key]}: reused"],
+                                    prev.reason))
         else:
             first[key] = layer.name
             out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
-                                    prev.seconds, prev.status, prev.bound, prev.notes))
+                                    prev.seconds, prev.status, prev.bound, prev.notes, prev.reason))
     return out
 
 
-def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any]) -> SearchResult:
-    """One layer's search in a worker process (Ctrl-C there stops it gracefully)."""
-    return search(layer, arch, workers=1, **settings)
+def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any], queue=None) -> SearchResult:
+    """One layer's search in a worker process (Ctrl-C there stops it gracefully); its
+    progress goes to the parent's Board through `queue`."""
+    progress = QueueProgress(queue, layer.name) if queue is not None else None
+    return search(layer, arch, workers=1, progress=progress, **settings)
 
 
 @contextmanager
@@ -283,8 +300,10 @@ class _Run:
         self.evaluated = 0
         self.valid = 0
         self.bound: float | None = None
+        self.cp_bound: float | None = None      # CP-SAT's live bound, when it holds for the whole space
         self.floor = objective_bound(space.layer, space.arch, objective)   # holds for every mapping
         self.proven = False
+        self.proof = "cpsat proof"      # how `proven` was reached (exhaustive sets its own)
         self.stopped_by_limit = False
         self.interrupted = False
         self.solver = None            # the running CP-SAT solver, so Ctrl-C can stop it
@@ -311,14 +330,32 @@ class _Run:
         if self.pool.best < before:
             self.found_by[self.pool.best] = by
 
-    def show(self, phase: str, extra: str = "") -> None:
-        elapsed = time.monotonic() - self.start
-        rate = self.evaluated / elapsed if elapsed > 0 else 0
+    def show(self, phase: str, extra: str = "", bound: float | None = None) -> None:
+        """The progress line: phase, best objective (with its unit), the gap between it and
+        the best lower bound known (`bound`: one a phase has proven for the whole space),
+        candidates evaluated and the time left."""
         left = self.time_left()
         tl = f", {left:.0f}s left" if left is not None else ""
-        best = f"{self.pool.best:.4g}" if len(self.pool.values) else "-"
-        self.progress.update(f"[{self.label}] {phase}: {self.evaluated:,} evaluated, {self.valid:,} valid, "
-                             f"best {self.objective} {best}, {rate:,.0f}/s{tl}{extra}")
+        unit = {"energy": self.space.arch.energy_unit, "delay": "cycles",
+                "edp": f"{self.space.arch.energy_unit}*cycles"}.get(self.objective, "cycles")
+        if len(self.pool.values):
+            best = self.pool.best
+            low = max(self.floor, self.bound or 0.0, bound or 0.0, self.cp_bound or 0.0)
+            gap = f", gap {100 * max(0.0, best - low) / best:.1f}% to the lower bound" if best > 0 else ""
+            text = f"best {self.objective} {best:.4g} {unit}{gap}"
+        else:
+            text = f"no valid {self.objective} yet"
+        self.progress.update(f"[{self.label}] {phase}: {text}; {self.evaluated:,} candidates evaluated{tl}{extra}")
+
+    def reason(self, status: str, budget: int | None) -> str:
+        """Why the search ended with `status` (one of REASONS)."""
+        if status == "optimal":
+            return self.proof
+        if self.interrupted:
+            return "interrupted"
+        if self.stopped_by_limit:
+            return "time limit"
+        return "evaluation budget" if budget is not None else "patience"
 
     def status(self) -> str:
         if self.proven and not self.interrupted:
@@ -352,6 +389,7 @@ class _Run:
         if enumerate_space(space, self.objective, on_batch, self.out_of_time) < 0:
             return
         self.proven = True
+        self.proof = "exhaustive"
         if len(self.pool.values):
             self.bound = self.pool.best
 
@@ -426,7 +464,8 @@ class _Run:
     def hybrid(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         # A short random phase and local refinement give CP-SAT a good starting point.
         quick = min(budget, 60000) if budget is not None else 60000
-        self.random(seed, workers, quick, patience)
+        # in this process: 60,000 candidates take ~0.3 s, starting worker processes ~1.5 s
+        self.random(seed, 1, quick, patience)
         self.refine()
         if self.out_of_time():
             return

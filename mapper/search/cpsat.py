@@ -1019,8 +1019,11 @@ def _solve_interruptibly(run, solver, model, callback):
     thread.start()
     while thread.is_alive():
         thread.join(0.1)
-        if run.interrupted:
+        # CP-SAT's own max_time can overrun by a second or more on big models (loading,
+        # presolve): the search's deadline is held here too
+        if run.interrupted or (run.deadline is not None and time.monotonic() > run.deadline):
             solver.stop_search()
+        run.show("cpsat")             # keeps the time left moving between solutions
     if "error" in box:
         raise box["error"]
     return box["status"]
@@ -1058,4 +1061,8 @@ class _Progress(cp_model.CpSolverSolutionCallback):
 
     def on_solution_callback(self):
         self.solutions += 1
-        self.run.show("cpsat", f", bound {self.BestObjectiveBound():.4g} (scaled)")
+        # CP-SAT's bound holds for the whole space only when there is one keep pattern
+        run, b = self.run, self.builder
+        if len(run.space.keeps) == 1:
+            run.cp_bound = max(run.cp_bound or 0.0, _true_bound(run, b.edp_shift, self.BestObjectiveBound(), b.scale))
+        run.show("cpsat")
