@@ -55,7 +55,8 @@ def _number(text: str, path: Path, row: int, column: str) -> float:
 
 #: summary.csv columns of the energy outside the storage levels, as plotted (older summaries
 #: without them get one OTHER bar: energy_pj minus the levels).
-PARTS = {"mac_energy_pj": "MAC", "network_energy_pj": "network", "leakage_energy_pj": "leakage"}
+PARTS = {"mac_energy_pj": "MAC", "network_energy_pj": "network", "leakage_energy_pj": "leakage",
+         "cycle_energy_pj": "clock/static"}
 SCALES = ("log", "per-mac", "linear")
 
 

@@ -226,17 +226,22 @@ def _dask_client(scheduler: str | None, workers: int):
         raise MapperError(f"--scheduler {scheduler}: not a scheduler address such as tcp://HOST:8786 ({exc})") from None
 
 
-#: summary.csv columns besides the storage levels': MAC, network and leakage energy (with the
-#: levels they sum to energy_pj), and the outermost level (DRAM) vs the rest (the chip).
-COMPONENTS = ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj", "dram_energy_pj", "chip_energy_pj")
+#: summary.csv columns besides the storage levels': MAC, network, leakage and per-cycle (clock,
+#: static) energy (with the levels they sum to energy_pj), and the outermost level (DRAM: its
+#: accesses and leakage) vs the rest (the chip).
+COMPONENTS = ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj", "cycle_energy_pj",
+              "dram_energy_pj", "chip_energy_pj")
 
 
 def components(cost: dict[str, Any], arch: Arch) -> dict[str, float]:
     """The COMPONENTS of a result document's cost."""
-    dram = sum(t["energy_pj"] for t in cost["levels"].get(arch.levels[0].name, {}).values())
+    dram = cost.get("offchip_energy_pj")
+    if dram is None:     # a document from before the chip / off-chip split
+        dram = sum(t["energy_pj"] for t in cost["levels"].get(arch.levels[0].name, {}).values())
     return {"mac_energy_pj": cost.get("mac_energy_pj", 0.0),
             "network_energy_pj": sum(cost.get("network_energy_pj", {}).values()),
             "leakage_energy_pj": cost.get("leakage_energy_pj", 0.0),
+            "cycle_energy_pj": cost.get("cycle_energy_pj", 0.0),
             "dram_energy_pj": dram, "chip_energy_pj": cost["energy_pj"] - dram}
 
 
@@ -247,7 +252,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         for level in arch.levels:
             if isinstance(level, Storage) and level.name not in levels:
                 levels.append(level.name)
-    # energy_pj = the energy_<level>_pj columns + mac + network + leakage = dram + chip
+    # energy_pj = the energy_<level>_pj columns + mac + network + leakage + cycle = dram + chip
     fields = ["network", "arch", "layer", "macs", "energy_pj", "pj_per_mac", "cycles", "utilization", "edp",
               "status", "reason", "seconds"] + [f"energy_{lv}_pj" for lv in levels] + list(COMPONENTS)
     buf = io.StringIO()

@@ -247,7 +247,8 @@ def test_sweep_refuses_an_existing_out_without_resume_and_sums_add_up(tiny):
     for row in rows:
         total = float(row["energy_pj"])
         levels = sum(float(v) for k, v in row.items() if k.startswith("energy_") and k != "energy_pj" and v != "")
-        parts = sum(float(row[k]) for k in ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj"))
+        parts = sum(float(row[k]) for k in ("mac_energy_pj", "network_energy_pj", "leakage_energy_pj",
+                                                "cycle_energy_pj"))
         assert levels + parts == pytest.approx(total, rel=1e-12)
         assert float(row["dram_energy_pj"]) + float(row["chip_energy_pj"]) == pytest.approx(total, rel=1e-12)
         assert float(row["dram_energy_pj"]) == float(row["energy_DRAM_pj"]) > 0
