@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .result import atomic
-from .spec import MapperError
+from .spec import MapperError, clip, read_text
 
 #: The part of a layer's energy no storage level accounts for: MACs, fan-out networks, leakage.
 OTHER = "MAC+network"
@@ -60,18 +60,21 @@ def read_summary(path: str | Path) -> dict[str, dict[str, Any]]:
     that is empty on every row of an arch does not apply to it; 'MAC+network' is
     energy_pj minus the sum of the arch's level columns."""
     path = Path(path)
+    text = read_text(path, "the sweep summary")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise MapperError(f"{path}: cannot read the sweep summary ({exc.strerror or exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = reader.fieldnames or []
+        # every field of a cell fits csv's default limit (128 KiB) since the file is bounded;
+        # a longer one, or a NUL, is a malformed summary
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        table_rows = list(enumerate(reader, start=2))
+    except csv.Error as exc:
+        raise MapperError(f"{path}: not a sweep summary.csv ({clip(exc, 80)})") from None
     missing = [c for c in SUMMARY_COLUMNS if c not in header]
     if missing:
         raise MapperError(f"{path}: not a sweep summary.csv: missing column(s) {', '.join(missing)}")
     levels = [m.group(1) for c in header if (m := LEVEL_COLUMN.match(c))]
     rows = []
-    for i, row in enumerate(reader, start=2):
+    for i, row in table_rows:
         if None in row or any(v is None for v in row.values()):
             raise MapperError(f"{path}: row {i} has {'more' if None in row else 'fewer'} cells than the header")
         rows.append((i, row))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from .arch import Arch, Storage
 from .problem import Layer, Network
 from .progress import Progress, eta
 from .result import inputs_sha256, write_json, write_text
-from .spec import MapperError
+from .spec import MapperError, load_json
 
 FORMAT = 1          # bump when the folder layout or documents change incompatibly
 
@@ -75,9 +74,9 @@ def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
         raise MapperError(f"--out {out}: exists and is not a folder")
     if marker.exists():
         try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            raise MapperError(f"{marker}: not a sweep results file (unreadable); choose another --out") from None
+            meta = load_json(marker, "sweep results file")
+        except MapperError as exc:
+            raise MapperError(f"{exc}; choose another --out") from None
         if not isinstance(meta, dict):
             raise MapperError(f"{marker}: not a sweep results file; choose another --out")
         if meta.get("format") != FORMAT:
@@ -161,8 +160,8 @@ def _write_doc(out: Path, arch: Arch, net: str, layer: Layer, doc: dict) -> None
 
 def _load(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return load_json(path, "result document") if path.exists() else None
+    except MapperError:
         return None
 
 
