@@ -15,7 +15,10 @@ Output folder:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,8 @@ from . import __version__
 from .arch import Arch, Storage
 from .problem import Layer, Network
 from .progress import Progress, eta
-from .result import inputs_sha256, write_json, write_text
-from .spec import MapperError, load_json
+from .result import TEMP_MARK, inputs_sha256, write_json, write_text
+from .spec import MapperError, clip, load_json
 
 FORMAT = 1          # bump when the folder layout or documents change incompatibly
 
@@ -51,8 +54,53 @@ def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return base({"budget": None, "patience": None, "top": 1, "workers": 1, **settings})
 
 
+# Names from user files become folder and file names: only these characters are kept as
+# they are; anything else (a '/', '..', a NUL, a leading dot) is replaced and the name
+# gets a hash suffix, so two different names never share a file.
+_SAFE = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]{0,63}")
+RESERVED = {"sweep.json", "summary.csv", "summary.json"}
+
+
+def file_name(name: str) -> str:
+    """A file name for `name`: the name itself when it is plain (letters, digits, '_', '-',
+    '.', '+', '=', at most 64, not starting with '.'), else a cleaned prefix plus the
+    first 10 hex digits of its SHA-256."""
+    name = str(name)
+    if _SAFE.fullmatch(name) and name.casefold() not in RESERVED:
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9_+=-]+", "_", name)[:40].strip("_") or "name"
+    return f"{cleaned}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
 def result_path(out: Path, arch: str, network: str, layer: str) -> Path:
-    return out / arch / network / f"{layer}.json"
+    path = out / file_name(arch) / file_name(network) / f"{file_name(layer)}.json"
+    inside(out, path)
+    return path
+
+
+def inside(out: Path, path: Path) -> None:
+    """Refuse a path that resolves outside `out` (e.g. through a symlinked folder in it)."""
+    root = out.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise MapperError(f"{path}: resolves outside --out {out} (a symbolic link?); refusing to write there")
+
+
+def check_names(archs: list[Arch], networks) -> None:
+    """Two archs or networks of one name (the same file given twice, or two files with the
+    same `name:`), or two names that differ only in case (one file on a case-insensitive
+    disk), would merge their results: an error before anything runs."""
+    def unique(names, what):
+        seen: dict[str, str] = {}
+        for n in names:
+            key = file_name(n).casefold()
+            if key in seen:
+                same = "given twice" if seen[key] == n else f"and '{clip(seen[key])}' differ only in case"
+                raise MapperError(f"{what} '{clip(n)}' {same}: each {what} needs its own name")
+            seen[key] = n
+    unique([a.name for a in archs], "arch")
+    unique([net.name for net, _ in networks], "network")
+    for net, layers in networks:
+        unique([l.name for l in layers], f"layer of network {net.name}")
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -67,8 +115,8 @@ def run_job(job: Job) -> dict[str, Any]:
     return doc
 
 
-def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
-    """Create the output folder, or check that an existing one was written by this format."""
+def check_folder(out: Path, resume: bool) -> None:
+    """Check that --out is a new folder or one this format of sweep wrote (writes nothing)."""
     marker = out / "sweep.json"
     if out.exists() and not out.is_dir():
         raise MapperError(f"--out {out}: exists and is not a folder")
@@ -84,7 +132,16 @@ def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
                               f"mapper {meta.get('version')}); this is format {FORMAT}: use another --out")
     elif out.exists() and any(out.iterdir()) and resume:
         raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
-    write_json(marker, {"format": FORMAT, "version": __version__, "settings": settings})
+
+
+def remove_leftovers(out: Path) -> int:
+    """Remove temporary files that an interrupted atomic write left behind; returns how many."""
+    n = 0
+    for tmp in out.rglob(f".*{TEMP_MARK}*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: str | Path,
@@ -93,7 +150,8 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     """Run every job not already done; write per-layer documents and the summaries."""
     out = Path(out)
     progress = progress or Progress(enabled=False)
-    check_folder(out, resume, settings)
+    check_names(archs, networks)
+    check_folder(out, resume)
     frozen = tuple(sorted(settings.items()))
     jobs: dict[tuple, Job] = {}
     placements: list[tuple[Arch, str, Layer, tuple]] = []
@@ -104,15 +162,20 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                 jobs.setdefault(job.key, job)
                 placements.append((arch, net.name, layer, job.key))
     # a job (kept with its first placement) is done when its result exists with the same inputs hash
+    for arch, net, layer, _ in placements:
+        result_path(out, arch.name, net, layer.name)         # every path checked before any write
     todo, docs = [], {}
     for key, job in jobs.items():
         path = result_path(out, job.arch.name, job.network, job.layer.name)
-        doc = _load(path) if resume else None
-        if doc is not None and doc.get("inputs_sha256") == job.hash():
+        doc = reusable(_load(path), job) if resume else None
+        if doc is not None:
             docs[key] = doc
         else:
             todo.append(job)
     client = _dask_client(scheduler, workers) if backend == "dask" and todo else None
+    # everything is checked (and the scheduler reached): only now is anything written
+    write_json(out / "sweep.json", {"format": FORMAT, "version": __version__, "settings": settings})
+    remove_leftovers(out)
     start = time.monotonic()
     done = 0
     interrupted = False
@@ -143,7 +206,8 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
         if key in docs and (first.arch, first.network, first.layer) != (arch, net, layer):
             path = result_path(out, arch.name, net, layer.name)
             existing = _load(path)
-            if existing is None or existing.get("inputs_sha256") != docs[key]["inputs_sha256"]:
+            if not isinstance(existing, dict) or existing.get("inputs_sha256") != docs[key]["inputs_sha256"] \
+                    or existing.get("layer") != _plain(layer.describe()):
                 doc = dict(docs[key])
                 doc["layer"] = layer.describe()
                 doc["reused_from"] = first.layer.name
@@ -156,6 +220,42 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
 
 def _write_doc(out: Path, arch: Arch, net: str, layer: Layer, doc: dict) -> None:
     write_json(result_path(out, arch.name, net, layer.name), doc)
+
+
+def reusable(doc: Any, job: Job) -> dict | None:
+    """`doc` if it is a complete result of exactly this job (its inputs hash, the layer, arch
+    and network it names, a mapping valid for them whose re-evaluated cost matches the one
+    recorded), with the cost recomputed; None (search again) if anything is doubtful."""
+    from .mapping import check, parse_mapping
+    from .model import evaluate
+    if not isinstance(doc, dict) or doc.get("inputs_sha256") != job.hash():
+        return None
+    search = doc.get("search")
+    cost = doc.get("cost")
+    if doc.get("layer") != _plain(job.layer.describe()) or doc.get("arch") != _plain(job.arch.describe()) \
+            or doc.get("network") != job.network or not isinstance(search, dict) or not isinstance(cost, dict):
+        return None
+    seconds = search.get("seconds")
+    if search.get("status") not in ("optimal", "feasible", "budget") or isinstance(seconds, bool) \
+            or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        return None
+    try:
+        mapping = parse_mapping(doc, job.arch, "resumed result")
+        check(mapping, job.layer, job.arch, "resumed result")
+        fresh = evaluate(job.layer, job.arch, mapping, validate=False)
+    except (MapperError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None
+    for key, value in (("energy_pj", fresh.energy_pj), ("cycles", fresh.cycles)):
+        old = cost.get(key)
+        if isinstance(old, bool) or not isinstance(old, (int, float)) or \
+                not abs(old - value) <= 1e-9 * max(abs(value), 1.0):
+            return None
+    return {**doc, "cost": fresh.to_dict()}
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def _load(path: Path) -> dict | None:
