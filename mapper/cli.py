@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -231,12 +232,17 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
             click.echo(totals_line(found.cost, arch_spec))
         click.echo(search_line(res))
         click.echo()
-    if len(results) > 1 or not layer:
+    from .search import interrupted
+    stopped = any(interrupted(r) for r in results) or len(results) < len(layers)
+    if (len(results) > 1 or not layer) and results:
         click.echo(network_summary(results, arch_spec, objective))
-    if json_out:
+        if stopped:
+            click.echo(f"partial: interrupted (Ctrl-C) with {len(results)} of {len(layers)} layers searched; "
+                       "the totals above cover only those, some with their best so far (status budget)")
+    if json_out and results:
         docs = [d for r in results for d in r.documents()]
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
-    if any(r.status == "budget" and "interrupted" in " ".join(r.notes) for r in results):
+    if stopped:
         sys.exit(130)
 
 
@@ -303,9 +309,15 @@ def entry() -> None:
     """Console entry point: click's own usage errors become one `error:` line, exit code 2."""
     try:
         main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # a second Ctrl-C: stop at once (every file written so far was written atomically)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        click.echo("error: interrupted", err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:         # interrupted: a further Ctrl-C must not cut the exit short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)

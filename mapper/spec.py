@@ -373,7 +373,8 @@ def resolve(name_or_path: str, folder: str, kind: str) -> Path:
     if "\x00" in str(name_or_path):
         raise SpecError("", f"--{kind}", f"a NUL byte in the {kind} name {short(name_or_path)}")
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in str(name_or_path):
+    # a folder of that name (e.g. a sweep's output folder named after an arch) is not a spec
+    if path.suffix in (".yaml", ".yml") or (path.exists() and not path.is_dir()) or "/" in str(name_or_path):
         if not path.exists():
             raise SpecError(str(path), "", f"{kind} file not found")
         return path

@@ -104,14 +104,15 @@ def check_names(archs: list[Arch], networks) -> None:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Search one layer (in a worker process or on a Dask worker); returns its document, with
-    an "interrupted" flag the sweep removes before writing it."""
-    from .search import search
+    """Search one layer (in a worker process or on a Dask worker); returns its document,
+    with "interrupted": true if Ctrl-C stopped the search (its best so far)."""
+    from .search import interrupted, search
     settings = dict(job.settings)
     res = search(job.layer, job.arch, workers=1, **settings)
     doc = res.documents()[0]
     doc["network"] = job.network
-    doc["interrupted"] = any("interrupted" in n for n in res.notes)
+    if interrupted(res):
+        doc["interrupted"] = True
     return doc
 
 
@@ -181,25 +182,30 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     interrupted = False
     label = lambda j: f"{j.arch.name}/{j.network}/{j.layer.name}"   # noqa: E731
     progress.update(f"sweep: {len(jobs) - len(todo)}/{len(jobs)} jobs already done, {len(todo)} to run", force=True)
-    try:
-        for job, doc in _execute(todo, workers, client):
-            if doc.pop("interrupted"):
-                # Ctrl-C stopped this job's search: stop the sweep (leaving the loop closes
-                # the generator, which cancels the queued jobs); --resume redoes the rest
-                interrupted = True
-                break
-            docs[job.key] = doc
-            _write_doc(out, job.arch, job.network, job.layer, doc)
-            done += 1
-            elapsed = time.monotonic() - start
-            progress.update(f"sweep: {done}/{len(todo)} jobs ({label(job)}: {doc['search']['status']}), "
-                            f"{elapsed:.0f}s elapsed, ETA {eta(done, len(todo), elapsed)}", force=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if client is not None:
-            client.close()
-    progress.done()
+    from .search import on_sigint
+    stop: list[int] = []
+    # One Ctrl-C: running searches keep their best (status budget, written with
+    # "interrupted": true, so --resume redoes them), no new job starts, the summaries are
+    # written and marked partial. A second Ctrl-C raises KeyboardInterrupt at once.
+    with on_sigint(lambda: stop.append(1)):
+        try:
+            for job, doc in _execute(todo, workers, client, lambda: bool(stop)):
+                if doc is None:
+                    continue                    # skipped after Ctrl-C
+                if doc.get("interrupted"):
+                    interrupted = True
+                    stop.append(1)
+                docs[job.key] = doc
+                _write_doc(out, job.arch, job.network, job.layer, doc)
+                done += 1
+                elapsed = time.monotonic() - start
+                progress.update(f"sweep: {done}/{len(todo)} jobs ({label(job)}: {doc['search']['status']}), "
+                                f"{elapsed:.0f}s elapsed, ETA {eta(done, len(todo), elapsed)}", force=True)
+        finally:
+            if client is not None:
+                client.close()
+        interrupted = interrupted or bool(stop)
+        progress.done()
     # every layer that shares a finished job gets its own document
     for arch, net, layer, key in placements:
         first = jobs[key]
@@ -228,7 +234,7 @@ def reusable(doc: Any, job: Job) -> dict | None:
     recorded), with the cost recomputed; None (search again) if anything is doubtful."""
     from .mapping import check, parse_mapping
     from .model import evaluate
-    if not isinstance(doc, dict) or doc.get("inputs_sha256") != job.hash():
+    if not isinstance(doc, dict) or doc.get("inputs_sha256") != job.hash() or "interrupted" in doc:
         return None
     search = doc.get("search")
     cost = doc.get("cost")
@@ -265,35 +271,33 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _execute(todo: list[Job], workers: int, client=None):
-    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`)."""
+def _execute(todo: list[Job], workers: int, client, stop):
+    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`);
+    after Ctrl-C (`stop()`), no job starts and a job skipped yields (job, None)."""
     if not todo:
         return
-    from joblib import Parallel, delayed, parallel_config
     if client is not None:
+        from joblib import Parallel, delayed, parallel_config
         with parallel_config(backend="dask"):
             runner = Parallel(n_jobs=-1, return_as="generator_unordered")
-            yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+            for i, doc in runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)):
+                yield todo[i], doc
+                if stop():
+                    return          # closing the generator cancels the queued jobs
         return
     if workers <= 1 or len(todo) == 1:
         for job in todo:
+            if stop():
+                return
             yield job, run_job(job)
         return
-    from .search import on_sigint
-    # Ctrl-C also reaches the workers, whose searches stop and return their best so far;
-    # those results are marked interrupted and not written.
-    with on_sigint(lambda: None):
-        runner = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
-        yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+    from .workers import SKIPPED, run
+    for i, doc in run(run_job, todo, workers, stop):
+        yield todo[i], None if isinstance(doc, str) and doc == SKIPPED else doc
 
 
 def _tagged(i: int, job: Job):
     return i, run_job(job)
-
-
-def zip_jobs(todo, results):
-    for i, doc in results:
-        yield todo[i], doc
 
 
 def _dask_client(scheduler: str | None, workers: int):
@@ -326,6 +330,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
     writer.writeheader()
     totals: dict[str, dict[str, dict[str, float]]] = {}
     owner: dict[tuple, tuple] = {}
+    partial: set[tuple[str, str]] = set()
     for arch, net, layer, key in placements:
         owner.setdefault(key, (arch.name, net, layer.name))
     for arch, net, layer, key in placements:
@@ -347,6 +352,8 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         t["cycles"] += cost["cycles"]
         t["macs"] += cost["macs"]
         t["layers"] += 1
+        if doc.get("interrupted"):
+            partial.add((arch.name, net))       # its best so far, not a finished search
     write_text(out / "summary.csv", buf.getvalue())
     arch_by_name = {a.name: a for a in archs}
     summary: dict[str, Any] = {"version": __version__, "networks": {}}
@@ -359,7 +366,8 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
                 **t, "latency_ms": 1e3 * seconds, "inferences_per_s": n / seconds,
                 "inferences_per_j": n / (t["energy_pj"] * 1e-12), "pj_per_mac": t["energy_pj"] / t["macs"],
                 "utilization": t["macs"] / (t["cycles"] * arch.pes), "clock_mhz": arch.clock_mhz,
-                "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net),
+                "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net)
+                and (arch_name, net) not in partial,
             }
     write_json(out / "summary.json", summary)
     return summary

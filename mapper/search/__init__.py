@@ -170,27 +170,31 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         unique.setdefault((layer.type, layer.shape_key()), layer)
     jobs = list(unique.values())
     done: dict[tuple, SearchResult] = {}
-    if workers > 1 and len(jobs) > 1:
-        from joblib import Parallel, delayed
-        start = time.monotonic()
-        # Ctrl-C reaches the workers too: each stops its own search and returns its best, so
-        # the parent only has to keep collecting.
-        with on_sigint(lambda: None):
-            runner = Parallel(n_jobs=min(workers, len(jobs)), backend="loky", return_as="generator")
-            results = runner(delayed(_search_job)(layer, arch, settings) for layer in jobs)
-            for k, res in enumerate(results):
+    stop: list[int] = []
+    # One Ctrl-C: running searches return their best (status budget), no new layer starts;
+    # the layers not searched are missing from the result. A second one raises.
+    with on_sigint(lambda: stop.append(1)):
+        if workers > 1 and len(jobs) > 1:
+            from ..workers import SKIPPED, run
+            start = time.monotonic()
+            results = run(_search_job, [(layer, arch, settings) for layer in jobs], workers, lambda: bool(stop))
+            for k, (_, res) in enumerate(results):
+                if isinstance(res, str) and res == SKIPPED:
+                    continue
                 done[(res.layer.type, res.layer.shape_key())] = res
                 elapsed = time.monotonic() - start
                 progress.update(f"[{arch.name}] {k + 1}/{len(jobs)} layers searched ({res.layer.name}: "
                                 f"{res.status}), {elapsed:.0f}s elapsed, about "
                                 f"{elapsed / (k + 1) * (len(jobs) - k - 1):.0f}s left", force=True)
-        progress.done()
-    else:
-        for layer in jobs:
-            res = search(layer, arch, progress=progress, workers=workers, **settings)
-            done[(layer.type, layer.shape_key())] = res
-            if any("interrupted" in n for n in res.notes):
-                break
+            progress.done()
+        else:
+            for layer in jobs:
+                if stop:
+                    break
+                res = search(layer, arch, progress=progress, workers=workers, **settings)
+                done[(layer.type, layer.shape_key())] = res
+                if interrupted(res):
+                    break
     out = []
     first: dict[tuple, str] = {}
     for layer in layers:
@@ -209,9 +213,15 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
     return out
 
 
-def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any]) -> SearchResult:
+def _search_job(job: tuple[Layer, Arch, dict[str, Any]]) -> SearchResult:
     """One layer's search in a worker process (Ctrl-C there stops it gracefully)."""
+    layer, arch, settings = job
     return search(layer, arch, workers=1, **settings)
+
+
+def interrupted(res: SearchResult) -> bool:
+    """Whether Ctrl-C stopped this search (its best so far is kept, status budget)."""
+    return any("interrupted" in n for n in res.notes)
 
 
 @contextmanager
@@ -228,6 +238,10 @@ def on_sigint(callback):
             raise KeyboardInterrupt
         hits.append(1)
         callback()
+        # pass the first Ctrl-C on to an enclosing handler (a sweep's, a worker's), so the
+        # work around this block learns of it too
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
