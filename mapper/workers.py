@@ -108,7 +108,23 @@ def run(fn: Callable, items: Iterable[Any], workers: int, stop: Callable[[], boo
                         raise
                     yield futures[f], SKIPPED          # a worker hit by Ctrl-C while starting
     except BaseException:
-        pool.shutdown(wait=False, kill_workers=True)
+        _kill(pool)
         raise
-    # after Ctrl-C every job has answered: the idle workers need not be waited for
-    pool.shutdown(wait=cancelled is None, kill_workers=cancelled is not None)
+    if cancelled is None:
+        pool.shutdown(wait=True)
+    else:
+        _kill(pool)           # after Ctrl-C: the workers left have nothing to do
+
+
+def _kill(pool) -> None:
+    """Stop the pool's workers at once. Loky's manager thread can trip over the work items
+    it was still handing out (a KeyError, printed as a thread traceback): the run is over,
+    so that thread's exceptions are not printed."""
+    default = threading.excepthook
+
+    def quiet(args):
+        if args.thread is None or args.thread.name != "ExecutorManagerThread":
+            default(args)
+
+    threading.excepthook = quiet
+    pool.shutdown(wait=False, kill_workers=True)
