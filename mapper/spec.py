@@ -37,7 +37,7 @@ class SpecError(MapperError):
 # number inside what numpy's int64 and CP-SAT's integers hold; real specs are far inside them.
 MAX_FILE_BYTES = 16 * 2 ** 20       # 16 MiB: the largest shipped spec or result is under 100 kB
 MAX_DEPTH = 64                      # nesting of mappings/lists (specs nest about 6 deep)
-MAX_NODES = 200_000                 # values after alias expansion (a network of 1000 layers is ~50k)
+MAX_NODES = 100_000                 # values, aliases expanded (a network of 1000 layers has ~20k)
 MAX_DIGITS = 30                     # digits of an integer literal (2**62 has 19)
 MAX_INT = 2 ** 40                   # any size, count or capacity: 2^40 * 2^20 products fit int64
 MAX_NUMBER = 1e15                   # any real quantity (pJ, MHz, words/cycle): sums stay finite
@@ -149,7 +149,7 @@ def _check_size(node, src: str) -> None:
             for k, v in n.value:
                 total += size(k, depth + 1) + size(v, depth + 1)
         if total > MAX_NODES:
-            raise SpecError(src, "", f"too many values once aliases are expanded (limit {MAX_NODES:,})")
+            raise SpecError(src, "", f"too many values (limit {MAX_NODES:,}, aliases counted as expanded)")
         sizes[id(n)] = total
         return total
 
@@ -210,14 +210,17 @@ class _StrictLoader(yaml.SafeLoader):
     than MAX_DEPTH (PyYAML composes recursively: deep input would be a RecursionError)."""
 
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent, index):
         self._depth += 1
+        self._nodes += 1            # stops a huge flat document early (aliases: see _check_size)
         try:
-            if self._depth > MAX_DEPTH:
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(None, None, f"nested too deeply (limit {MAX_DEPTH} levels)",
-                                                  mark)
+                what = f"nested too deeply (limit {MAX_DEPTH} levels)" if self._depth > MAX_DEPTH \
+                    else f"too many values (limit {MAX_NODES:,})"
+                raise yaml.composer.ComposerError(None, None, what, mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
