@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .problem import DIMS, TENSORS
-from .spec import Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve
+from .spec import MAX_INT, Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve
 
 ACTIONS = ("read", "write", "update")
+MAX_FANOUT = 2 ** 20        # PEs along one axis; with MAX_DIM it keeps fan-out products in int64
+MAX_WORD_BITS = 4096
 MULTICAST = ("exact", "projection")
 SKIP_CYCLES = ("always", "multi_channel", "never")
 CAPACITY_UNITS = ("words", "nonzeros")
@@ -281,6 +283,9 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
     f = Fields(data, src, where, STORAGE_FIELDS, required=("name", "keeps", "energy"))
     name = f.string("name")
     keeps = f.names("keeps", TENSORS)
+    if not keeps:
+        raise f.error("keeps", "a storage level must keep at least one tensor (a level that keeps "
+                      "nothing is not a level: remove it)")
     may_bypass = f.names("may_bypass", TENSORS)
     for t in may_bypass:
         if t not in keeps:
@@ -319,7 +324,7 @@ def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: 
         write_bw=bw.number("write", allow_none=True, minimum=1e-9),
         shared_bw=bw.number("shared", allow_none=True, minimum=1e-9),
         temporal_dims=f.names("temporal_dims", DIMS, DIMS),
-        word_bits=f.integer("word_bits", word_bits), instances=instances,
+        word_bits=f.integer("word_bits", word_bits, maximum=MAX_WORD_BITS), instances=instances,
         leakage=f.number("leakage", 0.0), capacity_unit=f.choice("capacity_unit", CAPACITY_UNITS, "words"),
         columns=tuple(columns))
 
@@ -355,7 +360,8 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
             raise f.error("multicast", "a fan-out with network modes takes its multicast from the mode")
     if f.has("ports") and not f.has("port_words"):
         raise f.error("ports", "ports need port_words (the words per cycle of one port)")
-    return Fanout(name=f.string("name"), X=size.integer("X"), Y=size.integer("Y"),
+    return Fanout(name=f.string("name"), X=size.integer("X", maximum=MAX_FANOUT),
+                  Y=size.integer("Y", maximum=MAX_FANOUT),
                   x_dims=dims.names("X", DIMS, DIMS), y_dims=dims.names("Y", DIMS, DIMS),
                   energy=energy, multicast=f.choice("multicast", MULTICAST, "exact"),
                   reduction=reduction, instances=instances, modes=modes,
@@ -380,7 +386,7 @@ def parse_arch(data: Any, src: str) -> Arch:
     f = Fields(data, src, "", ("name", "clock_mhz", "word_bits", "mac", "levels", "description", "sparsity",
                                "cycle_energy", "energy_unit"),
                required=("name", "levels", "mac"))
-    word_bits = f.integer("word_bits", 16)
+    word_bits = f.integer("word_bits", 16, maximum=MAX_WORD_BITS)
     mac = Fields(f.get("mac"), src, "mac", ("energy",), required=("energy",))
     raw = f.get("levels")
     if not isinstance(raw, list) or not raw:
@@ -393,6 +399,9 @@ def parse_arch(data: Any, src: str) -> Arch:
             fan = _parse_fanout(item, src, where, instances)
             levels.append(fan)
             instances *= fan.size
+            if instances > MAX_INT:
+                raise SpecError(src, f"{where}.fanout", f"{instances:.3g} instances in all is over the limit "
+                                f"{MAX_INT:.3g} (2^40)")
         else:
             levels.append(_parse_storage(item, src, where, word_bits, instances))
     names = [l.name for l in levels]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -19,12 +20,36 @@ from .model import evaluate
 from .problem import DENSITY_KEYS, load_network
 from .report import breakdown_table, layer_table, table, totals_line, unit_note
 from .result import document, write_json
-from .spec import MapperError, SpecError, load_yaml
+from .search import ALGORITHMS, OBJECTIVES
+from .spec import MapperError, SpecError, clip, closest, load_yaml, short
 
 # Default time limits: Eyeriss v1 layers are proven optimal in a few seconds, but some
 # Eyeriss v2 layers need minutes; without a limit a whole-network search could run for hours.
 SEARCH_SECONDS = 60.0          # per layer (search, sweep)
 EYEXAM_SECONDS = 20.0          # per search (Eyexam runs three per layer)
+
+
+class Named(click.Choice):
+    """click.Choice that suggests the closest name when one is mistyped."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"'{clip(value)}' is not one of {', '.join(self.choices)}"
+                      f"{closest(value, self.choices)}", param, ctx)
+
+
+# Option types: every option is checked by click before any work starts. Workers and --top
+# are bounded so a typo cannot start thousands of processes or keep thousands of mappings.
+MAX_WORKERS = 256
+MAX_TOP = 100
+ALGO = Named(ALGORITHMS)
+OBJECTIVE = Named(OBJECTIVES)           # not Eyexam's internal 'compute'
+SEED = click.IntRange(0, 2 ** 31 - 1)   # CP-SAT's random_seed is a 32-bit int
+WORKERS = click.IntRange(1, MAX_WORKERS)
+TIME_LIMIT = click.FloatRange(0, 1e7, min_open=True)     # NaN is refused by check_settings
+COUNT = click.IntRange(min=1)
 
 
 def user_errors(func):
@@ -64,14 +89,16 @@ def parse_density_option(text: str | None) -> dict[str, float]:
     for part in text.split(","):
         key, _, value = part.partition("=")
         key = key.strip()
+        if key in out:
+            raise SpecError("", "--density", f"'{key}' is given twice")
         if key not in DENSITY_KEYS:
-            raise SpecError("", "--density", f"'{key}' is not a tensor with a density; use "
+            raise SpecError("", "--density", f"'{clip(key)}' is not a tensor with a density; use "
                             f"{' or '.join(DENSITY_KEYS)} (e.g. weights=0.4,inputs=0.6)")
         try:
             d = float(value)
         except ValueError:
-            raise SpecError("", "--density", f"{key}={value!r} is not a number") from None
-        if not 0.0 < d <= 1.0:
+            raise SpecError("", "--density", f"{key}={short(value)} is not a number") from None
+        if not 0.0 < d <= 1.0:   # also refuses nan
             raise SpecError("", "--density", f"density must be in (0, 1], got {key}={d}")
         out[key] = d
     return out
@@ -157,13 +184,13 @@ def search_options(func):
         click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size N for every layer."),
         click.option("--density", default=None, help="Densities, e.g. weights=0.4,inputs=0.6 (overrides the file)."),
         click.option("--density-preset", default=None, help="A density preset named in the problem file."),
-        click.option("--algo", "algorithm", default="hybrid", show_default=True,
+        click.option("--algo", "algorithm", type=ALGO, default="hybrid", show_default=True,
                      help="hybrid | cpsat | random | exhaustive"),
-        click.option("--objective", default="edp", show_default=True, help="energy | delay | edp"),
-        click.option("--workers", type=int, default=None,
+        click.option("--objective", type=OBJECTIVE, default="edp", show_default=True, help="energy | delay | edp"),
+        click.option("--workers", type=WORKERS, default=None,
                      help="Parallel workers (processes x CP-SAT threads never exceed it); default: the usable cores."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
-        click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True,
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed."),
+        click.option("--time-limit", type=TIME_LIMIT, default=SEARCH_SECONDS, show_default=True,
                      help="Seconds per layer (an unproven result is marked budget)."),
     ]
     for opt in reversed(opts):
@@ -176,7 +203,9 @@ def load_layers(problem, batch, density, density_preset, layer=None):
     net = load_network(problem, batch)
     over = parse_density_option(density)
     preset = net.preset(density_preset) if density_preset else {}
-    layers = [net.layer(layer)] if layer else list(net.layers)
+    if layer is not None and not layer.strip():
+        raise MapperError("--layer: an empty layer name (leave --layer out to use every layer)")
+    layers = [net.layer(layer)] if layer is not None else list(net.layers)
     out = []
     for l in layers:
         d = {**preset.get(l.name, {}), **over}
@@ -196,11 +225,11 @@ def default_workers(workers):
 
 @main.command("search")
 @search_options
-@click.option("--budget", type=int, default=None, help="Evaluation budget (candidates) per layer.")
-@click.option("--patience", type=int, default=None,
+@click.option("--budget", type=COUNT, default=None, help="Evaluation budget (candidates) per layer.")
+@click.option("--patience", type=COUNT, default=None,
               help="Random search: stop after this many valid candidates without improvement "
                    "(default 20000 without --budget).")
-@click.option("--top", type=int, default=1, show_default=True, help="Emit the K best distinct mappings.")
+@click.option("--top", type=click.IntRange(1, MAX_TOP), default=1, show_default=True, help="Emit the K best distinct mappings.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--summary", "detail", flag_value="summary",
@@ -234,15 +263,20 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     if detail != "summary":
         for res in results:
             click.echo(layer_text(res, arch_spec, verbose=detail == "verbose"))
-    if len(results) > 1 or not layer or detail == "summary":
+    from .search import interrupted
+    stopped = any(interrupted(r) for r in results) or len(results) < len(layers)
+    if (len(results) > 1 or not layer or detail == "summary") and results:
         click.echo(network_summary(results, arch_spec, objective, wall))
+        if stopped:
+            click.echo(f"partial: interrupted (Ctrl-C) with {len(results)} of {len(layers)} layers searched; "
+                       "the totals above cover only those, some with their best so far (status budget)")
     note = unit_note(arch_spec)
     if note:
         click.echo(note)
-    if json_out:
+    if json_out and results:
         docs = [d for r in results for d in r.documents()]
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
-    if any(r.reason == "interrupted" for r in results):
+    if stopped:
         sys.exit(130)
 
 
@@ -388,9 +422,15 @@ def entry() -> None:
     """Console entry point: click's own usage errors become one `error:` line, exit code 2."""
     try:
         main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # a second Ctrl-C: stop at once (every file written so far was written atomically)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        click.echo("error: interrupted", err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:         # interrupted: a further Ctrl-C must not cut the exit short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
@@ -403,11 +443,12 @@ def entry() -> None:
 @main.command("sweep")
 @click.option("--arch", "-a", "archs", multiple=True, required=True, help="Architecture (repeatable).")
 @click.option("--problem", "-p", "problems", multiple=True, required=True, help="Problem (repeatable).")
-@click.option("--objective", default="edp", show_default=True, help="energy | delay | edp")
-@click.option("--algo", "algorithm", default="hybrid", show_default=True, help="hybrid | cpsat | random | exhaustive")
-@click.option("--time-limit", type=float, default=SEARCH_SECONDS, show_default=True, help="Seconds per layer.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=None, help="Parallel jobs (default: all cores).")
+@click.option("--objective", type=OBJECTIVE, default="edp", show_default=True, help="energy | delay | edp")
+@click.option("--algo", "algorithm", type=ALGO, default="hybrid", show_default=True,
+              help="hybrid | cpsat | random | exhaustive")
+@click.option("--time-limit", type=TIME_LIMIT, default=SEARCH_SECONDS, show_default=True, help="Seconds per layer.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", type=WORKERS, default=None, help="Parallel jobs (default: all cores).")
 @click.option("--out", "out", default="results/sweep", show_default=True, type=click.Path(),
               help="Output folder.")
 @click.option("--resume", is_flag=True, help="Skip jobs whose result exists with the same inputs.")
@@ -460,11 +501,11 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
 @click.option("--batch", type=click.IntRange(min=1), default=None)
 @click.option("--density", default=None, help="Densities, e.g. weights=0.4,inputs=0.6.")
 @click.option("--density-preset", default=None)
-@click.option("--objective", default="edp", show_default=True, help="Objective of step 7's mapping.")
-@click.option("--algo", "algorithm", default="hybrid", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=None)
-@click.option("--time-limit", type=float, default=EYEXAM_SECONDS, show_default=True,
+@click.option("--objective", type=OBJECTIVE, default="edp", show_default=True, help="Objective of step 7's mapping.")
+@click.option("--algo", "algorithm", type=ALGO, default="hybrid", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", type=WORKERS, default=None)
+@click.option("--time-limit", type=TIME_LIMIT, default=EYEXAM_SECONDS, show_default=True,
               help="Seconds per search (three per layer).")
 @click.option("--json", "json_out", type=click.Path(), help="Write the analysis here.")
 @click.option("--quiet", "-q", is_flag=True)

@@ -46,7 +46,6 @@ hundred PEs, which says nothing about where the PEs' utilization goes.)
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from .problem import DIMS, TENSORS, Layer
 from .report import table
 from .result import inputs_sha256, write_json
 from .spec import MapperError
+from .spec import load_json as read_json
 
 #: Dimensions a fan-out without spatial reduction may still unroll (they do not reduce Outputs).
 NO_REDUCTION_DIMS = ("N", "G", "M", "P", "Q")
@@ -801,12 +801,7 @@ def save_json(path: str | Path, results: EyexamResult | Sequence[EyexamResult]) 
 def load_json(path: str | Path) -> EyexamResult | list[EyexamResult]:
     """Read what `save_json` wrote: one result, or a list of per-layer results."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise MapperError(f"{path}: cannot read Eyexam JSON ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise MapperError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "Eyexam JSON")
     if isinstance(data, list):
         if not data:
             raise MapperError(f"{path}: an empty list, expected Eyexam results")

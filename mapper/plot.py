@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .result import atomic
-from .spec import MapperError
+from .spec import MapperError, clip, load_json, read_text
 
 #: The part of a layer's energy no storage level accounts for: MACs, fan-out networks, leakage.
 OTHER = "MAC+network"
@@ -61,17 +61,20 @@ SCALES = ("log", "per-mac", "linear")
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    text = read_text(path, "the sweep summary")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise MapperError(f"{path}: cannot read the sweep summary ({exc.strerror or exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = reader.fieldnames or []
+        # every field of a cell fits csv's default limit (128 KiB) since the file is bounded;
+        # a longer one, or a NUL, is a malformed summary
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        table_rows = list(enumerate(reader, start=2))
+    except csv.Error as exc:
+        raise MapperError(f"{path}: not a sweep summary.csv ({clip(exc, 80)})") from None
     missing = [c for c in SUMMARY_COLUMNS if c not in header]
     if missing:
         raise MapperError(f"{path}: not a sweep summary.csv: missing column(s) {', '.join(missing)}")
     rows = []
-    for i, row in enumerate(reader, start=2):
+    for i, row in table_rows:
         if None in row or any(v is None for v in row.values()):
             raise MapperError(f"{path}: row {i} has {'more' if None in row else 'fewer'} cells than the header")
         rows.append((i, row))
@@ -327,14 +330,8 @@ def eyexam_figure(eyexam_json: str | Path):
 def read_front(front_json: str | Path) -> tuple[str, list[tuple[float, int]], str]:
     """(title, [(energy pJ, cycles)] ascending cycles, guarantee) of `search --pareto --json`:
     the network front when it has one, else its one layer's."""
-    import json
     path = Path(front_json)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise MapperError(f"{path}: cannot read the front ({exc.strerror or exc})") from None
-    except ValueError as exc:
-        raise MapperError(f"{path}: malformed JSON ({exc})") from None
+    data = load_json(path, "the front")
     if not isinstance(data, dict) or data.get("pareto") != "energy-cycles" or not isinstance(data.get("layers"), list):
         raise MapperError(f"{path}: not a front (expected the JSON of `mapper search --pareto --json`)")
     arch = (data.get("arch") or {}).get("name", "?")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spec import Fields, SpecError, as_int, as_number, closest, load_yaml, pair, resolve
+from .spec import MAX_DIM, MAX_MACS, Fields, SpecError, as_int, as_number, closest, load_yaml, pair, resolve
 
 DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
 TENSORS = ("Weights", "Inputs", "Outputs")
@@ -270,10 +270,24 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
     Q = _output_size(W, pad_total[1], S, stride[1], dilation[1], src, f.path("W"), "width")
     N = batch if batch is not None else f.integer("N", 1)
     density = parse_density(f.get("density", {}), src, f.path("density"))
+    _check_size(dict(N=N, G=groups, M=M // groups, C=C // groups, P=P, Q=Q, R=R, S=S), f)
     return Layer(name=name, type=kind, N=N, G=groups, M=M // groups, C=C // groups, P=P, Q=Q,
                  R=R, S=S, stride=stride, dilation=dilation, pad=pad_total, H=H, W=W,
                  density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
                                       key=lambda kv: DENSITY_KEYS.index(kv[0]))))
+
+
+def _check_size(dims: dict[str, int], f: Fields) -> None:
+    """Refuse loop bounds the search machinery cannot hold (see spec.MAX_DIM, MAX_MACS)."""
+    for d, v in dims.items():
+        if v > MAX_DIM:
+            field = {"N": "N", "G": "groups", "M": "M", "C": "C", "P": "H", "Q": "W", "R": "R", "S": "S"}[d]
+            raise f.error(field, f"loop bound {d} = {v:,} is over the limit {MAX_DIM:,} "
+                          "(factorization and int64 tile products are bounded by it)")
+    macs = math.prod(dims.values())
+    if macs > MAX_MACS:
+        raise f.error("name", f"{macs:.3g} MACs is over the limit {MAX_MACS:.3g} (2^50) per layer, "
+                      "so every access count fits int64")
 
 
 def parse_density(value: Any, src: str, where: str) -> dict[str, float]:
@@ -305,7 +319,11 @@ def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
         if names.index(n) != i:
             raise SpecError(src, f"layers[{i}].name", f"duplicate layer name '{n}'")
     presets = []
-    for pname, table in (f.get("density_presets") or {}).items():
+    raw_presets = f.get("density_presets") or {}
+    if not isinstance(raw_presets, dict):
+        raise f.error("density_presets", f"expected a mapping of preset names to layer densities, "
+                      f"got {type(raw_presets).__name__}")
+    for pname, table in raw_presets.items():
         where = f"density_presets.{pname}"
         pf = Fields(table, src, where, names)
         presets.append((str(pname), tuple(

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,35 @@ def write_text(path: str | Path, text: str) -> None:
             os.fsync(out.fileno())
 
 
+TEMP_MARK = ".mapper-partial-"     # in every temporary file's name, so a later run can remove leftovers
+
+
+@lru_cache(maxsize=1)
+def file_mode() -> int:
+    """The mode a new file gets under the user's umask (mkstemp would give 0600). The umask
+    is read from /proc where the kernel shows it; else set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic(path: str | Path):
     """Yield a temporary path in the target's folder; on success it is renamed over the
-    target, on failure removed, so an interrupted run never leaves a half-written file."""
+    target, on failure removed, so an interrupted run never leaves a half-written file.
+    A process killed mid-write can leave the temporary file (named with TEMP_MARK)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, file_mode())
         os.close(fd)
     except OSError as exc:
         raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None

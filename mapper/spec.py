@@ -8,7 +8,11 @@ that is silently ignored is the most common complaint about peer tools.
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import os
+import reprlib
+import stat
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -29,38 +33,227 @@ class SpecError(MapperError):
         super().__init__(f"{where}{what}{message}")
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error becomes a SpecError."""
-    path = Path(path)
+# Limits on what a reader accepts. They bound time and memory on hostile input and keep every
+# number inside what numpy's int64 and CP-SAT's integers hold; real specs are far inside them.
+MAX_FILE_BYTES = 16 * 2 ** 20       # 16 MiB: the largest shipped spec or result is under 100 kB
+MAX_DEPTH = 64                      # nesting of mappings/lists (specs nest about 6 deep)
+MAX_NODES = 100_000                 # values, aliases expanded (a network of 1000 layers has ~20k)
+MAX_DIGITS = 30                     # digits of an integer literal (2**62 has 19)
+MAX_INT = 2 ** 40                   # any size, count or capacity: 2^40 * 2^20 products fit int64
+MAX_NUMBER = 1e15                   # any real quantity (pJ, MHz, words/cycle): sums stay finite
+MAX_DIM = 2 ** 24                   # a loop bound: factorized by trial division up to 4096
+MAX_MACS = 2 ** 50                  # MACs of one layer: products of tiles and counts fit int64
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A bounded repr for messages (a value from a file can be huge or alias-expanded)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text: Any, limit: int = 60) -> str:
+    """str(text), cut to `limit` characters for a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bounded_repr():
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring, r.maxother, r.maxlong = 40, 40, 24
+    return r
+
+
+_REPR = _bounded_repr()
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The text of a regular file of at most MAX_FILE_BYTES, decoded as UTF-8. A FIFO, a
+    device or a folder is refused before it is opened for reading (it could block or never
+    end); every problem is a SpecError naming the file."""
+    src = str(path)
     try:
-        text = path.read_text()
+        st = os.stat(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(src, "", f"cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise SpecError(src, "", f"cannot read {what}: {kind}")
+    if st.st_size > MAX_FILE_BYTES:
+        raise SpecError(src, "", f"{what} too large: {st.st_size:,} bytes (limit {MAX_FILE_BYTES:,})")
+    try:
+        # O_NONBLOCK: if the path was swapped for a FIFO after the check, open() does not block
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(src, "", f"cannot read {what}: not a regular file")
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise SpecError(str(path), "", f"cannot read file ({exc.strerror or exc})") from None
+        raise SpecError(src, "", f"cannot read {what} ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(src, "", f"{what} too large (limit {MAX_FILE_BYTES:,} bytes)")
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(src, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\x00" in text:
+        raise SpecError(src, "", "not a text file (contains a NUL byte)")
+    return text
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file, a syntax error or any of the limits above becomes a
+    SpecError."""
+    text = read_text(path)
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, src: str) -> Any:
+    """Parse YAML text from `src` with _StrictLoader (see its limits)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node, src)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(str(path), "", f"malformed YAML: {line}{problem}") from None
+        raise SpecError(src, "", f"malformed YAML: {line}{clip(problem, 200)}") from None
+    except RecursionError:
+        raise SpecError(src, "", f"nested too deeply (limit {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+def _check_size(node, src: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH or with more than MAX_NODES values once
+    aliases are expanded ("billion laughs"), counting without expanding anything."""
+    sizes: dict[int, int] = {}
+
+    def size(n, depth):
+        if depth > MAX_DEPTH:
+            raise SpecError(src, "", f"nested too deeply (limit {MAX_DEPTH} levels)")
+        if id(n) in sizes:
+            return sizes[id(n)]
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            for item in n.value:
+                total += size(item, depth + 1)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += size(k, depth + 1) + size(v, depth + 1)
+        if total > MAX_NODES:
+            raise SpecError(src, "", f"too many values (limit {MAX_NODES:,}, aliases counted as expanded)")
+        sizes[id(n)] = total
+        return total
+
+    size(node, 0)
+
+
+def load_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file with the same limits as YAML (size, depth, integer digits); NaN and
+    Infinity are refused (they are not JSON)."""
+    src = str(path)
+    text = read_text(path, what)
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_DIGITS:
+            raise _Refused(f"an integer of {len(digits):,} digits (limit {MAX_DIGITS})")
+        return int(digits)
+
+    def parse_constant(name: str):
+        raise _Refused(f"{name} is not a number JSON allows")
+
+    try:
+        data = json.loads(text, parse_int=parse_int, parse_constant=parse_constant)
+    except _Refused as exc:
+        raise SpecError(src, "", str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(src, "", f"malformed JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:
+        msg = f"nested too deeply (limit {MAX_DEPTH} levels)" if isinstance(exc, RecursionError) \
+            else f"malformed JSON ({short(str(exc), 80)})"
+        raise SpecError(src, "", msg) from None
+    check_depth(data, src)
+    return data
+
+
+class _Refused(ValueError):
+    pass
+
+
+def check_depth(data: Any, src: str) -> None:
+    """Refuse parsed data nested deeper than MAX_DEPTH or with more than MAX_NODES values."""
+    stack, count = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise SpecError(src, "", f"nested too deeply (limit {MAX_DEPTH} levels)")
+        if count > MAX_NODES:
+            raise SpecError(src, "", f"too many values (limit {MAX_NODES:,})")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last), a key
+    that is a list or mapping, an integer of more than MAX_DIGITS digits and nesting deeper
+    than MAX_DEPTH (PyYAML composes recursively: deep input would be a RecursionError)."""
+
+    _depth = 0
+    _nodes = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        self._nodes += 1            # stops a huge flat document early (aliases: see _check_size)
+        try:
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
+                mark = self.peek_event().start_mark
+                what = f"nested too deeply (limit {MAX_DEPTH} levels)" if self._depth > MAX_DEPTH \
+                    else f"too many values (limit {MAX_NODES:,})"
+                raise yaml.composer.ComposerError(None, None, what, mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue                # '<<: *base' merges a mapping in (checked as its own keys)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a field name must be a plain name, not a list or mapping", key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"field '{key}' is given twice", key_node.start_mark)
+                    None, None, f"field '{clip(key)}' is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        digits = sum(c.isdigit() for c in str(node.value))
+        if digits > MAX_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits:,} digits (limit {MAX_DIGITS})", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 def closest(name: str, known: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest known name, or ''."""
+    name = str(name)[:100]      # difflib is quadratic in the length
     match = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
     if not match:
         match = [k for k in known if str(k).lower() == str(name).lower()]
@@ -91,7 +284,7 @@ class Fields:
                 raise SpecError(src, self.path(key), "missing required field")
 
     def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else str(key)
+        return f"{self.where}.{clip(key)}" if self.where else clip(key)
 
     def has(self, key: str) -> bool:
         return key in self.data and self.data[key] is not None
@@ -108,14 +301,14 @@ class Fields:
         if value is None:
             raise self.error(key, "missing required field")
         if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise self.error(key, f"expected a name, got {value!r}")
+            raise self.error(key, f"expected a name, got {short(value)}")
         return str(value)
 
-    def integer(self, key: str, default: int | None = None, minimum: int = 1) -> int:
+    def integer(self, key: str, default: int | None = None, minimum: int = 1, maximum: int = MAX_INT) -> int:
         value = self.get(key, default)
         if value is None:
             raise self.error(key, "missing required field")
-        return as_int(value, self.src, self.path(key), minimum)
+        return as_int(value, self.src, self.path(key), minimum, maximum)
 
     def number(self, key: str, default: float | None = None, minimum: float = 0.0,
                allow_none: bool = False) -> float | None:
@@ -130,7 +323,7 @@ class Fields:
         options = list(options)
         value = self.string(key, default)
         if value not in options:
-            raise self.error(key, f"'{value}' is not one of {', '.join(options)}{closest(value, options)}")
+            raise self.error(key, f"'{short(value)}' is not one of {', '.join(options)}{closest(value, options)}")
         return value
 
     def names(self, key: str, options: Iterable[str], default: Iterable[str] = ()) -> tuple[str, ...]:
@@ -140,31 +333,33 @@ class Fields:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise self.error(key, f"expected a list of names, got {value!r}")
+            raise self.error(key, f"expected a list of names, got {short(value)}")
         out = []
         for item in value:
             if item not in options:
-                raise self.error(key, f"'{item}' is not one of {', '.join(options)}{closest(item, options)}")
+                raise self.error(key, f"'{short(item)}' is not one of {', '.join(options)}{closest(item, options)}")
             if item not in out:
                 out.append(item)
         return tuple(out)
 
 
-def as_int(value: Any, src: str, field: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value):
-        raise SpecError(src, field, f"expected a whole number, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise SpecError(src, field, f"must be at least {minimum}, got {value}")
-    return value
+def as_int(value: Any, src: str, field: str, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and (not math.isfinite(value) or value != int(value))):
+        raise SpecError(src, field, f"expected a whole number, got {short(value)}")
+    if not minimum <= value <= maximum:
+        bound = f"at least {minimum}" if value < minimum else f"at most {maximum:,}"
+        raise SpecError(src, field, f"must be {bound}, got {short(value)}")
+    return int(value)
 
 
-def as_number(value: Any, src: str, field: str, minimum: float = 0.0) -> float:
+def as_number(value: Any, src: str, field: str, minimum: float = 0.0, maximum: float = MAX_NUMBER) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(src, field, f"expected a number, got {value!r}")
+        raise SpecError(src, field, f"expected a number, got {short(value)}")
     if value < minimum:
-        raise SpecError(src, field, f"must be at least {minimum}, got {value}")
+        raise SpecError(src, field, f"must be at least {minimum}, got {short(value)}")
+    if value > maximum:
+        raise SpecError(src, field, f"must be at most {maximum:g}, got {short(value)}")
     return float(value)
 
 
@@ -172,7 +367,7 @@ def pair(value: Any, src: str, field: str, minimum: int) -> tuple[int, int]:
     """An int or a [vertical, horizontal] pair."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise SpecError(src, field, f"expected a number or [vertical, horizontal], got {value!r}")
+            raise SpecError(src, field, f"expected a number or [vertical, horizontal], got {short(value)}")
         return (as_int(value[0], src, field, minimum), as_int(value[1], src, field, minimum))
     v = as_int(value, src, field, minimum)
     return (v, v)
@@ -180,8 +375,11 @@ def pair(value: Any, src: str, field: str, minimum: int) -> tuple[int, int]:
 
 def resolve(name_or_path: str, folder: str, kind: str) -> Path:
     """A built-in name (a file in the shipped folder) or a path to a user file."""
+    if "\x00" in str(name_or_path):
+        raise SpecError("", f"--{kind}", f"a NUL byte in the {kind} name {short(name_or_path)}")
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".onnx") or path.exists() or "/" in str(name_or_path):
+    # a folder of that name (e.g. a sweep's output folder named after an arch) is not a spec
+    if path.suffix in (".yaml", ".yml", ".onnx") or (path.exists() and not path.is_dir()) or "/" in str(name_or_path):
         if not path.exists():
             raise SpecError(str(path), "", f"{kind} file not found")
         return path
@@ -189,7 +387,7 @@ def resolve(name_or_path: str, folder: str, kind: str) -> Path:
     if builtin.exists():
         return builtin
     names = builtins(folder)
-    raise SpecError("", f"--{kind}", f"unknown {kind} '{name_or_path}'{closest(name_or_path, names)}; "
+    raise SpecError("", f"--{kind}", f"unknown {kind} '{short(name_or_path)}'{closest(name_or_path, names)}; "
                     f"built-in {kind}s: {', '.join(names)} (or give a path to a YAML file)")
 
 

@@ -15,8 +15,10 @@ Output folder:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,8 @@ from . import __version__
 from .arch import Arch, Storage
 from .problem import Layer, Network
 from .progress import Board, Progress, QueueProgress, Reporter
-from .result import inputs_sha256, write_json, write_text
-from .spec import MapperError
+from .result import TEMP_MARK, inputs_sha256, write_json, write_text
+from .spec import MapperError, clip, load_json
 
 FORMAT = 1          # bump when the folder layout or documents change incompatibly
 
@@ -51,35 +53,81 @@ def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return base({"budget": None, "patience": None, "top": 1, "workers": 1, **settings})
 
 
+# Names from user files become folder and file names: only these characters are kept as
+# they are; anything else (a '/', '..', a NUL, a leading dot) is replaced and the name
+# gets a hash suffix, so two different names never share a file.
+_SAFE = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]{0,63}")
+RESERVED = {"sweep.json", "summary.csv", "summary.json"}
+
+
+def file_name(name: str) -> str:
+    """A file name for `name`: the name itself when it is plain (letters, digits, '_', '-',
+    '.', '+', '=', at most 64, not starting with '.'), else a cleaned prefix plus the
+    first 10 hex digits of its SHA-256."""
+    name = str(name)
+    if _SAFE.fullmatch(name) and name.casefold() not in RESERVED:
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9_+=-]+", "_", name)[:40].strip("_") or "name"
+    return f"{cleaned}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
 def result_path(out: Path, arch: str, network: str, layer: str) -> Path:
-    return out / arch / network / f"{layer}.json"
+    path = out / file_name(arch) / file_name(network) / f"{file_name(layer)}.json"
+    inside(out, path)
+    return path
+
+
+def inside(out: Path, path: Path) -> None:
+    """Refuse a path that resolves outside `out` (e.g. through a symlinked folder in it)."""
+    root = out.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise MapperError(f"{path}: resolves outside --out {out} (a symbolic link?); refusing to write there")
+
+
+def check_names(archs: list[Arch], networks) -> None:
+    """Two archs or networks of one name (the same file given twice, or two files with the
+    same `name:`), or two names that differ only in case (one file on a case-insensitive
+    disk), would merge their results: an error before anything runs."""
+    def unique(names, what):
+        seen: dict[str, str] = {}
+        for n in names:
+            key = file_name(n).casefold()
+            if key in seen:
+                same = "given twice" if seen[key] == n else f"and '{clip(seen[key])}' differ only in case"
+                raise MapperError(f"{what} '{clip(n)}' {same}: each {what} needs its own name")
+            seen[key] = n
+    unique([a.name for a in archs], "arch")
+    unique([net.name for net, _ in networks], "network")
+    for net, layers in networks:
+        unique([l.name for l in layers], f"layer of network {net.name}")
 
 
 def run_job(job: Job, progress=None) -> dict[str, Any]:
-    """Search one layer (in a worker process or on a Dask worker); returns its document, with
-    an "interrupted" flag the sweep removes before writing it. `progress` is a Progress,
-    or a queue of the sweep's Board (from a worker process)."""
-    from .search import search
+    """Search one layer (in a worker process or on a Dask worker); returns its document,
+    with "interrupted": true if Ctrl-C stopped the search (its best so far). `progress` is
+    a Progress, or a queue of the sweep's Board (from a worker process)."""
+    from .search import interrupted, search
     settings = dict(job.settings)
     if progress is not None and not hasattr(progress, "update"):
         progress = QueueProgress(progress, label(job))
     res = search(job.layer, job.arch, workers=1, progress=progress, **settings)
     doc = res.documents()[0]
     doc["network"] = job.network
-    doc["interrupted"] = any("interrupted" in n for n in res.notes)
+    if interrupted(res):
+        doc["interrupted"] = True
     return doc
 
 
-def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
-    """Create the output folder, or check that an existing one was written by this format."""
+def check_folder(out: Path, resume: bool) -> None:
+    """Check that --out is a new folder or one this format of sweep wrote (writes nothing)."""
     marker = out / "sweep.json"
     if out.exists() and not out.is_dir():
         raise MapperError(f"--out {out}: exists and is not a folder")
     if marker.exists():
         try:
-            meta = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            raise MapperError(f"{marker}: not a sweep results file (unreadable); choose another --out") from None
+            meta = load_json(marker, "sweep results file")
+        except MapperError as exc:
+            raise MapperError(f"{exc}; choose another --out") from None
         if not isinstance(meta, dict):
             raise MapperError(f"{marker}: not a sweep results file; choose another --out")
         if meta.get("format") != FORMAT:
@@ -90,7 +138,16 @@ def check_folder(out: Path, resume: bool, settings: dict[str, Any]) -> None:
                               f"only what is missing or changed, or choose another --out")
     elif out.exists() and any(out.iterdir()) and resume:
         raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
-    write_json(marker, {"format": FORMAT, "version": __version__, "settings": settings})
+
+
+def remove_leftovers(out: Path) -> int:
+    """Remove temporary files that an interrupted atomic write left behind; returns how many."""
+    n = 0
+    for tmp in out.rglob(f".*{TEMP_MARK}*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: str | Path,
@@ -99,7 +156,8 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     """Run every job not already done; write per-layer documents and the summaries."""
     out = Path(out)
     progress = progress or Progress(enabled=False)
-    check_folder(out, resume, settings)
+    check_names(archs, networks)
+    check_folder(out, resume)
     frozen = tuple(sorted(settings.items()))
     jobs: dict[tuple, Job] = {}
     placements: list[tuple[Arch, str, Layer, tuple]] = []
@@ -110,15 +168,20 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                 jobs.setdefault(job.key, job)
                 placements.append((arch, net.name, layer, job.key))
     # a job (kept with its first placement) is done when its result exists with the same inputs hash
+    for arch, net, layer, _ in placements:
+        result_path(out, arch.name, net, layer.name)         # every path checked before any write
     todo, docs = [], {}
     for key, job in jobs.items():
         path = result_path(out, job.arch.name, job.network, job.layer.name)
-        doc = _load(path) if resume else None
-        if doc is not None and doc.get("inputs_sha256") == job.hash():
+        doc = reusable(_load(path), job) if resume else None
+        if doc is not None:
             docs[key] = doc
         else:
             todo.append(job)
     client = _dask_client(scheduler, workers) if backend == "dask" and todo else None
+    # everything is checked (and the scheduler reached): only now is anything written
+    write_json(out / "sweep.json", {"format": FORMAT, "version": __version__, "settings": settings})
+    remove_leftovers(out)
     done = 0
     interrupted = False
     if len(jobs) > len(todo):
@@ -126,33 +189,39 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                         force=True)
         progress.done()
     processes = 1 if workers <= 1 or len(todo) <= 1 else min(workers, len(todo))
-    try:
-        with Board(progress, "sweep jobs", len(todo), settings.get("time_limit"),
-                   len(todo) if client is not None else processes) as board:
-            feed = None if client is not None else (board if processes == 1 else board.queue())
-            for job, doc in _execute(todo, workers, client, feed):
-                if doc.pop("interrupted"):
-                    # Ctrl-C stopped this job's search: stop the sweep (leaving the loop closes
-                    # the generator, which cancels the queued jobs); --resume redoes the rest
-                    interrupted = True
-                    break
-                docs[job.key] = doc
-                _write_doc(out, job.arch, job.network, job.layer, doc)
-                done += 1
-                s = doc["search"]
-                board.finished(label(job), s["status"] + (f" ({s['reason']})" if s.get("reason") else ""))
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if client is not None:
-            client.close()
+    from .search import on_sigint
+    stop: list[int] = []
+    # One Ctrl-C: running searches keep their best (status budget, written with
+    # "interrupted": true, so --resume redoes them), no new job starts, the summaries are
+    # written and marked partial. A second Ctrl-C raises KeyboardInterrupt at once.
+    with on_sigint(lambda: stop.append(1)):
+        try:
+            with Board(progress, "sweep jobs", len(todo), settings.get("time_limit"),
+                       len(todo) if client is not None else processes) as board:
+                feed = None if client is not None else (board if processes == 1 else board.queue())
+                for job, doc in _execute(todo, workers, client, lambda: bool(stop), feed):
+                    if doc is None:
+                        continue                    # skipped after Ctrl-C
+                    if doc.get("interrupted"):
+                        interrupted = True
+                        stop.append(1)
+                    docs[job.key] = doc
+                    _write_doc(out, job.arch, job.network, job.layer, doc)
+                    done += 1
+                    s = doc["search"]
+                    board.finished(label(job), s["status"] + (f" ({s['reason']})" if s.get("reason") else ""))
+        finally:
+            if client is not None:
+                client.close()
+        interrupted = interrupted or bool(stop)
     # every layer that shares a finished job gets its own document
     for arch, net, layer, key in placements:
         first = jobs[key]
         if key in docs and (first.arch, first.network, first.layer) != (arch, net, layer):
             path = result_path(out, arch.name, net, layer.name)
             existing = _load(path)
-            if existing is None or existing.get("inputs_sha256") != docs[key]["inputs_sha256"]:
+            if not isinstance(existing, dict) or existing.get("inputs_sha256") != docs[key]["inputs_sha256"] \
+                    or existing.get("layer") != _plain(layer.describe()):
                 doc = dict(docs[key])
                 doc["layer"] = layer.describe()
                 doc["reused_from"] = first.layer.name
@@ -167,10 +236,46 @@ def _write_doc(out: Path, arch: Arch, net: str, layer: Layer, doc: dict) -> None
     write_json(result_path(out, arch.name, net, layer.name), doc)
 
 
+def reusable(doc: Any, job: Job) -> dict | None:
+    """`doc` if it is a complete result of exactly this job (its inputs hash, the layer, arch
+    and network it names, a mapping valid for them whose re-evaluated cost matches the one
+    recorded), with the cost recomputed; None (search again) if anything is doubtful."""
+    from .mapping import check, parse_mapping
+    from .model import evaluate
+    if not isinstance(doc, dict) or doc.get("inputs_sha256") != job.hash() or "interrupted" in doc:
+        return None
+    search = doc.get("search")
+    cost = doc.get("cost")
+    if doc.get("layer") != _plain(job.layer.describe()) or doc.get("arch") != _plain(job.arch.describe()) \
+            or doc.get("network") != job.network or not isinstance(search, dict) or not isinstance(cost, dict):
+        return None
+    seconds = search.get("seconds")
+    if search.get("status") not in ("optimal", "feasible", "budget") or isinstance(seconds, bool) \
+            or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        return None
+    try:
+        mapping = parse_mapping(doc, job.arch, "resumed result")
+        check(mapping, job.layer, job.arch, "resumed result")
+        fresh = evaluate(job.layer, job.arch, mapping, validate=False)
+    except (MapperError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None
+    for key, value in (("energy_pj", fresh.energy_pj), ("cycles", fresh.cycles)):
+        old = cost.get(key)
+        if isinstance(old, bool) or not isinstance(old, (int, float)) or \
+                not abs(old - value) <= 1e-9 * max(abs(value), 1.0):
+            return None
+    return {**doc, "cost": fresh.to_dict()}
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
 def _load(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return load_json(path, "result document") if path.exists() else None
+    except MapperError:
         return None
 
 
@@ -178,36 +283,40 @@ def label(job: Job) -> str:
     return f"{job.arch.name}/{job.network}/{job.layer.name}"
 
 
-def _execute(todo: list[Job], workers: int, client=None, board=None):
-    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`).
-    `board` is the sweep's Board (jobs run here) or its queue (jobs in worker processes)."""
+def _execute(todo: list[Job], workers: int, client, stop, board=None):
+    """Yield (job, document) as jobs finish, in any order (on a Dask cluster if `client`);
+    after Ctrl-C (`stop()`), no job starts and a job skipped yields (job, None). `board` is
+    the sweep's Board (jobs run here) or its queue (jobs in worker processes)."""
     if not todo:
         return
-    from joblib import Parallel, delayed, parallel_config
     if client is not None:
+        from joblib import Parallel, delayed, parallel_config
         with parallel_config(backend="dask"):
             runner = Parallel(n_jobs=-1, return_as="generator_unordered")
-            yield from zip_jobs(todo, runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)))
+            for i, doc in runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)):
+                yield todo[i], doc
+                if stop():
+                    return          # closing the generator cancels the queued jobs
         return
     if workers <= 1 or len(todo) == 1:
         for job in todo:
+            if stop():
+                return
             yield job, run_job(job, None if board is None else Reporter(board, label(job)))
         return
-    from .search import on_sigint
-    # Ctrl-C also reaches the workers, whose searches stop and return their best so far;
-    # those results are marked interrupted and not written.
-    with on_sigint(lambda: None):
-        runner = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
-        yield from zip_jobs(todo, runner(delayed(_tagged)(i, job, board) for i, job in enumerate(todo)))
+    from .workers import SKIPPED, run
+    for i, doc in run(_run_queued, [(job, board) for job in todo], workers, stop):
+        yield todo[i], None if isinstance(doc, str) and doc == SKIPPED else doc
+
+
+def _run_queued(item: tuple[Job, Any]) -> dict[str, Any]:
+    """run_job in a worker process, its progress sent to the sweep's Board queue."""
+    job, queue = item
+    return run_job(job, queue)
 
 
 def _tagged(i: int, job: Job, queue=None):
     return i, run_job(job, queue)
-
-
-def zip_jobs(todo, results):
-    for i, doc in results:
-        yield todo[i], doc
 
 
 def _dask_client(scheduler: str | None, workers: int):
@@ -260,6 +369,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
     writer.writeheader()
     totals: dict[str, dict[str, dict[str, float]]] = {}
     owner: dict[tuple, tuple] = {}
+    partial: set[tuple[str, str]] = set()
     for arch, net, layer, key in placements:
         owner.setdefault(key, (arch.name, net, layer.name))
     for arch, net, layer, key in placements:
@@ -283,6 +393,8 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         t["cycles"] += cost["cycles"]
         t["macs"] += cost["macs"]
         t["layers"] += 1
+        if doc.get("interrupted"):
+            partial.add((arch.name, net))       # its best so far, not a finished search
     write_text(out / "summary.csv", buf.getvalue())
     arch_by_name = {a.name: a for a in archs}
     summary: dict[str, Any] = {"version": __version__, "networks": {}}
@@ -295,7 +407,8 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
                 **t, "latency_ms": 1e3 * seconds, "inferences_per_s": n / seconds,
                 "inferences_per_j": n / (t["energy_pj"] * 1e-12), "pj_per_mac": t["energy_pj"] / t["macs"],
                 "utilization": t["macs"] / (t["cycles"] * arch.pes), "clock_mhz": arch.clock_mhz,
-                "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net),
+                "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net)
+                and (arch_name, net) not in partial,
             }
     write_json(out / "summary.json", summary)
     return summary

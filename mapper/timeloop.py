@@ -30,7 +30,6 @@ Conventions (Timeloop's, as in ../shared/reference/timeloop/README.md and its so
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -41,7 +40,7 @@ import yaml
 from .arch import Arch, Storage, load_arch, parse_arch
 from .mapping import Loop, Mapping, check, normalize, parse_mapping
 from .problem import DIMS, TENSORS, Layer
-from .spec import MapperError, SpecError, as_int, as_number, closest, load_yaml
+from .spec import MapperError, SpecError, as_int, as_number, clip, closest, load_json, load_yaml
 
 #: Timeloop CNN_Layer dimension order (the order Timeloop's own files list factors in).
 TIMELOOP_DIMS = ("C", "M", "R", "S", "N", "P", "Q")
@@ -1175,12 +1174,7 @@ def read_results(result_json_path: str | Path, layer: str | None = None) -> list
     whole network's list): the one of `layer` if given, else the best of each layer."""
     from .result import select_results
     src = str(result_json_path)
-    try:
-        data = json.loads(Path(result_json_path).read_text())
-    except OSError as exc:
-        raise SpecError(src, "", f"cannot read file ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise SpecError(src, "", f"malformed JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    data = load_json(result_json_path, "result document")
     return select_results(data, src, layer)
 
 
@@ -1205,6 +1199,12 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
     arch_name = doc["arch"].get("name") if isinstance(doc.get("arch"), dict) else None
     if arch is None and not arch_name:
         raise SpecError(src, "arch.name", "cannot tell the arch; give --arch")
+    if arch is None:
+        # never open a path taken from the document: only a built-in arch is found by name
+        from .spec import builtins
+        if not isinstance(arch_name, str) or arch_name not in builtins("arch"):
+            raise SpecError(src, "arch.name", f"'{clip(arch_name)}' is not a built-in arch; give --arch "
+                            "with the arch file the result is for")
     arch = _as_arch(arch if arch is not None else arch_name)
     if arch_name and arch_name != arch.name:
         raise SpecError(src, "arch.name", f"the result is for arch '{arch_name}', not '{arch.name}'")

@@ -181,30 +181,32 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
         unique.setdefault((layer.type, layer.shape_key()), layer)
     jobs = list(unique.values())
     done: dict[tuple, SearchResult] = {}
-    if len(jobs) == 1:
-        res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
-        done[(res.layer.type, res.layer.shape_key())] = res
-    elif workers > 1:
-        from joblib import Parallel, delayed
-        processes = min(workers, len(jobs))
-        # Ctrl-C reaches the workers too: each stops its own search and returns its best, so
-        # the parent only has to keep collecting.
-        with on_sigint(lambda: None), Board(progress, arch.name + " layers", len(jobs),
-                                            settings.get("time_limit"), processes) as board:
-            queue = board.queue()
-            runner = Parallel(n_jobs=processes, backend="loky", return_as="generator_unordered")
-            results = runner(delayed(_search_job)(layer, arch, settings, queue) for layer in jobs)
-            for res in results:
-                done[(res.layer.type, res.layer.shape_key())] = res
-                board.finished(res.layer.name, f"{res.status} ({res.reason})")
-    else:
-        with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
-            for layer in jobs:
-                res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
-                done[(layer.type, layer.shape_key())] = res
-                board.finished(layer.name, f"{res.status} ({res.reason})")
-                if res.reason == "interrupted":
-                    break
+    stop: list[int] = []
+    # One Ctrl-C: running searches return their best (status budget, reason interrupted), no
+    # new layer starts; the layers not searched are missing from the result. A second one raises.
+    with on_sigint(lambda: stop.append(1)):
+        if workers > 1 and len(jobs) > 1:
+            from ..workers import SKIPPED, run
+            processes = min(workers, len(jobs))
+            with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit"), processes) as board:
+                queue = board.queue()
+                results = run(_search_job, [(layer, arch, settings, queue) for layer in jobs], processes,
+                              lambda: bool(stop))
+                for _, res in results:
+                    if isinstance(res, str) and res == SKIPPED:
+                        continue
+                    done[(res.layer.type, res.layer.shape_key())] = res
+                    board.finished(res.layer.name, f"{res.status} ({res.reason})")
+        else:
+            with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
+                for layer in jobs:
+                    if stop:
+                        break
+                    res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
+                    done[(layer.type, layer.shape_key())] = res
+                    board.finished(layer.name, f"{res.status} ({res.reason})")
+                    if interrupted(res):
+                        break
     out = []
     first: dict[tuple, str] = {}
     for layer in layers:
@@ -224,11 +226,17 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
     return out
 
 
-def _search_job(layer: Layer, arch: Arch, settings: dict[str, Any], queue=None) -> SearchResult:
+def _search_job(job: tuple[Layer, Arch, dict[str, Any], Any]) -> SearchResult:
     """One layer's search in a worker process (Ctrl-C there stops it gracefully); its
-    progress goes to the parent's Board through `queue`."""
+    progress goes to the parent's Board through the job's queue (None: no progress)."""
+    layer, arch, settings, queue = job
     progress = QueueProgress(queue, layer.name) if queue is not None else None
     return search(layer, arch, workers=1, progress=progress, **settings)
+
+
+def interrupted(res: SearchResult) -> bool:
+    """Whether Ctrl-C stopped this search (its best so far is kept, status budget)."""
+    return res.reason == "interrupted"
 
 
 @contextmanager
@@ -245,6 +253,10 @@ def on_sigint(callback):
             raise KeyboardInterrupt
         hits.append(1)
         callback()
+        # pass the first Ctrl-C on to an enclosing handler (a sweep's, a worker's), so the
+        # work around this block learns of it too
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

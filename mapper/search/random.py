@@ -22,11 +22,13 @@ ROUND = 8192          # candidates each worker samples per round
 
 
 def _ignore_sigint_in_worker() -> None:
-    """Worker processes leave Ctrl-C to the parent, which stops after the current round."""
+    """Worker processes of a random search leave Ctrl-C to the parent, which stops after the
+    current round (a search running in a worker of a sweep has its own handler: kept)."""
     import multiprocessing
     import signal
     import threading
-    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread():
+    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

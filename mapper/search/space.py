@@ -31,11 +31,19 @@ from ..batch import Encoding, capacity_ok
 from ..mapping import tensor_axes
 from ..model import Sparse
 from ..problem import DIMS, RELEVANT, TENSORS, Layer
+from ..spec import MAX_DIM, MapperError
 
 GROUPS = {"A": ("N", "P", "Q"), "B": ("M",), "C": ("C", "R", "S")}
 
 
+MAX_FACTORIZATIONS = 2_000_000     # rows per dimension: at most 2e6 x slots x 8 bytes in memory
+
+
 def prime_factors(n: int) -> list[tuple[int, int]]:
+    """(prime, exponent) pairs of n by trial division: n is a loop bound, at most MAX_DIM
+    (2^24), so this takes at most 4096 steps."""
+    if not 1 <= n <= MAX_DIM:
+        raise MapperError(f"cannot factorize {n}: loop bounds must be in 1..{MAX_DIM:,}")
     out, p = [], 2
     while p * p <= n:
         if n % p == 0:
@@ -50,21 +58,31 @@ def prime_factors(n: int) -> list[tuple[int, int]]:
     return out
 
 
+def count_factorizations(n: int, k: int) -> int:
+    """How many ordered k-tuples of positive ints multiply to n, counted without listing them:
+    each prime's exponent e is spread over k slots in C(e + k - 1, k - 1) ways."""
+    if k == 0:
+        return 1 if n == 1 else 0
+    return math.prod(math.comb(e + k - 1, k - 1) for _, e in prime_factors(n))
+
+
 @lru_cache(maxsize=4096)
 def ordered_factorizations(n: int, limits: tuple[int | None, ...]) -> np.ndarray:
     """Every tuple (f_1..f_k) of positive ints with product n and f_i <= limits[i] (None = any)."""
     k = len(limits)
     if k == 0:     # no slot may hold this dimension: only size 1 fits
         return np.ones((1 if n == 1 else 0, 0), dtype=np.int64)
+    total = count_factorizations(n, k)
+    if total > MAX_FACTORIZATIONS:
+        raise MapperError(f"a loop bound of {n:,} has {total:.3g} ordered factorizations over {k} slots "
+                          f"(limit {MAX_FACTORIZATIONS:.0e}): too large a mapspace to search")
     rows = [np.ones(k, dtype=np.int64)]
+    lim = np.array([l if l is not None else np.iinfo(np.int64).max for l in limits])
     for p, e in prime_factors(n):
         # all ways to distribute e copies of p over k slots
-        splits = [c for c in itertools.product(range(e + 1), repeat=k) if sum(c) == e] if k <= 6 \
-            else list(_compositions(e, k))
-        powers = np.array([[p ** x for x in c] for c in splits], dtype=np.int64)
+        powers = np.array([[p ** x for x in c] for c in _compositions(e, k)], dtype=np.int64)
         cur = np.array(rows)
         rows = (cur[:, None, :] * powers[None, :, :]).reshape(-1, k)
-        lim = np.array([l if l is not None else np.iinfo(np.int64).max for l in limits])
         rows = rows[(rows <= lim).all(axis=1)]
     return np.array(rows, dtype=np.int64).reshape(-1, k)
 
@@ -158,8 +176,8 @@ class Space:
                 elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.Y)
-            unpruned["factorizations_unconstrained"] *= len(ordered_factorizations(dims[d], (None,) * enc.n_slots))
-            unpruned["factorizations_arch"] *= len(ordered_factorizations(dims[d], (None,) * len(slots)))
+            unpruned["factorizations_unconstrained"] *= count_factorizations(dims[d], enc.n_slots)
+            unpruned["factorizations_arch"] *= count_factorizations(dims[d], len(slots))
             f = ordered_factorizations(dims[d], tuple(limits))
             f = f[_fits_alone(layer, arch, enc, DIMS.index(d), slots, f)]
             dim_slots.append(tuple(slots))
@@ -224,7 +242,7 @@ class Space:
         rows.append(("factorization (all dims x all slots)", f"{self.unpruned['factorizations_unconstrained']:.3g}",
                      f"{self.n_factorizations:.3g}"))
         for i, (d, f) in enumerate(zip(DIMS, self.factorizations)):
-            full = len(ordered_factorizations(self.layer.dims[d], (None,) * len(self.dim_slots[i])))
+            full = count_factorizations(self.layer.dims[d], len(self.dim_slots[i]))
             rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[i])} slots", f"{full:,}", f"{len(f):,}"))
         for si, li in enumerate(self.enc.storage_levels):
             rows.append((f"loop order at {self.arch.levels[li].name}", f"{self.unpruned['orders'][si]:,}",
