@@ -50,7 +50,7 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
     data["name"] = name
     for lv in data["levels"]:
         if "fanout" in lv:
-            X, Y = fanouts[lv["name"]]
+            X, Y = fanouts.get(lv["name"], (lv["fanout"]["X"], lv["fanout"]["Y"]))   # e.g. v2's simd
             lv["fanout"] = {"X": X, "Y": Y}
             lv["spatial_dims"] = {"X": list(DIMS), "Y": list(DIMS)}
             lv["energy"] = dict(FAN_ENERGY)
@@ -58,10 +58,11 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
             lv.pop("modes", None)
             lv.pop("port_words", None)
             if multicast:
-                lv["multicast"] = multicast[lv["name"]]
+                lv["multicast"] = multicast.get(lv["name"], lv.get("multicast", "exact"))
         else:
             lv.pop("capacity", None)          # unbounded: tiny tiles always fit
             lv.pop("temporal_dims", None)     # every dimension may iterate at every level
+            lv.pop("leakage", None)           # a per-cycle term, not an access count
             if bypass and lv["name"] in bypass:
                 lv["may_bypass"] = list(bypass[lv["name"]])
     return parse_arch(data, f"<{name}>")
