@@ -86,7 +86,7 @@ def run(network: str, arch_name: str, sparse: bool, condition: str, settings: di
     chip = sum(chip_energy(r.best.cost, arch) for r in results)
     cycles = sum(r.best.cost.cycles for r in results)
     latency = cycles / (arch.clock_mhz * 1e6)
-    return {"network": network, "arch": arch_name, "sparse": sparse, "condition": condition,
+    return {"network": network, "arch": load_arch(arch_name).name, "sparse": sparse, "condition": condition,
             "offchip_words_per_cycle": CONDITIONS[condition],
             "inf_per_s": 1 / latency, "chip_inf_per_j": 1 / (chip * 1e-12), "inf_per_j": 1 / (energy * 1e-12),
             "chip_energy_pj": chip, "energy_pj": energy, "cycles": cycles, "seconds": seconds,
