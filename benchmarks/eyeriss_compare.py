@@ -47,7 +47,7 @@ HEADLINE_INF_S = 1470.6     # sparse MobileNet (0.5, 128) on v2, batch 1 [P] P1
 HEADLINE_INF_J = 2560.3     # chip energy [P] P1
 #: (faster arch, sparse?), (slower arch, sparse?), paper's speed and energy-efficiency ratios.
 PAPER_RATIOS = [
-    ("v2 : v1-scaled (sparse MobileNet)", ("eyeriss_v2", True), ("eyeriss_v1_scaled", True), 12.6, 2.5),
+    ("v2 : v1-scaled, both on the sparse model", ("eyeriss_v2", True), ("eyeriss_v1_scaled", True), 12.6, 2.5),
     ("v1.5 : v1-scaled, the HM-NoC alone", ("eyeriss_v1_5", True), ("eyeriss_v1_scaled", True), 5.6, 1.8),
     ("v2 sparse : v2 dense, sparsity", ("eyeriss_v2", True), ("eyeriss_v2", False), 1.2, 1.3),
     ("v2 : v1.5, SIMD + sparse PE [D: 12.6/5.6, 2.5/1.8]", ("eyeriss_v2", True), ("eyeriss_v1_5", True),
@@ -86,7 +86,7 @@ def run(network: str, arch_name: str, sparse: bool, condition: str, settings: di
     chip = sum(chip_energy(r.best.cost, arch) for r in results)
     cycles = sum(r.best.cost.cycles for r in results)
     latency = cycles / (arch.clock_mhz * 1e6)
-    return {"network": network, "arch": load_arch(arch_name).name, "sparse": sparse, "condition": condition,
+    return {"network": net.name, "arch": arch.name.split("@")[0], "sparse": sparse, "condition": condition,
             "offchip_words_per_cycle": CONDITIONS[condition],
             "inf_per_s": 1 / latency, "chip_inf_per_j": 1 / (chip * 1e-12), "inf_per_j": 1 / (energy * 1e-12),
             "chip_energy_pj": chip, "energy_pj": energy, "cycles": cycles, "seconds": seconds,
@@ -141,14 +141,14 @@ def main(argv=None) -> None:
                     r = run(network, arch_name, sparse, condition, settings, args.workers)
                     rows.append(r)
                     low = sorted(r["layers"].items(), key=lambda kv: kv[1]["utilization"])[:3]
-                    print(f"{network:21s} {condition:5s} {arch_name:17s} {'sparse' if sparse else 'dense':6s} "
+                    print(f"{r['network']:21s} {condition:5s} {r['arch']:17s} {'sparse' if sparse else 'dense':6s} "
                           f"{r['inf_per_s']:9.1f} inf/s  chip {r['chip_inf_per_j']:9.1f} inf/J  "
                           f"total {r['inf_per_j']:8.1f} inf/J  ({r['optimal']}/{r['n_layers']} optimal, "
                           f"{r['seconds']:.0f} s; lowest use: "
                           + ", ".join(f"{k} {100 * v['utilization']:.0f}% {v['bound_by']}" for k, v in low) + ")",
                           flush=True)
     print()
-    for network in args.networks.split(","):
+    for network in dict.fromkeys(r["network"] for r in rows):
         for condition in conditions:
             print(f"{network}, condition {condition}:")
             for line in ratios(rows, network, condition):
