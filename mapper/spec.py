@@ -323,7 +323,7 @@ class Fields:
         options = list(options)
         value = self.string(key, default)
         if value not in options:
-            raise self.error(key, f"'{short(value)}' is not one of {', '.join(options)}{closest(value, options)}")
+            raise self.error(key, f"{short(value)} is not one of {', '.join(options)}{closest(value, options)}")
         return value
 
     def names(self, key: str, options: Iterable[str], default: Iterable[str] = ()) -> tuple[str, ...]:
@@ -337,7 +337,7 @@ class Fields:
         out = []
         for item in value:
             if item not in options:
-                raise self.error(key, f"'{short(item)}' is not one of {', '.join(options)}{closest(item, options)}")
+                raise self.error(key, f"{short(item)} is not one of {', '.join(options)}{closest(item, options)}")
             if item not in out:
                 out.append(item)
         return tuple(out)

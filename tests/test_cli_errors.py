@@ -166,7 +166,7 @@ def test_unknown_builtin_arch(tmp_path, good_mapping):
     assert "eyeriss_v1" in line and "eyeriss_v2" in line
     line = assert_user_error(run("search", "-a", "tpu", "-p", "alexnet", "-l", "conv3", "--json", out),
                              "--arch", out=out)
-    assert "eyeriss_v1, eyeriss_v2" in line
+    assert "eyeriss_v1, eyeriss_v1_5, eyeriss_v1_scaled, eyeriss_v2" in line
 
 
 def test_unknown_layer_on_evaluate(tmp_path, good_mapping):

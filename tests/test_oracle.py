@@ -51,10 +51,11 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
     `modes`: {fan-out: {tensor: [network modes]}} (the others offer none)."""
     data = yaml.safe_load((ROOT / "arch" / f"{base}.yaml").read_text())
     data["name"] = name
+    data.pop("cycle_energy", None)        # a per-cycle term, not an access count
     data["levels"] = [lv for lv in data["levels"] if lv["name"] != "simd"]   # ours, not the file's
     for lv in data["levels"]:
         if "fanout" in lv:
-            X, Y = fanouts[lv["name"]]
+            X, Y = fanouts.get(lv["name"], (lv["fanout"]["X"], lv["fanout"]["Y"]))   # e.g. v2's simd
             lv["fanout"] = {"X": X, "Y": Y}
             lv["spatial_dims"] = {"X": list(DIMS), "Y": list(DIMS)}
             lv["energy"] = dict(FAN_ENERGY)
@@ -65,10 +66,13 @@ def small_arch(base: str, name: str, fanouts: dict, multicast: dict | None = Non
                 lv["modes"] = modes[lv["name"]]
                 lv.pop("multicast", None)
             if multicast:
-                lv["multicast"] = multicast[lv["name"]]
+                lv["multicast"] = multicast.get(lv["name"], lv.get("multicast", "exact"))
         else:
             lv.pop("capacity", None)          # unbounded: tiny tiles always fit
             lv.pop("temporal_dims", None)     # every dimension may iterate at every level
+            lv.pop("leakage", None)           # a per-cycle term, not an access count
+            lv.pop("capacity_unit", None)     # (capacity is unbounded here)
+            lv.pop("columns", None)
             if bypass and lv["name"] in bypass:
                 lv["may_bypass"] = list(bypass[lv["name"]])
     if simd:
@@ -91,7 +95,7 @@ ARCHS = {
         multicast={"cluster_array": "projection", "pe_cluster": "projection"}),
     "v2_mixed": lambda: small_arch(
         "eyeriss_v2", "v2_mixed", {"cluster_array": (2, 2), "pe_cluster": (3, 2)},
-        multicast={"cluster_array": "exact", "pe_cluster": "projection"}),
+        multicast={"cluster_array": "projection", "pe_cluster": "exact"}),
     "v2_bypass_exact": lambda: small_arch(
         "eyeriss_v2", "v2_bypass_exact", {"cluster_array": (2, 2), "pe_cluster": (2, 2)},
         bypass={"GLB": ["Inputs", "Outputs"]}),

@@ -411,17 +411,18 @@ def test_eyeriss_v1_organisation():
 
 def test_eyeriss_v2_organisation():
     arch = load_arch("eyeriss_v2")
-    # 8 x 2 cluster groups of 3 x 4 PEs = 192
-    assert arch.pes == (8 * 2) * (3 * 4) == 192
-    clusters, pes = arch.fanouts
-    assert (clusters.X * clusters.Y, pes.X * pes.Y) == (16, 12)
+    # 8 x 2 clusters of 3 x 4 PEs = 192 PEs, 2 SIMD MACs each [P] P1
+    clusters, pes, simd = arch.fanouts
+    assert (clusters.X * clusters.Y, pes.X * pes.Y, simd.X * simd.Y) == (16, 12, 2)
+    assert arch.pes == (8 * 2) * (3 * 4) * 2 == 384
+    # the HM-NoC sits between the GLB clusters and the PE clusters: one GLB level of 16 clusters
     instances = {l.name: l.instances for l in arch.levels}
-    assert instances == {"DRAM": 1, "cluster_array": 1, "GLB": 16, "pe_cluster": 16, "iact_spad": 192,
-                         "weights_spad": 192, "psum_spad": 192}
+    assert instances == {"DRAM": 1, "GLB": 1, "cluster_array": 1, "pe_cluster": 16, "iact_spad": 192,
+                         "weights_spad": 192, "psum_spad": 192, "simd": 192}
     glb = arch.level("GLB")
     assert "Weights" not in glb.keeps            # weights stream DRAM -> PE spads
-    # per GLB cluster: 3 iact banks of 1.5 KB of 8-bit values, 4 psum banks of 768 entries [S] R13, R16
-    assert dict(glb.partitions) == {("Inputs",): 3 * 1536, ("Outputs",): 4 * 768}
+    # 16 GLB clusters x (3 iact banks of 1.5 KB of 8-bit values, 4 psum banks of 768 entries) [P] P1
+    assert dict(glb.partitions) == {("Inputs",): 16 * 3 * 1536, ("Outputs",): 16 * 4 * 768}
     assert arch.word_bits == 8
 
 
