@@ -193,7 +193,28 @@ class _Nest:
             extent = sum(c * (ext[d] - 1) for d, c in axis) + 1
             shift = sum(c * self.step[r] for d, c in axis if d == dim)
             overlap = overlap // extent * max(0, extent - shift)
-        return sweeps * (tile + (bound - 1) * (tile - overlap)), distinct
+        # Each sweep of r starts with a whole tile, except where the loop k that stepped
+        # (r and the loops between reset) brings back exactly the tile just held.
+        starts = sweeps - sum(math.prod(self.loops[j][2] for j in outer if j < k) * (self.loops[k][2] - 1)
+                              for k in relevant[:-1] if self.unchanged(tensor, li, k))
+        return starts * tile + sweeps * (bound - 1) * (tile - overlap), distinct
+
+    def unchanged(self, tensor: str, li: int, k: int) -> bool:
+        """Whether a step of the outer temporal loop k leaves level li's tile of `tensor` where it
+        was. When k advances, the temporal loops between k and li (all at their last index)
+        reset to 0, so dimension d's offset moves by [d is k's dim] * step[k] minus the sum of
+        (bound - 1) * step over those loops over d; spatial loops keep their index. A tensor
+        axis moves by the sum of its coefficients times these moves, and only an axis indexed
+        by two dimensions (p*stride + r*dilation) can have two nonzero moves that cancel: a
+        step of R by dilation*step[k] undone by P's loops resetting by stride*(their span),
+        or the reverse. The new tile is then the held one and nothing is fetched."""
+        _, dim, _, _ = self.loops[k]
+        move = {d: (self.step[k] if d == dim else 0) for d in DIMS}
+        for j in self.outer_temporal(li):
+            if j > k:
+                _, d, f, _ = self.loops[j]
+                move[d] -= (f - 1) * self.step[j]
+        return all(sum(c * move[d] for d, c in axis) == 0 for axis in tensor_axes(self.layer, tensor))
 
     def distinct_children(self, tensor: str, parent: int, child: int | None) -> int:
         """Distinct child tiles of `tensor` under one parent instance (child None = the MACs):
