@@ -14,9 +14,14 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   tiles. A tile stays resident while only loops irrelevant to t iterate (stationarity).
   Let r be the innermost outer loop that is relevant to t: each step of r fetches only the
   part of the next tile not in the current one (for inputs, the sliding window keeps the
-  overlapping rows or columns); any step of a loop outside r refetches the whole tile.
-  Hence fills = (product of bounds outside r) * (T + (b_r - 1) * (T - overlap_r)).
-  This follows Timeloop's nest analysis (reference/timeloop/README.md).
+  overlapping rows or columns); a step of a loop k outside r refetches the whole tile,
+  unless the new tile is exactly the one held: on an input axis p*stride + r*dilation, k's
+  move can cancel the reset of the loops inside it (e.g. R steps by dilation while P's
+  loops return by stride x their span), and then nothing is fetched (`_Nest.unchanged`).
+  Hence fills = T * (sweeps - unchanged steps) + sweeps * (b_r - 1) * (T - overlap_r), with
+  sweeps the product of the bounds outside r. This follows Timeloop's nest analysis
+  (reference/timeloop/README.md), which fetches the difference from the held tile but
+  drops the held tile when its stride changes, unless the whole tile stays resident.
 * Outputs. Partial sums start at zero: the first touch of each output point is not
   fetched (fills exclude it). Every resident tile is written back to the next outer level
   that keeps Outputs when it leaves (an update there). At the innermost level keeping

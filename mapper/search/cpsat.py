@@ -16,7 +16,10 @@ is an exact product of CP-SAT integer variables:
   counts and 1 otherwise. A relevant loop always counts; an irrelevant one counts iff it
   sits outside the innermost relevant loop with factor > 1 ("r"), which boolean variables
   derive from the factors (s = factor > 1) and the order choice; when r slides (an input
-  halo), r's group contributes E + (b_r - 1) * min(E, shift) instead of E * b_r.
+  halo), r's group contributes E + (b_r - 1) * min(E, shift) instead of E * b_r. Steps
+  that bring back exactly the held input tile save a whole tile each: one more product
+  per candidate loop (its group's axis moves cancel, no other relevant loop iterates
+  inside it), subtracted.
 Capacities and fan-outs are exact integer constraints on products. Energies are integers
 after scaling (floored, so CP-SAT's bound stays a valid lower bound of the true cost);
 with the built-in archs' energies the scaling is exact. The objective is the model's
