@@ -20,8 +20,9 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   loops return by stride x their span), and then nothing is fetched (`_Nest.unchanged`).
   Hence fills = T * (sweeps - unchanged steps) + sweeps * (b_r - 1) * (T - overlap_r), with
   sweeps the product of the bounds outside r. This follows Timeloop's nest analysis
-  (reference/timeloop/README.md), which fetches the difference from the held tile but
-  drops the held tile when its stride changes, unless the whole tile stays resident.
+  (reference/timeloop/README.md): as its source reads, it fetches the difference from the
+  held tile but drops the held tile when the tile's stride changes, unless the whole tile
+  stays resident (the unchanged case is not checked against timeloop-model's output here).
 * Outputs. Partial sums start at zero: the first touch of each output point is not
   fetched (fills exclude it). Every resident tile is written back to the next outer level
   that keeps Outputs when it leaves (an update there). At the innermost level keeping
