@@ -320,7 +320,43 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
                 shift = coef[r_dim] * step
                 overlap = np.where(shift > 0, tile / extent * np.maximum(0.0, extent - shift), overlap)
         fetched = np.where(found, sweeps * (tile + (r_bound - 1) * (tile - overlap)), tile)
+        if sliding:
+            fetched = fetched - tile * unchanged_steps(ti, si)
         return fetched, tile * touched
+
+    def unchanged_steps(ti: int, si: int):
+        """Steps of the loops outside storage si that bring back exactly the held tile of ti
+        (model._Nest.unchanged: the moves of a two-dimension axis cancel), counted per
+        instance; each saves a whole tile. Only loops over a sliding axis's dimensions can."""
+        axes = _axes_index(layer, TENSORS[ti])
+        window = sorted({d for axis in axes if len(axis) > 1 for d, _ in axis})
+        saved = np.zeros(n)
+        # term[so][d]: how far level so's loop over d resets when a loop outside it steps
+        term = [(level_f[so] - 1) * inner[st_slots[so] + 1] for so in range(si)]
+        between = np.zeros((ND, n))           # resets of the levels strictly inside so, outside si
+        for so in range(si - 1, -1, -1):
+            pos = positions(so)
+            for dk in window:
+                b = level_f[so, dk]
+                inside = pos < pos[dk]                              # [8, n] loops nested in k
+                move = -(between + term[so] * inside)
+                move[dk] += inner[st_slots[so] + 1, dk]
+                same = b > 1
+                for axis in axes:
+                    same &= sum(c * move[d] for d, c in axis) == 0
+                if same.any():
+                    count = outer_prod[so] * np.prod(np.where(pos > pos[dk], level_f[so], 1.0), axis=0) * (b - 1)
+                    saved += np.where(same, count, 0.0)
+            between = between + term[so]
+        return saved
+
+    position_cache = {}
+
+    def positions(so: int):
+        """pos[d, n]: the position of dimension d in level so's order (0 = innermost)."""
+        if so not in position_cache:
+            position_cache[so] = np.argsort(O[so], axis=0)
+        return position_cache[so]
 
     exact_cache = {}
 

@@ -14,9 +14,15 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   tiles. A tile stays resident while only loops irrelevant to t iterate (stationarity).
   Let r be the innermost outer loop that is relevant to t: each step of r fetches only the
   part of the next tile not in the current one (for inputs, the sliding window keeps the
-  overlapping rows or columns); any step of a loop outside r refetches the whole tile.
-  Hence fills = (product of bounds outside r) * (T + (b_r - 1) * (T - overlap_r)).
-  This follows Timeloop's nest analysis (reference/timeloop/README.md).
+  overlapping rows or columns); a step of a loop k outside r refetches the whole tile,
+  unless the new tile is exactly the one held: on an input axis p*stride + r*dilation, k's
+  move can cancel the reset of the loops inside it (e.g. R steps by dilation while P's
+  loops return by stride x their span), and then nothing is fetched (`_Nest.unchanged`).
+  Hence fills = T * (sweeps - unchanged steps) + sweeps * (b_r - 1) * (T - overlap_r), with
+  sweeps the product of the bounds outside r. This follows Timeloop's nest analysis
+  (reference/timeloop/README.md): as its source reads, it fetches the difference from the
+  held tile but drops the held tile when the tile's stride changes, unless the whole tile
+  stays resident (the unchanged case is not checked against timeloop-model's output here).
 * Outputs. Partial sums start at zero: the first touch of each output point is not
   fetched (fills exclude it). Every resident tile is written back to the next outer level
   that keeps Outputs when it leaves (an update there). At the innermost level keeping
@@ -206,7 +212,28 @@ class _Nest:
             extent = sum(c * (ext[d] - 1) for d, c in axis) + 1
             shift = sum(c * self.step[r] for d, c in axis if d == dim)
             overlap = overlap // extent * max(0, extent - shift)
-        return sweeps * (tile + (bound - 1) * (tile - overlap)), distinct
+        # Each sweep of r starts with a whole tile, except where the loop k that stepped
+        # (r and the loops between reset) brings back exactly the tile just held.
+        starts = sweeps - sum(math.prod(self.loops[j][2] for j in outer if j < k) * (self.loops[k][2] - 1)
+                              for k in relevant[:-1] if self.unchanged(tensor, li, k))
+        return starts * tile + sweeps * (bound - 1) * (tile - overlap), distinct
+
+    def unchanged(self, tensor: str, li: int, k: int) -> bool:
+        """Whether a step of the outer temporal loop k leaves level li's tile of `tensor` where it
+        was. When k advances, the temporal loops between k and li (all at their last index)
+        reset to 0, so dimension d's offset moves by [d is k's dim] * step[k] minus the sum of
+        (bound - 1) * step over those loops over d; spatial loops keep their index. A tensor
+        axis moves by the sum of its coefficients times these moves, and only an axis indexed
+        by two dimensions (p*stride + r*dilation) can have two nonzero moves that cancel: a
+        step of R by dilation*step[k] undone by P's loops resetting by stride*(their span),
+        or the reverse. The new tile is then the held one and nothing is fetched."""
+        _, dim, _, _ = self.loops[k]
+        move = {d: (self.step[k] if d == dim else 0) for d in DIMS}
+        for j in self.outer_temporal(li):
+            if j > k:
+                _, d, f, _ = self.loops[j]
+                move[d] -= (f - 1) * self.step[j]
+        return all(sum(c * move[d] for d, c in axis) == 0 for axis in tensor_axes(self.layer, tensor))
 
     def distinct_children(self, tensor: str, parent: int, child: int | None) -> int:
         """Distinct child tiles of `tensor` under one parent instance (child None = the MACs):

@@ -15,9 +15,10 @@ The counting contract it implements:
 * Tile of t at L for fixed values of the loops outside L: the coordinates of t touched by
   the loops at L and below, as a bounding box per axis (exact ranges except the input's
   h and w, whose boxes include the halo).
-* Fills: per instance, walk the temporal loops outside L in nest order. First step: the
-  whole tile. Later steps: nothing if the tile is unchanged; the new box minus the old one
-  if the loop that incremented is r (the innermost outer temporal loop whose dimension
+* Fills: per instance, walk the temporal loops outside L in nest order, tracking the box
+  the buffer holds. First step: the whole tile. Later steps: nothing if the new tile is
+  exactly the held contents (whichever loop stepped); the new box minus the held one if
+  the loop that incremented is r (the innermost outer temporal loop whose dimension
   indexes t); otherwise the whole new tile. Outputs exclude first touches (zero-init).
 * Chain of t: the levels keeping t; each parent serves its next inner keeper (or the
   MACs). Children of one parent instance that one read serves are grouped: "exact" fan-outs
@@ -32,8 +33,9 @@ The counting contract it implements:
 
 `Conventions` selects between the variants that have been specified: where partial sums
 sent down are counted (every child, or one per reduction group), whether identical tiles
-are merged across two fan-outs, and whether an unchanged input tile is refetched (the
-model's closed form) or not (the contract).
+are merged across two fan-outs, whether an unchanged input tile is refetched (the model
+before issue 12) or not (the contract), and whether a partial overlap after a step outside
+r is kept (not the contract).
 """
 from __future__ import annotations
 
@@ -201,32 +203,36 @@ class _Sim:
         for inst, blocks in by_inst.items():
             W = first = 0
             touched: set = set()
+            held = None          # the buffer's contents: the box of the tile it holds now
             prev = None
             for b in blocks:
-                if prev is None:
-                    fetch = _box_size(lo_l[b], hi_l[b])
-                elif lo_l[b] == lo_l[prev] and hi_l[b] == hi_l[prev]:
+                box = (lo_l[b], hi_l[b])
+                size = _box_size(*box)
+                if held is None:
+                    fetch = size
+                elif box == held:
+                    # Everything the tile needs is already held: nothing is fetched, whichever
+                    # loop stepped (stationarity, or p*stride + r*dilation repeating).
                     fetch = 0
                     inc = next(j for j in range(len(tp)) if tv[b][j] != tv[prev][j])
                     self.events["stationary"] += 1
                     if self.loops[tp[inc]][1] in self.rel[tensor]:
-                        # A relevant loop moved (and r reset) but the box came back the same:
-                        # p*stride + r*dilation took the same values (input halo).
+                        # A relevant loop moved (and r reset) but the contents are the same.
                         self.events[f"unchanged_after_relevant_step:{tensor}"] += 1
                         if self.conv.refetch_unchanged_tile:
-                            fetch = _box_size(lo_l[b], hi_l[b])
+                            fetch = size
                 else:
                     inc = next(j for j in range(len(tp)) if tv[b][j] != tv[prev][j])
-                    size = _box_size(lo_l[b], hi_l[b])
-                    if inc == r:
-                        ov = _box_overlap(lo_l[b], hi_l[b], lo_l[prev], hi_l[prev])
+                    ov = _box_overlap(*box, *held)
+                    if inc == r or self.conv.keep_overlap_after_any_step:
                         fetch = size - ov
-                        if ov:
+                        if ov and inc == r:
                             self.events[f"sliding:{tensor}" if tensor == "Inputs" else "delta_overlap"] += 1
                     else:
                         fetch = size
-                        if tensor == "Inputs" and _box_overlap(lo_l[b], hi_l[b], lo_l[prev], hi_l[prev]):
-                            self.events["whole_refetch_despite_overlap"] += 1
+                    if inc != r and ov:
+                        self.events[f"overlap_after_outer_step:{tensor}"] += 1
+                held = box
                 W += fetch
                 if tensor == "Outputs" and (prev is None or fetch):
                     for point in itertools.product(*(range(l, h + 1) for l, h in zip(lo_l[b], hi_l[b]))):
@@ -396,23 +402,30 @@ class Conventions:
         False: identical tiles are merged across all fan-outs between parent and child.
     refetch_unchanged_tile: when a relevant loop outside r steps (r resets) and the input
         tile comes back identical (p*stride + r*dilation hits the same rows), refetch the
-        whole tile (the model's documented rule: every step of a loop outside r refetches
-        the tile). False: an unchanged tile fetches nothing, which is what Timeloop's
-        translation-based deltas do in that aliasing case.
+        whole tile (the model's rule before issue 12). False (the contract): the buffer
+        already holds every word of the new tile, so nothing is fetched (Timeloop's deltas
+        agree).
+    keep_overlap_after_any_step: after a step of a loop other than r that lands the tile
+        partly on the held one, fetch only the words not held (a buffer that keeps whatever
+        the next tile reuses). False (the contract, and Timeloop's reset of its deltas when
+        the tile's stride changes): refetch the whole tile. Not a difference of the model;
+        the option measures what that convention costs.
     """
 
     psum_fill_every_child: bool = True
     multicast_per_fanout: bool = True
-    refetch_unchanged_tile: bool = True
+    refetch_unchanged_tile: bool = False
+    keep_overlap_after_any_step: bool = False
 
 
 #: The model's documented conventions (mapper/model.py docstring).
 MODEL = Conventions()
-#: Timeloop's behaviour when a step outside r lands the input tile on the same rows.
-ZERO_SHIFT = Conventions(refetch_unchanged_tile=False)
+#: The model before issue 12: a step outside r that lands the input tile on the rows the
+#: buffer holds refetched it anyway.
+REFETCH_UNCHANGED = Conventions(refetch_unchanged_tile=True)
 #: The contract as first stated (one child per reduction group receives partial sums;
 #: identical tiles merged across every fan-out between parent and child).
-ORIGINAL = Conventions(psum_fill_every_child=False, multicast_per_fanout=False, refetch_unchanged_tile=False)
+ORIGINAL = Conventions(psum_fill_every_child=False, multicast_per_fanout=False)
 
 
 def simulate(layer: Layer, arch: Arch, mapping: Mapping, conventions: Conventions = MODEL) -> Result:

@@ -174,6 +174,31 @@ def test_comparison_covers_interesting_cases():
     assert many_progressions > 0
 
 
+def test_comparison_covers_unchanged_input_tiles():
+    """Many compared candidates have a step outside the innermost relevant loop that brings
+    an input tile back onto the rows or columns its buffer holds (fetching nothing), so the
+    equality above pins the batch's count of those steps."""
+    from mapper.arch import Storage
+    from mapper.model import _Nest
+    from mapper.problem import RELEVANT
+    hits = 0
+    for arch_name, layer_name in CASES:
+        arch, layer = arch_of(arch_name), layer_of(layer_name)
+        enc = space_of(arch_name, layer_name).enc
+        f, o, k = valid_candidates(arch_name, layer_name)
+        for j in range(len(f)):
+            mapping = enc.decode(f[j], o[j], k[j])
+            nest = _Nest(layer, arch, mapping)
+            for li, level in enumerate(arch.levels):
+                if not isinstance(level, Storage) or "Inputs" not in mapping.kept(level.name):
+                    continue
+                outer = [x for x in nest.outer_temporal(li) if nest.loops[x][1] in RELEVANT["Inputs"]]
+                if any(nest.unchanged("Inputs", li, x) for x in outer[:-1]):
+                    hits += 1
+                    break
+    assert hits >= 20, hits
+
+
 # ---------------------------------------------------------------------------------------
 # A hand-derived case with an irrelevant loop at a level inside the one holding the
 # innermost relevant loop (a working-tree version of batch.py multiplied the sweeps by it,

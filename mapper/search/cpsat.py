@@ -16,7 +16,10 @@ is an exact product of CP-SAT integer variables:
   counts and 1 otherwise. A relevant loop always counts; an irrelevant one counts iff it
   sits outside the innermost relevant loop with factor > 1 ("r"), which boolean variables
   derive from the factors (s = factor > 1) and the order choice; when r slides (an input
-  halo), r's group contributes E + (b_r - 1) * min(E, shift) instead of E * b_r.
+  halo), r's group contributes E + (b_r - 1) * min(E, shift) instead of E * b_r. Steps
+  that bring back exactly the held input tile save a whole tile each: one more product
+  per candidate loop (its group's axis moves cancel, no other relevant loop iterates
+  inside it), subtracted.
 Capacities and fan-outs are exact integer constraints on products. Energies are integers
 after scaling (floored, so CP-SAT's bound stays a valid lower bound of the true cost);
 with the built-in archs' energies the scaling is exact. The objective is the model's
@@ -362,8 +365,85 @@ class Builder:
             self._rc[t, si] = self._reuse_literals(t, si)
         outer, rel, R, counted = self._rc[t, si]
         slot = self.enc.storage_slot[si]
-        return self.product([self._fills_part(g, t, slot, outer, rel, R, counted, m)
-                             for g, m in zip(self.groups, mult)])
+        total = self.product([self._fills_part(g, t, slot, outer, rel, R, counted, m)
+                              for g, m in zip(self.groups, mult)])
+        saved = self._unchanged_terms(t, si, mult)
+        if not saved:
+            return total
+        out = self.new_var(lo=0, hi=self._hi(total))
+        self.m.Add(out == total - sum(saved))
+        return out
+
+    def _unchanged_terms(self, t: str, si: int, mult: list[np.ndarray]) -> list:
+        """The whole tiles not fetched because a step of an outer loop k brings back exactly
+        the held tile (model._Nest.unchanged), one product per candidate k = (level so, dim
+        dk on a sliding axis): tile x mult x (bounds of every loop outside k) x (b_k - 1) x
+        [the step leaves every axis in place]. Each factor is per group: the window group
+        of dk checks that its axis's moves cancel, every other group indexing t that none
+        of its loops between k and the buffer iterates."""
+        if not any(len(axis) > 1 for axis in tensor_axes(self.layer, t)):
+            return []
+        terms = []
+        for so in range(si):
+            for dk in range(len(DIMS)):
+                if DIMS[dk] not in SLIDING or self.s(so, dk) is False:
+                    continue
+                parts = []
+                for g, m in zip(self.groups, mult):
+                    states = self._unchanged_states(g, t, si, so, dk, m)
+                    if not states:
+                        break
+                    parts.append(self._from_states(g, states))
+                else:
+                    if all(not isinstance(p, (int, np.integer)) or p for p in parts):
+                        terms.append(self.product(parts))
+        return [term for term in terms if not isinstance(term, (int, np.integer)) or term]
+
+    def _unchanged_states(self, g: Group, t, si, so, dk, mult):
+        """[(enforcement literals, per-option values)] of group g's factor of one unchanged-
+        tile term (see _unchanged_terms), one entry per order state; [] when the factor is
+        zero in every state."""
+        slot, k_slot = self.enc.storage_slot[si], self.enc.storage_slot[so]
+        rel = {DIMS.index(d) for d in RELEVANT[t]}
+        base = self.tile_part(g, t, slot) * mult
+        for so2 in range(so):
+            for d in g.dims:
+                base = base * self.fac(g, self.enc.storage_slot[so2], d)
+        same_level = [d for d in g.dims if d != dk]
+        states = []
+        for bits in itertools.product([False, True], repeat=len(same_level)):
+            lits, vals, feasible = [], base.copy(), True
+            inside = []                      # (slot, d) of g's temporal loops between k and the buffer
+            for d, outside in zip(same_level, bits):
+                lit = self.before(so, d, dk)
+                if lit is True or lit is False:
+                    if lit != outside:
+                        feasible = False
+                        break
+                else:
+                    lits.append(lit if outside else lit.Not())
+                if outside:
+                    vals = vals * self.fac(g, k_slot, d)
+                else:
+                    inside.append((k_slot, d))
+            if not feasible:
+                continue
+            inside += [(self.enc.storage_slot[so2], d) for so2 in range(so + 1, si) for d in g.dims]
+            if dk in g.dims:
+                # dk's axis: dk moves by its step minus the resets of the dk loops between,
+                # its partner by minus the resets of its loops between; they must cancel.
+                move = {d: np.zeros(g.n, dtype=np.int64) for d in g.dims}
+                move[dk] = move[dk] + self.inner_ext(g, k_slot + 1, dk)
+                for sl, d in inside:
+                    move[d] = move[d] - (self.fac(g, sl, d) - 1) * self.inner_ext(g, sl + 1, d)
+                shift = sum(self._coef(t, d) * move[d] for d in g.dims)
+                vals = vals * (self.fac(g, k_slot, dk) - 1) * (shift == 0)
+            elif set(g.dims) & rel:
+                for sl, d in inside:
+                    vals = vals * (self.fac(g, sl, d) == 1)
+            states.append((lits, vals))
+        # every order state is listed (exactly one holds); none can save anything: no term
+        return states if any(vals.any() for _, vals in states) else []
 
     def _reuse_literals(self, t: str, si: int):
         """For buffer si and tensor t: the outer loops, which is r, which irrelevant loops count."""
@@ -433,6 +513,11 @@ class Builder:
                     alt = vals // (ext_axis * b) * bracket
                     new_states.append((lits + ([] if lit is True else [lit]), alt))
             states = new_states
+        return self._from_states(g, states)
+
+    def _from_states(self, g: Group, states):
+        """An IntVar (or int) equal to the per-option values of the state whose enforcement
+        literals hold: [(literals, values)], exactly one state holding."""
         if len(states) == 1:
             return self.var_of(g, states[0][1])
         if all((vals == states[0][1]).all() for _, vals in states):

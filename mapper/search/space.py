@@ -15,7 +15,13 @@ Pruning that never removes an optimum:
   irrelevant to one tensor and, for Inputs, which loop slides. Any order is matched or
   beaten by one that keeps each of the three groups contiguous, so a level needs at most
   36 canonical orders (the 6 arrangements of the groups, times the internal orders of the
-  group whose last loop matters), deduplicated for the level's allowed dimensions.
+  group whose last loop matters), deduplicated for the level's allowed dimensions. The
+  unchanged-tile rule (model._Nest.unchanged) breaks that argument for Inputs: a step of
+  R outside P (or P outside R, S/Q, Q/S) with nothing else iterating inside can bring
+  back the held tile, which no group-contiguous order may offer. Orders ending in such a
+  pair (M before, between or after it) are added, at most 48 orders in all. That these
+  suffice is checked, not proven: on random factorizations of small layers no order of a
+  level's loops beats the best kept one (tests/test_search.py, kept_orders).
 """
 from __future__ import annotations
 
@@ -116,16 +122,42 @@ def canonical_orders(allowed: tuple[str, ...], below: frozenset[str] = frozenset
             seen.add(key)
             full = seq + [d for d in DIMS if d not in seq]
             out.append([DIMS.index(d) for d in full])
+    # A step of the outer of two loops over one input axis (R then P, or S then Q, ...) can
+    # bring back the held input tile when nothing else iterates inside it (model._Nest.
+    # unchanged), which the group-contiguous orders above cannot express: add orders that
+    # end in such a pair, with M before, between or after it.
+    # Only the subsets of loops with factor > 1 that contain the pair need them (for the
+    # others the orders above already suffice), so they are deduplicated on those alone.
+    bases = [[DIMS[i] for i in o if DIMS[i] in allowed_set] for o in out]
+    for x, y in (("R", "P"), ("P", "R"), ("S", "Q"), ("Q", "S")):
+        if not {x, y} <= allowed_set:
+            continue
+        pair = frozenset((x, y))
+        seen_pair = {_reuse_key([DIMS[i] for i in o if DIMS[i] in allowed_set], below, pair) for o in out}
+        for base in bases:
+            rest = [d for d in base if d not in (x, y)]
+            bare = [d for d in rest if d != "M"]
+            tails = [rest + [x, y]] + ([bare + [x, "M", y], bare + [x, y, "M"]] if "M" in rest else [])
+            for seq in tails:
+                key = _reuse_key(seq, below, pair)
+                if key in seen_pair:
+                    continue
+                seen_pair.add(key)
+                full = seq + [d for d in DIMS if d not in seq]
+                out.append([DIMS.index(d) for d in full])
     return np.array(out, dtype=np.int64)
 
 
-def _reuse_key(seq: list[str], below: frozenset[str]) -> tuple:
-    """What an order means for reuse, for every subset of its loops having factor > 1:
-    per tensor below, the trailing loops irrelevant to it and (Inputs) the sliding loop."""
+def _reuse_key(seq: list[str], below: frozenset[str], must: frozenset[str] = frozenset()) -> tuple:
+    """What an order means for reuse, for every subset of its loops having factor > 1 (that
+    contains `must`): per tensor below, the trailing loops irrelevant to it and (Inputs)
+    the sliding loop and the pair of loops over one axis before it (see canonical_orders)."""
     key = []
     dims = sorted(seq, key=DIMS.index)          # subsets by dimension, not by position
     for mask in range(1 << len(dims)):
         chosen = {d for i, d in enumerate(dims) if mask >> i & 1}
+        if not must <= chosen:
+            continue
         present = [d for d in seq if d in chosen]
         entry = []
         for t in TENSORS:
@@ -139,7 +171,13 @@ def _reuse_key(seq: list[str], below: frozenset[str]) -> tuple:
                 tail.append(d)
             last_rel = next((d for d in reversed(present) if d in rel), None)
             slide = last_rel if (t == "Inputs" and last_rel in ("P", "Q", "R", "S")) else None
-            entry.append((frozenset(tail), slide))
+            # Inputs: the loop before the sliding one, if it is the other loop over the same
+            # axis, and what lies inside it (its step may bring back the held tile)
+            pair = None
+            rels = [i for i, d in enumerate(present) if d in rel]
+            if slide and len(rels) > 1 and {present[rels[-2]], slide} in ({"P", "R"}, {"Q", "S"}):
+                pair = (present[rels[-2]], frozenset(present[rels[-2] + 1:]))
+            entry.append((frozenset(tail), slide, pair))
         key.append(tuple(entry))
     return tuple(key)
 
