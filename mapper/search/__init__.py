@@ -197,6 +197,9 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
                         continue
                     done[(res.layer.type, res.layer.shape_key())] = res
                     board.finished(res.layer.name, f"{res.status} ({res.reason})")
+        elif len(jobs) == 1:        # one search: its own progress line, all the workers
+            res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
+            done[(res.layer.type, res.layer.shape_key())] = res
         else:
             with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
                 for layer in jobs:
