@@ -571,4 +571,3 @@ def write_arch(arch_path: str | Path, ert_path: str | Path, out_path: str | Path
     parse_arch(yaml.safe_load(text), str(out_path))
     write_text(out_path, text)
     return unsupported
-

@@ -138,4 +138,3 @@ def _section(path: str | Path, key: str, hint: str) -> dict:
     section = _mapping_of(data[key], src, key)
     _check_version(section.get("version"), src, f"{key}.version")
     return section
-

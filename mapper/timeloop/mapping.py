@@ -13,6 +13,7 @@ from ..problem import DIMS, TENSORS, Layer
 from ..spec import MapperError, SpecError, as_int, clip, closest, load_json
 from .common import TIMELOOP_DIMS, _comment, _list_of, _load, _mapping_of, _parse_factors, _parse_permutation
 
+
 def is_timeloop_mapping(data: Any) -> bool:
     """True for a parsed Timeloop mapping (`mapping:` a list of directives with targets),
     False for our mapping documents ({loops, keep} or a result document)."""
@@ -309,4 +310,3 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
             "Check with: timeloop-model ARCH.yaml PROBLEM.yaml THIS_FILE ERT.yaml [ART.yaml]"]
     write_text(out_path, mapping_yaml(data, head))
     return data
-

@@ -106,7 +106,6 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
     return dims, roles, {**defaults, **coef_defaults}
 
 
-
 def _timeloop_problem(path: str | Path) -> tuple[dict, str, tuple[str, ...], dict[str, int], dict[str, Any], list[str]]:
     """(instance, src, dims, values of dims and coefficients, roles, notes) of a Timeloop problem file."""
     src = str(path)
@@ -200,4 +199,3 @@ def write_problem(path_in: str | Path, path_out: str | Path) -> dict:
     lines.append(f"  - {_flow(data['layers'][0])}")
     write_text(path_out, "\n".join(lines) + "\n")
     return data
-
