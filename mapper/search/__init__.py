@@ -60,6 +60,7 @@ class SearchResult:
     bound: float | None = None     # proven lower bound on the objective, if any
     notes: list[str] = field(default_factory=list)
     reason: str = ""               # why the search ended with this status (one of REASONS)
+    reused_from: str | None = None  # the layer of the same shape whose search this result reuses
 
     @property
     def best(self) -> Found:
@@ -218,7 +219,7 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
             found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
             out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
                                     prev.status, prev.bound, [f"same shape as {first[key]}: reused"],
-                                    prev.reason))
+                                    prev.reason, reused_from=first[key]))
         else:
             first[key] = layer.name
             out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
