@@ -292,9 +292,7 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
     layer = doc.get("layer") or {}
     ldims = layer.get("dims")
     if isinstance(ldims, dict):
-        product = {d: 1 for d in DIMS}
-        for l in mapping.loops:
-            product[l.dim] *= l.factor
+        product = mapping.dim_products()
         for d in DIMS:
             if d in ldims and product[d] != ldims[d]:
                 raise SpecError(src, "mapping", f"factors of {d} multiply to {product[d]} but layer "
