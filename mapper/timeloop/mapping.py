@@ -68,10 +68,27 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
     if not isinstance(data, list) or not data:
         raise SpecError(src, "mapping", "expected a non-empty list of directives")
     tl = _timeloop_levels(arch)
-    by_name = {t[0]: t for t in tl}
+    temporal, spatial, keep = _directives(data, src, arch, layer, [t[0] for t in tl])
+    loops = _loops(tl, arch, temporal, spatial, keep, src)
+    # storage targets carry our level names (see _timeloop_levels); check() below also
+    # reports factors that do not multiply to the layer's dimensions
+    mapping = normalize(loops, arch, {n: sorted(keep.get(n, set(TENSORS)), key=TENSORS.index)
+                                      for n, kind, _, _ in tl if kind == "storage"})
+    check(mapping, layer, arch, src)
+    return mapping
+
+
+_Temporal = dict[str, tuple[dict[str, int], list[str], str]]              # target -> (factors, perm, where)
+_Spatial = dict[str, tuple[dict[str, int], list[str], int, str]]          # target -> (factors, perm, split, where)
+
+
+def _directives(data: list, src: str, arch: Arch, layer: Layer,
+                levels: list[str]) -> tuple[_Temporal, _Spatial, dict[str, set[str]]]:
+    """A Timeloop mapping's directives, checked, by target level: the temporal and the spatial
+    directives (factors, permutation innermost first and padded, split) and the tensors kept."""
     known = ("target", "type", "factors", "permutation", "split", "keep", "bypass")
-    temporal: dict[str, tuple[dict, list[str], str]] = {}
-    spatial: dict[str, tuple[dict, list[str], int, str]] = {}
+    temporal: _Temporal = {}
+    spatial: _Spatial = {}
     keep: dict[str, set[str]] = {}
     for i, d in enumerate(data):
         where = f"mapping[{i}]"
@@ -81,9 +98,9 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
                 raise SpecError(src, f"{where}.{k}", f"unsupported directive field{closest(k, known)}; "
                                 f"supported: {', '.join(known)}")
         target = d.get("target")
-        if target not in by_name:
+        if target not in levels:
             raise SpecError(src, f"{where}.target", f"no level '{target}' in arch {arch.name}"
-                            f"{closest(str(target), by_name)}; Timeloop levels: {', '.join(by_name)}")
+                            f"{closest(str(target), levels)}; Timeloop levels: {', '.join(levels)}")
         kind = d.get("type")
         if kind not in ("temporal", "spatial", "datatype", "bypass"):
             raise SpecError(src, f"{where}.type", f"unsupported directive type {kind!r}; supported: temporal, "
@@ -130,7 +147,13 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
                         raise SpecError(src, f"{where}.{k}", f"'{t}' is not a data space{closest(str(t), TENSORS)}")
                     action(t)
             keep[target] = kept
+    return temporal, spatial, keep
 
+
+def _loops(tl: list[tuple[str, str, int | None, int | None]], arch: Arch, temporal: _Temporal, spatial: _Spatial,
+           keep: dict[str, set[str]], src: str) -> list[Loop]:
+    """Our loops, outermost first, for the directives of each Timeloop level (a dummy level's
+    temporal factors merged into the enclosing storage level's innermost loops)."""
     loops: list[Loop] = []
     for name, kind, _, fi in tl:
         factors, perm, where = temporal.get(name, ({}, list(TIMELOOP_DIMS), "(none)"))
@@ -165,12 +188,7 @@ def mapping_from_timeloop(data_or_path: Any, arch: Arch | str | Path, layer: Lay
                     for x, f, a in reversed(busy):
                         if a == axis:
                             loops.append(Loop(fan.name, x, f, axis))
-    # storage targets carry our level names (see _timeloop_levels); check() below also
-    # reports factors that do not multiply to the layer's dimensions
-    mapping = normalize(loops, arch, {n: sorted(keep.get(n, set(TENSORS)), key=TENSORS.index)
-                                      for n, kind, _, _ in tl if kind == "storage"})
-    check(mapping, layer, arch, src)
-    return mapping
+    return loops
 
 
 def _dims_for(mapping: Mapping, dims: Sequence[str] | None) -> tuple[str, ...]:
