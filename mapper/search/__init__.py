@@ -268,7 +268,7 @@ def on_sigint(callback):
 
 def interruptible(run: "_Run"):
     """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted)."""
-    return on_sigint(lambda: setattr(run, "interrupted", True))
+    return on_sigint(run.interrupt)
 
 
 def explain_if_empty(space: Space) -> None:
@@ -333,6 +333,10 @@ class _Run:
     def __post_init__(self, top: int) -> None:
         self.pool = Pool.empty(max(top, 1), self.space.enc)
         self.floor = objective_bound(self.space.layer, self.space.arch, self.objective)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: every phase stops at its next check and the best found so far is kept."""
+        self.interrupted = True
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
