@@ -44,15 +44,26 @@ _ATTR_REASONS = {
 }
 
 
+@dataclass(frozen=True, eq=False)
 class _Component:
-    def __init__(self, full: str, cls: str, attrs: dict, own: dict, instances: int, where: str, extra: dict):
-        # attrs: its attributes with those inherited from enclosing subtrees; own: its own only.
-        self.full, self.cls, self.attrs, self.own, self.instances, self.where, self.extra = \
-            full, cls, attrs, own, instances, where, extra
-        self.base = _split_range(_path_parts(full)[-1])[0]
+    """One `local` component of the tree, with where it sits and what it says."""
+
+    full: str                # its path, e.g. 'system.PE[0..167].mac'
+    cls: str                 # its class
+    attrs: dict              # its attributes with those inherited from enclosing subtrees
+    own: dict                # its own attributes only
+    instances: int
+    where: str               # the field path in the file, for errors
+    extra: dict              # its other fields (required_actions, enabled, ...)
+
+    @property
+    def base(self) -> str:
+        """Its name without path or instance range ('mac')."""
+        return _split_range(_path_parts(self.full)[-1])[0]
 
     @property
     def kind(self) -> str:
+        """dummy, storage, compute, network or unknown, from the class name as Timeloop tells them."""
         if "dummy" in self.cls:
             return "dummy"
         if any(w in self.cls for w in _BUFFER_WORDS):
