@@ -27,41 +27,77 @@ def _axes(projection: Any, src: str, field: str) -> list[list[tuple[str, str | N
     return axes
 
 
-def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | None], dict[str, int]]:
+#: The built-in CNN_Layer's coefficient per role and their defaults.
+_BUILTIN_ROLES = {"Pstride": "Wstride", "Rdil": "Wdilation", "Qstride": "Hstride", "Sdil": "Hdilation"}
+_BUILTIN_DEFAULTS = {"Wstride": 1, "Hstride": 1, "Wdilation": 1, "Hdilation": 1}
+
+_Shape = tuple[tuple[str, ...], dict[str, str | None], dict[str, int]]
+_Spaces = dict[str, tuple[list[list[tuple[str, str | None]]], Any, str]]     # name -> (axes, read_write, where)
+
+
+def _cnn_shape(shape: Any, src: str) -> _Shape:
     """Check that a problem shape is Timeloop's CNN_Layer (optionally with G).
 
     Returns (dimensions, coefficient name per role {Pstride, Rdil, Qstride, Sdil}, coefficient defaults).
     """
-    builtin = {"Pstride": "Wstride", "Rdil": "Wdilation", "Qstride": "Hstride", "Sdil": "Hdilation"}
-    defaults = {"Wstride": 1, "Hstride": 1, "Wdilation": 1, "Hdilation": 1}
+    shape = _builtin_or_explicit(shape, src)
     if shape is None:
-        return TIMELOOP_DIMS, builtin, defaults
+        return TIMELOOP_DIMS, dict(_BUILTIN_ROLES), dict(_BUILTIN_DEFAULTS)
+    coef_defaults = _coefficient_defaults(shape, src)
+    dims = _shape_dims(shape, src)
+    spaces = _data_spaces(shape, src)
+    has_g = "G" in dims
+    _check_weights_and_outputs(spaces, has_g, src)
+    roles = _input_roles(spaces, has_g, src)
+    if not spaces["Outputs"][1]:
+        raise SpecError(src, f"{spaces['Outputs'][2]}.read_write", "Outputs must be read_write: true as in CNN_Layer")
+    return dims, roles, {**_BUILTIN_DEFAULTS, **coef_defaults}
+
+
+def _builtin_or_explicit(shape: Any, src: str) -> dict | None:
+    """None for the built-in CNN_Layer (no shape, or named), else the explicit shape to check."""
+    if shape is None:
+        return None
     if isinstance(shape, str):
         if shape.lower() in _CNN_SHAPE_NAMES:
-            return TIMELOOP_DIMS, builtin, defaults
+            return None
         raise SpecError(src, "problem.shape", f"shape '{shape}' is not Timeloop's CNN_Layer; only CNN_Layer "
                         "problems (convolutions, optionally grouped with G) are supported")
     shape = _mapping_of(shape, src, "problem.shape")
     name = str(shape.get("name", ""))
     if "data_spaces" not in shape:
         if name.lower() in _CNN_SHAPE_NAMES:
-            return TIMELOOP_DIMS, builtin, defaults
+            return None
         raise SpecError(src, "problem.shape", f"shape '{name}' has no data_spaces and is not the built-in "
                         "CNN_Layer; only CNN_Layer problems are supported")
+    return shape
+
+
+def _coefficient_defaults(shape: dict, src: str) -> dict[str, int]:
+    """The shape's coefficients (strides, dilations) with their defaults."""
     coef_defaults = {}
     for i, c in enumerate(_list_of(shape.get("coefficients"), src, "problem.shape.coefficients")):
         c = _mapping_of(c, src, f"problem.shape.coefficients[{i}]")
         if "name" not in c:
             raise SpecError(src, f"problem.shape.coefficients[{i}].name", "missing required field")
         coef_defaults[str(c["name"])] = as_int(c.get("default", 1), src,
-                                                      f"problem.shape.coefficients[{i}].default")
+                                               f"problem.shape.coefficients[{i}].default")
+    return coef_defaults
+
+
+def _shape_dims(shape: dict, src: str) -> tuple[str, ...]:
+    """The shape's dimensions, each one of ours."""
     dims = tuple(str(d) for d in _list_of(shape.get("dimensions"), src, "problem.shape.dimensions"))
     not_cnn = [d for d in dims if d not in DIMS]
     if not dims or not_cnn:
         raise SpecError(src, "problem.shape.dimensions",
                         f"dimensions {list(dims)} are not CNN_Layer's (C, M, R, S, N, P, Q and optionally G)"
                         + (f"; {', '.join(not_cnn)} has no equivalent" if not_cnn else ""))
-    has_g = "G" in dims
+    return dims
+
+
+def _data_spaces(shape: dict, src: str) -> _Spaces:
+    """The shape's data spaces by name: exactly CNN_Layer's three, each with its projection axes."""
     spaces = {}
     for i, ds in enumerate(_list_of(shape.get("data_spaces"), src, "problem.shape.data_spaces")):
         where = f"problem.shape.data_spaces[{i}]"
@@ -74,6 +110,11 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
     for t in TENSORS:
         if t not in spaces:
             raise SpecError(src, "problem.shape.data_spaces", f"no data space '{t}': not a CNN_Layer shape")
+    return spaces
+
+
+def _check_weights_and_outputs(spaces: _Spaces, has_g: bool, src: str) -> None:
+    """Weights and Outputs are indexed as in CNN_Layer: one dimension per axis."""
     g = {("G", None)} if has_g else set()
     expected = {
         "Weights": {("C", None), ("M", None), ("R", None), ("S", None)} | g,
@@ -85,6 +126,10 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
         if any(len(a) != 1 for a in got) or {a[0] for a in got} != want or len(got) != len(want):
             raise SpecError(src, f"{where}.projection", f"{t} is indexed by {axes}, not by "
                             f"{sorted(d for d, _ in want)} one dimension per axis as in CNN_Layer")
+
+
+def _input_roles(spaces: _Spaces, has_g: bool, src: str) -> dict[str, str | None]:
+    """The coefficient names of Inputs' two sliding axes (P*stride + R*dilation, Q likewise), by role."""
     axes, _, where = spaces["Inputs"]
     singles = sorted(a[0][0] for a in axes if len(a) == 1 and a[0][1] is None)
     pairs = [dict((d, c) for d, c in a) for a in axes if len(a) == 2]
@@ -101,9 +146,7 @@ def _cnn_shape(shape: Any, src: str) -> tuple[tuple[str, ...], dict[str, str | N
     if not ok:
         raise SpecError(src, f"{where}.projection", f"Inputs is indexed by {axes}, not as in CNN_Layer "
                         "(N, C, [R*dilation + P*stride], [S*dilation + Q*stride])")
-    if not spaces["Outputs"][1]:
-        raise SpecError(src, f"{spaces['Outputs'][2]}.read_write", "Outputs must be read_write: true as in CNN_Layer")
-    return dims, roles, {**defaults, **coef_defaults}
+    return roles
 
 
 def _timeloop_problem(path: str | Path) -> tuple[dict, str, tuple[str, ...], dict[str, int], dict[str, Any], list[str]]:
