@@ -406,12 +406,10 @@ def _level_constraints(c: _Component, cons: list[dict], levels: list[dict], csrc
     return _LevelConstraints(keep_c, bypass_c, t_dims, s_entry)
 
 
-def _storage_level(c: _Component, idx: int, cons: _LevelConstraints, mesh: tuple[int, int], tables: dict,
-                   ert_src: str, src: str, csrc: str, unsupported: list[str]) -> dict[str, Any]:
-    """One real storage level (the idx-th, outermost first) as our level dict: keeps, capacity
-    in words, energy per word from the ERT, bandwidth, temporal_dims, leakage, with notes."""
+def _word_layout(c: _Component, src: str) -> tuple[int, Any, int]:
+    """(datawidth in bits, width as given, words per access) of a storage component: an access
+    moves block_size words, else width / datawidth, else one."""
     a = c.attrs
-    entry = _ert_entry(tables, c, ert_src)
     dw = a.get("datawidth", a.get("word-bits", a.get("word_bits")))
     width = a.get("width", a.get("memory_width"))
     if dw is None:
@@ -428,6 +426,13 @@ def _storage_level(c: _Component, idx: int, cons: _LevelConstraints, mesh: tuple
         block = width // dw
     else:
         block = 1
+    return dw, width, block
+
+
+def _storage_energies(entry: dict[str, list[float]], c: _Component, ert_src: str,
+                      unsupported: list[str]) -> tuple[float, float, float, float]:
+    """(read, write, update, leak) energies per access of a storage component from its ERT entry
+    (update defaults to write, leak to 0); other actions noted."""
     e_read = _action(entry, ("read",), c, ert_src, unsupported)
     e_write = _action(entry, ("write",), c, ert_src, unsupported, required=False)
     e_update = _action(entry, ("update",), c, ert_src, unsupported, required=False)
@@ -439,6 +444,17 @@ def _storage_level(c: _Component, idx: int, cons: _LevelConstraints, mesh: tuple
     for act in entry:
         if act not in ("read", "write", "update", "leak"):
             unsupported.append(f"ERT {c.full} action '{act}': no equivalent (ignored)")
+    return e_read, e_write, e_update, e_leak
+
+
+def _storage_level(c: _Component, idx: int, cons: _LevelConstraints, mesh: tuple[int, int], tables: dict,
+                   ert_src: str, src: str, csrc: str, unsupported: list[str]) -> dict[str, Any]:
+    """One real storage level (the idx-th, outermost first) as our level dict: keeps, capacity
+    in words, energy per word from the ERT, bandwidth, temporal_dims, leakage, with notes."""
+    a = c.attrs
+    entry = _ert_entry(tables, c, ert_src)
+    dw, width, block = _word_layout(c, src)
+    e_read, e_write, e_update, e_leak = _storage_energies(entry, c, ert_src, unsupported)
     level: dict[str, Any] = {"name": c.base}
     keeps = [t for t in TENSORS if cons.bypass is None or t not in cons.bypass]
     if idx == 0:
