@@ -37,7 +37,7 @@ def main(argv=None) -> None:
             results = search_network(list(net.layers), arch, workers=args.workers, algorithm="hybrid",
                                      objective="edp", seed=0, time_limit=args.time_limit)
             wall = time.monotonic() - start
-            searched = [r for r in results if not any("reused" in n for n in r.notes)]
+            searched = [r for r in results if r.reused_from is None]
             optimal = sum(r.status == "optimal" for r in searched)
             energy = sum(r.best.cost.energy_pj for r in results)
             cycles = sum(r.best.cost.cycles for r in results)

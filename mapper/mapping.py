@@ -68,6 +68,13 @@ class Mapping:
     def mode(self, fanout: str, tensor: str) -> str | None:
         return dict(dict(self.network).get(fanout, ())).get(tensor)
 
+    def dim_products(self) -> dict[str, int]:
+        """Each dimension's product of factors over all loops (a valid mapping's equals the layer's size)."""
+        product = {d: 1 for d in DIMS}
+        for l in self.loops:
+            product[l.dim] *= l.factor
+        return product
+
     def to_dict(self) -> dict[str, Any]:
         out = {"loops": [l.to_dict() for l in self.loops],
                "keep": {level: list(ts) for level, ts in self.keep}}
@@ -163,9 +170,7 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
     """Every reason the mapping is invalid, as (field, message) pairs; empty when valid."""
     out: list[tuple[str, str]] = []
     dims = layer.dims
-    product = {d: 1 for d in DIMS}
-    for l in mapping.loops:
-        product[l.dim] *= l.factor
+    product = mapping.dim_products()
     for d in DIMS:
         if product[d] != dims[d]:
             out.append((f"dim {d}", f"factors multiply to {product[d]} but layer {layer.name} has "

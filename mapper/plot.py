@@ -271,7 +271,7 @@ def eyexam_figure(eyexam_json: str | Path):
     """The figure of `plot_eyexam`: the waterfall, and under it each step's reason (what
     limits the bound there, from the step's note)."""
     import textwrap
-    from .eyexam import _num, _pct
+    from .eyexam.text import _num, _pct
 
     title, steps, pes = eyexam_steps(eyexam_json)
     Figure, Canvas = _matplotlib()

@@ -750,8 +750,8 @@ def test_sigint_during_search_returns_best_so_far():
         pytest.fail("Ctrl-C escaped the search as KeyboardInterrupt")
     finally:
         timer.cancel()
-    assert res.status == "budget"
-    assert any("interrupted" in n for n in res.notes)
+    assert res.status == "budget" and res.reason == "interrupted"
+    assert any("interrupted" in n for n in res.notes)          # the note the user reads
     assert problems_of(res.best.mapping, layer, a) == []
     assert res.documents()[0]["search"]["status"] == "budget"
     assert signal.getsignal(signal.SIGINT) is before, "the SIGINT handler was not restored"

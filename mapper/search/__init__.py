@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ class SearchResult:
     bound: float | None = None     # proven lower bound on the objective, if any
     notes: list[str] = field(default_factory=list)
     reason: str = ""               # why the search ended with this status (one of REASONS)
+    reused_from: str | None = None  # the layer of the same shape whose search this result reuses
 
     @property
     def best(self) -> Found:
@@ -156,7 +157,7 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         value = cost.objective(objective)
         if not math.isclose(value, run.pool.values[i], rel_tol=1e-9):
             raise AssertionError(f"batch and scalar models disagree on {m}: {run.pool.values[i]} vs {value}")
-        found.append(Found(m, cost, run.found_by.get(run.pool.values[i].item(), algorithm)))
+        found.append(Found(m, cost, run.pool.found_by[i] or algorithm))
     status = run.status()
     # The analytic bound (bound.py) holds for every mapping; it matters when the search
     # proved nothing tighter (random search, or CP-SAT cut off by the time limit).
@@ -221,7 +222,7 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
             found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
             out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
                                     prev.status, prev.bound, [f"same shape as {first[key]}: reused"],
-                                    prev.reason))
+                                    prev.reason, reused_from=first[key]))
         else:
             first[key] = layer.name
             out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
@@ -270,7 +271,7 @@ def on_sigint(callback):
 
 def interruptible(run: "_Run"):
     """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted)."""
-    return on_sigint(lambda: setattr(run, "interrupted", True))
+    return on_sigint(run.interrupt)
 
 
 def explain_if_empty(space: Space) -> None:
@@ -304,26 +305,41 @@ def _outermost(space: Space):
     return f, o, k
 
 
+@dataclass(eq=False)
 class _Run:
-    """Shared state of one search: the pool of best candidates, counters, deadline."""
+    """Shared state of one search, read and updated by every phase (random, refine,
+    exhaustive here; CP-SAT in cpsat.py): the pool of best candidates, counters, bounds,
+    the deadline and why the search stopped."""
 
-    def __init__(self, space: Space, objective: str, top: int, progress: Progress, start: float,
-                 deadline: float | None, label: str):
-        self.space, self.objective, self.progress = space, objective, progress
-        self.start, self.deadline, self.label = start, deadline, label
-        self.pool = Pool.empty(max(top, 1), space.enc)
-        self.evaluated = 0
-        self.valid = 0
-        self.bound: float | None = None
-        self.cp_bound: float | None = None      # CP-SAT's live bound, when it holds for the whole space
-        self.floor = objective_bound(space.layer, space.arch, objective)   # holds for every mapping
-        self.proven = False
-        self.proof = "cpsat proof"      # how `proven` was reached (exhaustive sets its own)
-        self.stopped_by_limit = False
-        self.interrupted = False
-        self.solver = None            # the running CP-SAT solver, so Ctrl-C can stop it
-        self.found_by: dict[float, str] = {}
-        self.notes: list[str] = []
+    space: Space
+    objective: str
+    top: InitVar[int]                 # how many candidates the pool keeps
+    progress: Progress
+    start: float                      # time.monotonic() at the start
+    deadline: float | None
+    label: str                        # the layer's name, for progress lines
+    pool: Pool = field(init=False)
+    evaluated: int = field(default=0, init=False)
+    valid: int = field(default=0, init=False)
+    bound: float | None = field(default=None, init=False)      # proven lower bound on the objective
+    cp_bound: float | None = field(default=None, init=False)   # CP-SAT's live bound, when it holds for the whole space
+    floor: float = field(init=False)                            # analytic bound: holds for every mapping
+    proven: bool = field(default=False, init=False)
+    proof: str = field(default="cpsat proof", init=False)      # how `proven` was reached (exhaustive sets its own)
+    stopped_by_limit: bool = field(default=False, init=False)
+    interrupted: bool = field(default=False, init=False)       # set by Ctrl-C (see interruptible)
+    notes: list[str] = field(default_factory=list, init=False)
+    # counters of the phases before the current random phase (its workers count from 0)
+    _base_eval: int = field(default=0, init=False)
+    _base_valid: int = field(default=0, init=False)
+
+    def __post_init__(self, top: int) -> None:
+        self.pool = Pool.empty(max(top, 1), self.space.enc)
+        self.floor = objective_bound(self.space.layer, self.space.arch, self.objective)
+
+    def interrupt(self) -> None:
+        """Ctrl-C: every phase stops at its next check and the best found so far is kept."""
+        self.interrupted = True
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -338,12 +354,7 @@ class _Run:
         return False
 
     def offer(self, values, factors, orders, keep, modes, by: str) -> None:
-        before = self.pool.best
-        self.pool = self.pool.add(values, factors, orders, keep, modes)
-        for v in self.pool.values:
-            self.found_by.setdefault(float(v), by)
-        if self.pool.best < before:
-            self.found_by[self.pool.best] = by
+        self.pool = self.pool.add(values, factors, orders, keep, modes, by)
 
     def show(self, phase: str, extra: str = "", bound: float | None = None) -> None:
         """The progress line: phase, best objective (with its unit), the gap between it and
@@ -421,7 +432,7 @@ class _Run:
         if workers == 1:
             runner = None
         else:
-            from joblib import Parallel, delayed
+            from joblib import Parallel
             runner = Parallel(n_jobs=workers, backend="loky")
         try:
             while not all(s.done for s in states):
@@ -444,18 +455,11 @@ class _Run:
                 self.valid = self._base_valid + sum(s.valid for s in states)
                 merged = self.pool
                 for s in states:
-                    merged = merged.merge(s.pool)
-                if merged.best < self.pool.best:
-                    self.found_by[merged.best] = label
-                for v in merged.values:
-                    self.found_by.setdefault(float(v), label)
+                    merged = merged.merge(s.pool, by=label)
                 self.pool = merged
                 self.show(label)
         finally:
             self._base_eval, self._base_valid = self.evaluated, self.valid
-
-    _base_eval = 0
-    _base_valid = 0
 
     def refine(self, label: str = "refine") -> None:
         from .local import refine

@@ -1,7 +1,9 @@
-"""The K best distinct candidates seen so far, as arrays (cheap to merge across workers)."""
+"""The K best distinct candidates seen so far, as arrays (cheap to merge across workers),
+each with the name of the phase that found it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -15,6 +17,7 @@ class Pool:
     orders: np.ndarray          # [m, storages, 8]
     keep: np.ndarray            # [m, storages, 3]
     modes: np.ndarray           # [m, mode fan-outs, 3]
+    found_by: tuple[str, ...] = ()   # [m] the phase that offered each candidate first
 
     @classmethod
     def empty(cls, k: int, enc) -> "Pool":
@@ -27,8 +30,10 @@ class Pool:
     def best(self) -> float:
         return float(self.values[0]) if len(self.values) else float("inf")
 
-    def add(self, values, factors, orders, keep, modes) -> "Pool":
-        """Merge candidates in; ties keep the earlier one, so results are deterministic."""
+    def add(self, values, factors, orders, keep, modes, by: str | Sequence[str] = "") -> "Pool":
+        """Merge candidates in, found by `by` (one name for all, or one each); ties keep the
+        earlier one (and its finder), so results are deterministic."""
+        labels = self.found_by + ((by,) * len(values) if isinstance(by, str) else tuple(by))
         v = np.concatenate([self.values, values])
         f = np.concatenate([self.factors, factors])
         o = np.concatenate([self.orders, orders])
@@ -51,10 +56,13 @@ class Pool:
             if len(chosen) == self.k:
                 break
         chosen = np.array(chosen, dtype=np.int64)
-        return Pool(self.k, self.storage_slots, v[chosen], f[chosen], o[chosen], kp[chosen], md[chosen])
+        return Pool(self.k, self.storage_slots, v[chosen], f[chosen], o[chosen], kp[chosen], md[chosen],
+                    tuple(labels[i] for i in chosen))
 
-    def merge(self, other: "Pool") -> "Pool":
-        return self.add(other.values, other.factors, other.orders, other.keep, other.modes)
+    def merge(self, other: "Pool", by: str | None = None) -> "Pool":
+        """`other`'s candidates merged in, found by `by` (default: as `other` says)."""
+        return self.add(other.values, other.factors, other.orders, other.keep, other.modes,
+                        other.found_by if by is None else by)
 
 
 def canonical_orders(factors: np.ndarray, orders: np.ndarray, storage_slots) -> np.ndarray:
