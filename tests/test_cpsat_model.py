@@ -116,7 +116,9 @@ def _floor_tolerance(arch, scale: int) -> float:
     return 4 / (scale * cheapest)
 
 
-def check_case(key: str, layer_name: str, sparse: bool, per_case: int, seed: int) -> None:
+def check_case(key: str, layer_name: str, sparse: bool, per_case: int, seed: int) -> int:
+    """Check sampled candidates; returns how many were compared exactly."""
+    exact = 0
     space = space_of(key, layer_name, sparse)
     arch, layer, enc = space.arch, space.layer, space.enc
     scale = energy_scale(space) * (SPARSE_SCALE if sparse and EXACT[key] else 1)
@@ -134,8 +136,10 @@ def check_case(key: str, layer_name: str, sparse: bool, per_case: int, seed: int
         shift = _edp_shift(energy * cycles, e_scale)
         edp_cp, edp_scale = solve_pinned(space, "edp", f, o, k, md, scale, shift)
         assert edp_scale == e_scale
-        if EXACT[key]:
-            assert e_scale == scale, "the scale was lowered to stay within 60 bits: not an exact comparison"
+        # exact where the energies scale to integers, unless the scale had to be lowered to keep
+        # the objective within 60 bits (a large sparse layer): then floored, as on other archs
+        if EXACT[key] and e_scale == scale:
+            exact += 1
             assert e_cp == round(energy * scale), f"energy: CP-SAT {e_cp} vs model {energy} x {scale} for {where}"
             assert edp_cp == (round(energy * scale) >> shift) * cycles, f"edp: CP-SAT {edp_cp} for {where}"
         else:
@@ -148,6 +152,7 @@ def check_case(key: str, layer_name: str, sparse: bool, per_case: int, seed: int
             low, low_scale = solve_pinned(space, "energy", f, o, k, md)
             assert low <= energy * low_scale * (1 + 1e-12)
             assert low >= energy * low_scale * (1 - _floor_tolerance(arch, low_scale))
+    return exact
 
 
 FAST_CASES = [pytest.param(a, l, s, id=f"{a}-{l}-{'sparse' if s else 'dense'}")
@@ -156,7 +161,8 @@ FAST_CASES = [pytest.param(a, l, s, id=f"{a}-{l}-{'sparse' if s else 'dense'}")
 
 @pytest.mark.parametrize("key,layer_name,sparse", FAST_CASES)
 def test_pinned_cpsat_equals_model(key, layer_name, sparse):
-    check_case(key, layer_name, sparse, FAST_PER_CASE, seed=1)
+    exact = check_case(key, layer_name, sparse, FAST_PER_CASE, seed=1)
+    assert exact > 0 or not EXACT[key], "no exact comparison on the small layers of an exact arch"
 
 
 @pytest.mark.slow
