@@ -168,6 +168,7 @@ def test_board_line_counts_jobs_bounds_time_and_drops_finished_jobs():
     assert "\r" not in stream.text
 
 
+@pytest.mark.slow
 def test_network_search_progress_moves_before_a_layer_finishes(monkeypatch):
     from mapper.progress import Progress
     monkeypatch.setenv("COLUMNS", "1000")          # a wide terminal: the line is not cut
@@ -234,6 +235,7 @@ def test_export_timeloop_never_silently_takes_the_first_layer(net_result):
     assert (folder / "fc.yaml").read_text() == (folder / "maps" / "fc.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_refuses_an_existing_out_without_resume_and_sums_add_up(tiny):
     import csv
     args = ("sweep", "-a", "eyeriss_v1", "-a", "eyeriss_v2", "-p", "tiny.yaml", "--out", "sw", "--workers", "1", "-q")
@@ -334,6 +336,7 @@ def test_eyexam_waterfall_shows_each_steps_reason(tiny, tmp_path):
 # ---------------------------------------------------------------------------------------
 # 6. Trade-off fronts
 
+@pytest.mark.slow
 def test_layer_front_is_exact_on_a_small_layer(tiny):
     import numpy as np
     from mapper.batch import evaluate_batch, score
@@ -386,6 +389,7 @@ def test_network_front_is_the_nondominated_sums():
         assert p.energy_pj == sum(f.points[i].cost.energy_pj for f, i in zip(fronts, p.choice))
 
 
+@pytest.mark.slow
 def test_search_pareto_prints_writes_and_plots(tiny):
     from mapper.plot import front_figure
     r = cli("search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--pareto", "--json", "front.json", "-q", cwd=tiny)

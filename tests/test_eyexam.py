@@ -161,6 +161,7 @@ def test_step1_is_the_layer_macs(arch, layer):
     assert result_of(arch, layer).macs == expected
 
 
+@pytest.mark.slow
 def test_step2_dataflow_by_hand():
     # Eyeriss v1: X dims P, M, N, G and Y dims R, C, M, G: Q and S are only temporal.
     conv3 = layer_of("conv3")

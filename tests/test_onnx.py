@@ -191,6 +191,7 @@ def bad_models(tmp_path):
             (mismatch.name, ["mismatch.onnx"])]
 
 
+@pytest.mark.slow
 def test_import_errors(tmp_path):
     for model, fragments in bad_models(tmp_path):
         out = tmp_path / "net.yaml"
