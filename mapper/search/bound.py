@@ -23,7 +23,7 @@ from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
 from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
-from ..problem import TENSORS, Layer
+from ..problem import RELEVANT, TENSORS, Layer
 
 
 def used_words(layer: Layer, tensor: str) -> int:
@@ -33,17 +33,54 @@ def used_words(layer: Layer, tensor: str) -> int:
                      for axis in tensor_axes(layer, tensor))
 
 
+def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
+    """Dims a mapping may unroll on one axis of a fan-out (no reduction dim where the axis
+    does not reduce partial sums)."""
+    allowed = fan.x_dims if axis == "X" else fan.y_dims
+    return tuple(d for d in allowed if fan.reduces(axis) or d in "NGMPQ")
+
+
+def _best_product(size: int, dims: dict[str, int], names) -> int:
+    """The largest product of one divisor of each named dim that is at most `size`: the most
+    an axis of that size can hold of those dims (factors divide the loop bounds)."""
+    reach = {1}
+    for d in names:
+        divisors = [k for k in range(1, min(dims[d], size) + 1) if dims[d] % k == 0]
+        reach = {r * k for r in reach for k in divisors if r * k <= size}
+    return max(reach)
+
+
 def usable_pes(layer: Layer, arch: Arch) -> int:
-    """MAC units a mapping can use at most: per fan-out axis, its size or the product of
-    the sizes of the dims it may unroll, whichever is smaller (a SIMD fan-out over M gives
-    a depthwise layer nothing)."""
-    dims = layer.dims
+    """MAC units a mapping can use at most: per fan-out axis, the largest product of
+    divisors of the dims it may unroll that fits the axis (a SIMD fan-out over M gives a
+    depthwise layer nothing; a 3-wide axis holds at most 2 of power-of-two dims)."""
     total = 1
     for fan in arch.fanouts:
-        for axis, size, allowed in (("X", fan.X, fan.x_dims), ("Y", fan.Y, fan.y_dims)):
-            unrollable = [d for d in allowed if fan.reduces(axis) or d in "NGMPQ"]
-            total *= min(size, math.prod(dims[d] for d in unrollable))
+        for axis, size in (("X", fan.X), ("Y", fan.Y)):
+            total *= _best_product(size, layer.dims, _axis_dims(fan, axis))
     return total
+
+
+def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
+    """At most how many of the MAC-side accesses below `fan` one access of `tensor` above it
+    can serve: per axis, the most it holds of the dims along which children may share a
+    word (a dim the tensor does not depend on, both loops of a sliding input axis, or a
+    reduction dim for partial sums), where some network mode lets that axis share at all."""
+    modes = fan.modes_of(tensor) or (None,)
+    share = 1
+    for axis, size in (("X", fan.X), ("Y", fan.Y)):
+        if all(fan.credit(m)[axis] == "none" for m in modes):
+            continue
+        dims = _axis_dims(fan, axis)
+        if tensor == "Outputs":
+            names = [d for d in dims if d in "CRS"]
+        else:
+            names = [d for d in dims if d not in RELEVANT[tensor]]
+            if tensor == "Inputs":       # overlapping windows (p*stride + r) share words
+                both = set(fan.x_dims) | set(fan.y_dims)
+                names += [d for d in dims for x, y in (("P", "R"), ("Q", "S")) if d in (x, y) and {x, y} <= both]
+        share *= _best_product(size, layer.dims, sorted(set(names)))
+    return share
 
 
 def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
@@ -51,21 +88,43 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     sparse = Sparse.of(layer, arch)
     top = arch.levels[0]
     storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
+    fanouts = [i for i, level in enumerate(arch.levels) if isinstance(level, Fanout)]
     reads = writes = 0.0
+    network_cycles = 0.0
     energy = layer.macs * arch.mac_energy * sparse.mac_energy
     for t in TENSORS:
         action = 2 if t == "Outputs" else 0          # outputs are updated, operands read
         # compulsory traffic at the outermost level: a level feeding the MACs directly
         # scales it by the operand density, one feeding a buffer by the stored fraction
         compulsory = 0.0
-        if isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass:
+        from_top = isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass
+        if from_top:
             compulsory = used_words(layer, t) * min(sparse.operand(t), sparse.stored(top.name, t))
             if t == "Outputs":
                 writes += compulsory
             else:
                 reads += compulsory
+            # Every word the MACs use comes from the outermost level, so it crosses every
+            # fan-out at least once (scaled by the smallest density factor any of its
+            # moves can have): network energy, and cycles at the fan-out's best port
+            # bandwidth (the mode with the most streams, every parent instance busy).
+            least = min([sparse.operand(t), 1.0] + [sparse.stored(arch.levels[i].name, t) for i in storages
+                                                    if t != "Outputs"])
+            words = used_words(layer, t) * least
+            for i in fanouts:
+                fan: Fanout = arch.levels[i]
+                energy += words * fan.energy_of(t)
+                bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
+                if all(bws):
+                    network_cycles = max(network_cycles, words / (max(bws) * fan.instances))
+            # a level below the top that must keep an operand is filled with each used word
+            if t != "Outputs":
+                for i in storages[1:]:
+                    level = arch.levels[i]
+                    if t in level.keeps and t not in level.may_bypass:
+                        energy += used_words(layer, t) * sparse.stored(level.name, t) * level.energy_of(t)[1]
         # The innermost level L holding t serves every MAC: at least MACs x density /
-        # (the PEs below L, which at best all share each access) accesses.
+        # (the MAC-side accesses below L one access can serve, _sharing) accesses.
         # (L lies at or below the innermost level that cannot bypass t)
         always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
         best = math.inf
@@ -73,7 +132,7 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             level = arch.levels[i]
             if t not in level.keeps or (always and i < always[-1]):
                 continue
-            below = math.prod(f.X * f.Y for f in arch.levels[i + 1:] if isinstance(f, Fanout))
+            below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
             above = math.prod(f.X * f.Y for f in arch.levels[:i] if isinstance(f, Fanout))
             served = layer.macs * sparse.operand(t) / below
             per_mac = served * level.energy_of(t)[action]
@@ -86,7 +145,7 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
         energy += 0.0 if best == math.inf else best
     compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch)
-    cycles = compute
+    cycles = max(compute, network_cycles)
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
             if bw:
