@@ -17,6 +17,7 @@ exhaustive optima and sampled mappings (tests/test_search.py).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..arch import Arch, Fanout, Storage
@@ -40,14 +41,36 @@ def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
     return tuple(d for d in allowed if fan.reduces(axis) or d in "NGMPQ")
 
 
-def _best_product(size: int, dims: dict[str, int], names) -> int:
-    """The largest product of one divisor of each named dim that is at most `size`: the most
-    an axis of that size can hold of those dims (factors divide the loop bounds)."""
+def _reach(size: int, dims: dict[str, int], names) -> set[int]:
+    """Every product of one divisor of each named dim that is at most `size`: what an axis
+    of that size can hold of those dims (factors divide the loop bounds)."""
     reach = {1}
     for d in names:
         divisors = [k for k in range(1, min(dims[d], size) + 1) if dims[d] % k == 0]
         reach = {r * k for r in reach for k in divisors if r * k <= size}
-    return max(reach)
+    return reach
+
+
+def _best_product(size: int, dims: dict[str, int], names) -> int:
+    """The most an axis of that size can hold of the named dims (see _reach)."""
+    return max(_reach(size, dims, names))
+
+
+def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
+    """The possible spatial reduction factors (C, R, S unrolled on reducing axes) of each of
+    `fans`, jointly at most C x R x S: each factor is how many children hold partial sums
+    of one output."""
+    dims = layer.dims
+    most = dims["C"] * dims["R"] * dims["S"]
+    options = []
+    for fan in fans:
+        per = {1}
+        for axis, size in (("X", fan.X), ("Y", fan.Y)):
+            if fan.reduces(axis):
+                names = [d for d in _axis_dims(fan, axis) if d in "CRS"]
+                per = {a * b for a in per for b in _reach(size, dims, names) if a * b <= most}
+        options.append(sorted(per))
+    return [c for c in itertools.product(*options) if most % math.prod(c) == 0]
 
 
 def usable_pes(layer: Layer, arch: Arch) -> int:
@@ -113,7 +136,8 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             words = used_words(layer, t) * least
             for i in fanouts:
                 fan: Fanout = arch.levels[i]
-                energy += words * fan.energy_of(t)
+                if t != "Outputs":          # partial sums: per innermost level, below
+                    energy += words * fan.energy_of(t)
                 bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
                 if all(bws):
                     network_cycles = max(network_cycles, words / (max(bws) * fan.instances))
@@ -133,14 +157,16 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
             if t not in level.keeps or (always and i < always[-1]):
                 continue
             below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
-            above = math.prod(f.X * f.Y for f in arch.levels[:i] if isinstance(f, Fanout))
             served = layer.macs * sparse.operand(t) / below
             per_mac = served * level.energy_of(t)[action]
             if t == "Outputs":
-                # partial sums are read back for every update except each instance's first
-                # touch of an output: at most (outputs x instances of L) first touches
-                first = used_words(layer, t) * above
-                per_mac += max(0.0, layer.macs / below - first) * sparse.operand(t) * level.energy_of(t)[0]
+                per_mac += _partial_sums(layer, arch, sparse, i, below, from_top)
+            # a level between the top and L that must keep t passes each used word on at
+            # least once (operands: reads; partial sums: updates from below)
+            for j in always:
+                if 0 < j < i:
+                    f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
+                    per_mac += used_words(layer, t) * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
             at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
             best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
         energy += 0.0 if best == math.inf else best
@@ -153,6 +179,31 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     cycles, compute = math.ceil(cycles - 1e-9), math.ceil(compute - 1e-9)
     energy += cycles * (sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy)
     return energy, cycles, compute
+
+
+def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int, from_top: bool) -> float:
+    """Energy of the partial sums with level `inner` the innermost holding Outputs, beyond
+    its updates: the words crossing each fan-out, and the read-backs at `inner`.
+
+    If fan-outs above `inner` unroll reduction dims by factors r_1.. r_k (outermost first),
+    each output has r_1 x .. x r_j partial sums below fan-out j, each written back across it
+    at least once; and `inner` reads a partial sum back for every update but each instance's
+    first touch of an output, of which there are (outputs x r_1 x .. x r_k). Spreading the
+    reduction saves read-backs and costs network words: the cheapest choice bounds both."""
+    used = used_words(layer, "Outputs")
+    fans = [i for i in range(1, inner) if isinstance(arch.levels[i], Fanout)]
+    below_fans = [i for i in range(inner + 1, len(arch.levels)) if isinstance(arch.levels[i], Fanout)]
+    words = used * min(1.0, sparse.operand("Outputs"))
+    base = sum(words * arch.levels[i].energy_of("Outputs") for i in below_fans) if from_top else 0.0
+    read = arch.levels[inner].energy_of("Outputs")[0] * sparse.operand("Outputs")
+    best = math.inf
+    for reps in _replications(layer, [arch.levels[i] for i in fans]):
+        network, spread = 0.0, 1
+        for i, r in zip(fans, reps):
+            spread *= r
+            network += used * spread * arch.levels[i].energy_of("Outputs") if from_top else 0.0
+        best = min(best, network + max(0.0, layer.macs / below - used * spread) * read)
+    return base + best
 
 
 def objective_bound(layer: Layer, arch: Arch, objective: str) -> float:
