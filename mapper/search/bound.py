@@ -74,14 +74,60 @@ def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
 
 
 def usable_pes(layer: Layer, arch: Arch) -> int:
-    """MAC units a mapping can use at most: per fan-out axis, the largest product of
-    divisors of the dims it may unroll that fits the axis (a SIMD fan-out over M gives a
-    depthwise layer nothing; a 3-wide axis holds at most 2 of power-of-two dims)."""
-    total = 1
-    for fan in arch.fanouts:
-        for axis, size in (("X", fan.X), ("Y", fan.Y)):
-            total *= _best_product(size, layer.dims, _axis_dims(fan, axis))
-    return total
+    """MAC units a mapping can use at most: the largest product of fan-out axis factors
+    with every factor a divisor that fits its axis and each dim's factors over all axes
+    dividing the dim (a SIMD fan-out over M gives a depthwise layer nothing; a 3-wide axis
+    holds at most 2 of power-of-two dims). Searched jointly over the axes; if that takes
+    too long (huge arrays), the product of each axis' own best is the (weaker) answer."""
+    axes = [(size, _axis_dims(fan, axis)) for fan in arch.fanouts
+            for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1]
+    alone = math.prod(_best_product(size, layer.dims, names) for size, names in axes)
+    if any(size > 64 for size, _ in axes):      # each axis' choices alone would be many
+        return alone
+    try:
+        return _joint_best(layer.dims, tuple(axes), alone)
+    except _TooLong:
+        return alone
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000) -> int:
+    """Depth-first search of the axes' factor choices (see usable_pes), memoized on what is
+    left of each dim; stops early at `ceiling` (the per-axis bound: nothing is better) and
+    raises _TooLong after `limit` nodes."""
+    names = sorted({d for _, ds in axes for d in ds})
+    visited = [0]
+    memo: dict[tuple, int] = {}
+
+    def choices(size, allowed, left):
+        out = [(1, left)]
+        for d in allowed:
+            i = names.index(d)
+            out = [(p * k, rest[:i] + (rest[i] // k,) + rest[i + 1:]) for p, rest in out
+                   for k in range(1, min(rest[i], size // p) + 1) if rest[i] % k == 0]
+        return out
+
+    def best(a: int, left: tuple) -> int:
+        if a == len(axes):
+            return 1
+        key = (a, left)
+        if key not in memo:
+            visited[0] += 1
+            if visited[0] > limit:
+                raise _TooLong
+            size, allowed = axes[a]
+            top = 0
+            for p, rest in choices(size, allowed, left):
+                top = max(top, p * best(a + 1, rest))
+                if a == 0 and top >= ceiling:
+                    break
+            memo[key] = top
+        return memo[key]
+
+    return best(0, tuple(dims[d] for d in names))
 
 
 def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
