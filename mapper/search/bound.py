@@ -163,40 +163,49 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     energy = layer.macs * arch.mac_energy * sparse.mac_energy
     for t in TENSORS:
         action = 2 if t == "Outputs" else 0          # outputs are updated, operands read
-        # compulsory traffic at the outermost level: a level feeding the MACs directly
-        # scales it by the operand density, one feeding a buffer by the stored fraction
+        # Levels that must keep t: where one lies below a fan-out, the words crossing it
+        # move between two buffers (scaled by the fractions stored there), else they may
+        # go straight to the MACs (scaled by the operand density).
+        always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
+
+        def factor(i: int, holders) -> float:
+            direct = [] if any(j > i for j in always) else [sparse.operand(t)]
+            if t == "Outputs":
+                return min([1.0] + direct)
+            return min([sparse.stored(arch.levels[j].name, t) for j in holders] + direct or [1.0])
+
+        # compulsory traffic at the outermost level
         compulsory = 0.0
         from_top = isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass
         if from_top:
-            compulsory = used_words(layer, t) * min(sparse.operand(t), sparse.stored(top.name, t))
+            used = used_words(layer, t)
+            compulsory = used * factor(0, [0])
             if t == "Outputs":
                 writes += compulsory
             else:
                 reads += compulsory
             # Every word the MACs use comes from the outermost level, so it crosses every
-            # fan-out at least once (scaled by the smallest density factor any of its
-            # moves can have): network energy, and cycles at the fan-out's best port
-            # bandwidth (the mode with the most streams, every parent instance busy).
-            least = min([sparse.operand(t), 1.0] + [sparse.stored(arch.levels[i].name, t) for i in storages
-                                                    if t != "Outputs"])
-            words = used_words(layer, t) * least
+            # fan-out at least once: network energy (scaled as the level it reaches stores
+            # it), and cycles at the fan-out's best port bandwidth (scaled as the level it
+            # leaves stores it; the mode with the most streams, every parent instance busy).
             for i in fanouts:
                 fan: Fanout = arch.levels[i]
+                holders_above = [j for j in storages if j < i and t in arch.levels[j].keeps]
+                holders_below = [j for j in storages if j > i and t in arch.levels[j].keeps]
                 if t != "Outputs":          # partial sums: per innermost level, below
-                    energy += words * fan.energy_of(t)
+                    energy += used * factor(i, holders_below) * fan.energy_of(t)
                 bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
                 if all(bws):
-                    network_cycles = max(network_cycles, words / (max(bws) * fan.instances))
+                    network_cycles = max(network_cycles, used * factor(i, holders_above) / (max(bws) * fan.instances))
             # a level below the top that must keep an operand is filled with each used word
             if t != "Outputs":
                 for i in storages[1:]:
                     level = arch.levels[i]
                     if t in level.keeps and t not in level.may_bypass:
-                        energy += used_words(layer, t) * sparse.stored(level.name, t) * level.energy_of(t)[1]
+                        energy += used * sparse.stored(level.name, t) * level.energy_of(t)[1]
         # The innermost level L holding t serves every MAC: at least MACs x density /
         # (the MAC-side accesses below L one access can serve, _sharing) accesses.
         # (L lies at or below the innermost level that cannot bypass t)
-        always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
         best = math.inf
         for i in storages:
             level = arch.levels[i]
