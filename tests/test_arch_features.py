@@ -357,10 +357,14 @@ def test_simd_fanout_below_the_innermost_storage():
     slot = space.enc.slots.index((arch.index("simd"), "X"))
     f, _, _ = sample(space, np.random.default_rng(1), 500)
     assert (f[:, slot] == 1).all()
-    # ... and the analytic bound knows: every fan-out axis but simd's can be filled by dw
-    assert usable_pes(dw, arch) == arch.pes // 2
-    # M 2 x C 4 only: cluster X (no reduction: M) 2, Y 4; pe_cluster X 2, Y (no reduction: M) 2; simd 2
-    assert usable_pes(layer, arch) == 2 * 4 * 2 * 2 * 2
+    # ... and the analytic bound knows: simd holds nothing of dw, and pe_cluster's 3-wide Y
+    # (no reduction: N, G, M, P, Q) holds at most 2 of G 4, P 4, Q 4 (factors divide the
+    # bounds): cluster 2 x 4, pe_cluster X 2 x Y 2
+    assert usable_pes(dw, arch) == 2 * 4 * 2 * 2
+    # M 2 x C 4 only: each axis alone could hold cluster X (no reduction: M) 2, Y 4, pe_cluster
+    # X 2, Y (no reduction: M) 2, simd 2, but M's factors over all axes multiply to at most 2
+    # and C's to 4: at most 8 MAC units, one per MAC
+    assert usable_pes(layer, arch) == 2 * 4 == layer.macs
 
 
 # ---------------------------------------------------------------------------------------

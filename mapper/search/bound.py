@@ -17,13 +17,14 @@ exhaustive optima and sampled mappings (tests/test_search.py).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
 from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
-from ..problem import TENSORS, Layer
+from ..problem import RELEVANT, TENSORS, Layer
 
 
 def used_words(layer: Layer, tensor: str) -> int:
@@ -33,17 +34,122 @@ def used_words(layer: Layer, tensor: str) -> int:
                      for axis in tensor_axes(layer, tensor))
 
 
-def usable_pes(layer: Layer, arch: Arch) -> int:
-    """MAC units a mapping can use at most: per fan-out axis, its size or the product of
-    the sizes of the dims it may unroll, whichever is smaller (a SIMD fan-out over M gives
-    a depthwise layer nothing)."""
+def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
+    """Dims a mapping may unroll on one axis of a fan-out (no reduction dim where the axis
+    does not reduce partial sums)."""
+    allowed = fan.x_dims if axis == "X" else fan.y_dims
+    return tuple(d for d in allowed if fan.reduces(axis) or d in "NGMPQ")
+
+
+def _reach(size: int, dims: dict[str, int], names) -> set[int]:
+    """Every product of one divisor of each named dim that is at most `size`: what an axis
+    of that size can hold of those dims (factors divide the loop bounds)."""
+    reach = {1}
+    for d in names:
+        divisors = [k for k in range(1, min(dims[d], size) + 1) if dims[d] % k == 0]
+        reach = {r * k for r in reach for k in divisors if r * k <= size}
+    return reach
+
+
+def _best_product(size: int, dims: dict[str, int], names) -> int:
+    """The most an axis of that size can hold of the named dims (see _reach)."""
+    return max(_reach(size, dims, names))
+
+
+def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
+    """The possible spatial reduction factors (C, R, S unrolled on reducing axes) of each of
+    `fans`, jointly at most C x R x S: each factor is how many children hold partial sums
+    of one output."""
     dims = layer.dims
-    total = 1
-    for fan in arch.fanouts:
-        for axis, size, allowed in (("X", fan.X, fan.x_dims), ("Y", fan.Y, fan.y_dims)):
-            unrollable = [d for d in allowed if fan.reduces(axis) or d in "NGMPQ"]
-            total *= min(size, math.prod(dims[d] for d in unrollable))
-    return total
+    most = dims["C"] * dims["R"] * dims["S"]
+    options = []
+    for fan in fans:
+        per = {1}
+        for axis, size in (("X", fan.X), ("Y", fan.Y)):
+            if fan.reduces(axis):
+                names = [d for d in _axis_dims(fan, axis) if d in "CRS"]
+                per = {a * b for a in per for b in _reach(size, dims, names) if a * b <= most}
+        options.append(sorted(per))
+    return [c for c in itertools.product(*options) if most % math.prod(c) == 0]
+
+
+def usable_pes(layer: Layer, arch: Arch) -> int:
+    """MAC units a mapping can use at most: the largest product of fan-out axis factors
+    with every factor a divisor that fits its axis and each dim's factors over all axes
+    dividing the dim (a SIMD fan-out over M gives a depthwise layer nothing; a 3-wide axis
+    holds at most 2 of power-of-two dims). Searched jointly over the axes; if that takes
+    too long (huge arrays), the product of each axis' own best is the (weaker) answer."""
+    axes = [(size, _axis_dims(fan, axis)) for fan in arch.fanouts
+            for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1]
+    alone = math.prod(_best_product(size, layer.dims, names) for size, names in axes)
+    if any(size > 64 for size, _ in axes):      # each axis' choices alone would be many
+        return alone
+    try:
+        return _joint_best(layer.dims, tuple(axes), alone)
+    except _TooLong:
+        return alone
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000) -> int:
+    """Depth-first search of the axes' factor choices (see usable_pes), memoized on what is
+    left of each dim; stops early at `ceiling` (the per-axis bound: nothing is better) and
+    raises _TooLong after `limit` nodes."""
+    names = sorted({d for _, ds in axes for d in ds})
+    visited = [0]
+    memo: dict[tuple, int] = {}
+
+    def choices(size, allowed, left):
+        out = [(1, left)]
+        for d in allowed:
+            i = names.index(d)
+            out = [(p * k, rest[:i] + (rest[i] // k,) + rest[i + 1:]) for p, rest in out
+                   for k in range(1, min(rest[i], size // p) + 1) if rest[i] % k == 0]
+        return out
+
+    def best(a: int, left: tuple) -> int:
+        if a == len(axes):
+            return 1
+        key = (a, left)
+        if key not in memo:
+            visited[0] += 1
+            if visited[0] > limit:
+                raise _TooLong
+            size, allowed = axes[a]
+            top = 0
+            for p, rest in choices(size, allowed, left):
+                top = max(top, p * best(a + 1, rest))
+                if a == 0 and top >= ceiling:
+                    break
+            memo[key] = top
+        return memo[key]
+
+    return best(0, tuple(dims[d] for d in names))
+
+
+def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
+    """At most how many of the MAC-side accesses below `fan` one access of `tensor` above it
+    can serve: per axis, the most it holds of the dims along which children may share a
+    word (a dim the tensor does not depend on, both loops of a sliding input axis, or a
+    reduction dim for partial sums), where some network mode lets that axis share at all."""
+    modes = fan.modes_of(tensor) or (None,)
+    share = 1
+    for axis, size in (("X", fan.X), ("Y", fan.Y)):
+        if all(fan.credit(m)[axis] == "none" for m in modes):
+            continue
+        dims = _axis_dims(fan, axis)
+        if tensor == "Outputs":
+            names = [d for d in dims if d in "CRS"]
+        else:
+            names = [d for d in dims if d not in RELEVANT[tensor]]
+            if tensor == "Inputs":       # overlapping windows (p*stride + r) share words
+                both = set(fan.x_dims) | set(fan.y_dims)
+                names += [d for d in dims for x, y in (("P", "R"), ("Q", "S")) if d in (x, y) and {x, y} <= both]
+        share *= _best_product(size, layer.dims, sorted(set(names)))
+    return share
 
 
 def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
@@ -51,42 +157,76 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     sparse = Sparse.of(layer, arch)
     top = arch.levels[0]
     storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
+    fanouts = [i for i, level in enumerate(arch.levels) if isinstance(level, Fanout)]
     reads = writes = 0.0
+    network_cycles = 0.0
     energy = layer.macs * arch.mac_energy * sparse.mac_energy
     for t in TENSORS:
         action = 2 if t == "Outputs" else 0          # outputs are updated, operands read
-        # compulsory traffic at the outermost level: a level feeding the MACs directly
-        # scales it by the operand density, one feeding a buffer by the stored fraction
+        # Levels that must keep t: where one lies below a fan-out, the words crossing it
+        # move between two buffers (scaled by the fractions stored there), else they may
+        # go straight to the MACs (scaled by the operand density).
+        always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
+
+        def factor(i: int, holders) -> float:
+            direct = [] if any(j > i for j in always) else [sparse.operand(t)]
+            if t == "Outputs":
+                return min([1.0] + direct)
+            return min([sparse.stored(arch.levels[j].name, t) for j in holders] + direct or [1.0])
+
+        # compulsory traffic at the outermost level
         compulsory = 0.0
-        if isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass:
-            compulsory = used_words(layer, t) * min(sparse.operand(t), sparse.stored(top.name, t))
+        from_top = isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass
+        if from_top:
+            used = used_words(layer, t)
+            compulsory = used * factor(0, [0])
             if t == "Outputs":
                 writes += compulsory
             else:
                 reads += compulsory
+            # Every word the MACs use comes from the outermost level, so it crosses every
+            # fan-out at least once: network energy (scaled as the level it reaches stores
+            # it), and cycles at the fan-out's best port bandwidth (scaled as the level it
+            # leaves stores it; the mode with the most streams, every parent instance busy).
+            for i in fanouts:
+                fan: Fanout = arch.levels[i]
+                holders_above = [j for j in storages if j < i and t in arch.levels[j].keeps]
+                holders_below = [j for j in storages if j > i and t in arch.levels[j].keeps]
+                if t != "Outputs":          # partial sums: per innermost level, below
+                    energy += used * factor(i, holders_below) * fan.energy_of(t)
+                bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
+                if all(bws):
+                    network_cycles = max(network_cycles, used * factor(i, holders_above) / (max(bws) * fan.instances))
+            # a level below the top that must keep an operand is filled with each used word
+            if t != "Outputs":
+                for i in storages[1:]:
+                    level = arch.levels[i]
+                    if t in level.keeps and t not in level.may_bypass:
+                        energy += used * sparse.stored(level.name, t) * level.energy_of(t)[1]
         # The innermost level L holding t serves every MAC: at least MACs x density /
-        # (the PEs below L, which at best all share each access) accesses.
+        # (the MAC-side accesses below L one access can serve, _sharing) accesses.
         # (L lies at or below the innermost level that cannot bypass t)
-        always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
         best = math.inf
         for i in storages:
             level = arch.levels[i]
             if t not in level.keeps or (always and i < always[-1]):
                 continue
-            below = math.prod(f.X * f.Y for f in arch.levels[i + 1:] if isinstance(f, Fanout))
-            above = math.prod(f.X * f.Y for f in arch.levels[:i] if isinstance(f, Fanout))
+            below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
             served = layer.macs * sparse.operand(t) / below
             per_mac = served * level.energy_of(t)[action]
             if t == "Outputs":
-                # partial sums are read back for every update except each instance's first
-                # touch of an output: at most (outputs x instances of L) first touches
-                first = used_words(layer, t) * above
-                per_mac += max(0.0, layer.macs / below - first) * sparse.operand(t) * level.energy_of(t)[0]
+                per_mac += _partial_sums(layer, arch, sparse, i, below, from_top)
+            # a level between the top and L that must keep t passes each used word on at
+            # least once (operands: reads; partial sums: updates from below)
+            for j in always:
+                if 0 < j < i:
+                    f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
+                    per_mac += used_words(layer, t) * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
             at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
             best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
         energy += 0.0 if best == math.inf else best
     compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch)
-    cycles = compute
+    cycles = max(compute, network_cycles)
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
             if bw:
@@ -94,6 +234,31 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     cycles, compute = math.ceil(cycles - 1e-9), math.ceil(compute - 1e-9)
     energy += cycles * (sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy)
     return energy, cycles, compute
+
+
+def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int, from_top: bool) -> float:
+    """Energy of the partial sums with level `inner` the innermost holding Outputs, beyond
+    its updates: the words crossing each fan-out, and the read-backs at `inner`.
+
+    If fan-outs above `inner` unroll reduction dims by factors r_1.. r_k (outermost first),
+    each output has r_1 x .. x r_j partial sums below fan-out j, each written back across it
+    at least once; and `inner` reads a partial sum back for every update but each instance's
+    first touch of an output, of which there are (outputs x r_1 x .. x r_k). Spreading the
+    reduction saves read-backs and costs network words: the cheapest choice bounds both."""
+    used = used_words(layer, "Outputs")
+    fans = [i for i in range(1, inner) if isinstance(arch.levels[i], Fanout)]
+    below_fans = [i for i in range(inner + 1, len(arch.levels)) if isinstance(arch.levels[i], Fanout)]
+    words = used * min(1.0, sparse.operand("Outputs"))
+    base = sum(words * arch.levels[i].energy_of("Outputs") for i in below_fans) if from_top else 0.0
+    read = arch.levels[inner].energy_of("Outputs")[0] * sparse.operand("Outputs")
+    best = math.inf
+    for reps in _replications(layer, [arch.levels[i] for i in fans]):
+        network, spread = 0.0, 1
+        for i, r in zip(fans, reps):
+            spread *= r
+            network += used * spread * arch.levels[i].energy_of("Outputs") if from_top else 0.0
+        best = min(best, network + max(0.0, layer.macs / below - used * spread) * read)
+    return base + best
 
 
 def objective_bound(layer: Layer, arch: Arch, objective: str) -> float:

@@ -2,7 +2,9 @@
 
 A move shifts one prime factor of one dimension from one slot to another, switches one
 level's loop order, or flips a keep/bypass choice. All neighbours are evaluated in one
-numpy batch; the best valid one is taken while it improves the objective.
+numpy batch; the best valid one is taken while it improves the objective. When no single
+move improves, pairs of factor moves are tried (a factor can only leave a full buffer or
+fan-out axis if another one makes room at once, which no single move does).
 """
 from __future__ import annotations
 
@@ -48,27 +50,79 @@ def neighbours(space: Space, factors: np.ndarray, orders: np.ndarray, keep: np.n
     return np.stack(fs), np.stack(os_), np.stack(ks)
 
 
+PAIRS = 40_000         # at most this many pair moves per step (a deterministic subset)
+
+
+def factor_moves(space: Space, factors: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Every single factor move (dim, from slot, to slot, prime) of one candidate."""
+    out = []
+    for d, slots in enumerate(space.dim_slots):
+        for a in slots:
+            f = int(factors[a, d])
+            if f == 1:
+                continue
+            for p, _ in prime_factors(f):
+                out.extend((d, a, b, p) for b in slots if b != a)
+    return out
+
+
+def pair_neighbours(space: Space, factors: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """Factors of the candidates two factor moves away (the second applied after the
+    first), at most PAIRS of them, chosen by `rng` when there are more."""
+    moves = factor_moves(space, factors)
+    n = len(moves)
+    if n < 2:
+        return None
+    pairs = np.stack(np.triu_indices(n, 1), axis=1)
+    if len(pairs) > PAIRS:
+        pairs = pairs[np.sort(rng.choice(len(pairs), PAIRS, replace=False))]
+    mv = np.array(moves, dtype=np.int64)
+    out = np.repeat(factors[None], len(pairs), axis=0)
+    rows = np.arange(len(pairs))
+    for col in (0, 1):
+        d, a, b, p = mv[pairs[:, col]].T
+        ok = out[rows, a, d] % p == 0              # the second move may no longer apply
+        out[rows[ok], a[ok], d[ok]] //= p[ok]
+        out[rows[ok], b[ok], d[ok]] *= p[ok]
+    return out
+
+
 def refine(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
            modes: np.ndarray, value: float, max_steps: int = 200, deadline: float | None = None):
     """Steepest descent from one candidate (network modes are re-chosen for every neighbour);
     returns (factors, orders, keep, modes, value, evaluated)."""
     import time
     evaluated = 0
+    rng = np.random.default_rng(0)          # which pair moves, when there are too many
     for _ in range(max_steps):
         if deadline is not None and time.monotonic() > deadline:
             break
+        step = None
         nb = neighbours(space, factors, orders, keep)
-        if nb is None:
+        if nb is not None:
+            step, n = _best_step(space, objective, *nb, value)
+            evaluated += n
+        if step is None and (deadline is None or time.monotonic() < deadline):
+            pf = pair_neighbours(space, factors, rng)
+            if pf is not None:
+                step, n = _best_step(space, objective, pf, np.repeat(orders[None], len(pf), axis=0),
+                                     np.repeat(keep[None], len(pf), axis=0), value)
+                evaluated += n
+        if step is None:
             break
-        nf, no, nk = nb
-        ok = space.valid(nf, nk)
-        evaluated += len(nf)
-        if not ok.any():
-            break
-        idx = np.nonzero(ok)[0]
-        vals, md = score(space.enc, nf[idx], no[idx], nk[idx], objective)
-        j = int(np.argmin(vals))
-        if not vals[j] < value * (1 - 1e-12):
-            break
-        factors, orders, keep, modes, value = nf[idx[j]], no[idx[j]], nk[idx[j]], md[j], float(vals[j])
+        factors, orders, keep, modes, value = step
     return factors, orders, keep, modes, value, evaluated
+
+
+def _best_step(space: Space, objective: str, nf, no, nk, value: float):
+    """The best valid candidate among (nf, no, nk) if it improves on `value` (else None),
+    and how many were evaluated."""
+    ok = space.valid(nf, nk)
+    if not ok.any():
+        return None, len(nf)
+    idx = np.nonzero(ok)[0]
+    vals, md = score(space.enc, nf[idx], no[idx], nk[idx], objective)
+    j = int(np.argmin(vals))
+    if not vals[j] < value * (1 - 1e-12):
+        return None, len(nf)
+    return (nf[idx[j]], no[idx[j]], nk[idx[j]], md[j], float(vals[j])), len(nf)
