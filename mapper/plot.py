@@ -146,7 +146,8 @@ def _energy(pj: float, unit: str = "pJ") -> str:
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#86bcb6", "#d37295", "#fabfd2"]
-REST_COLORS = {OTHER: "#bab0ac", "MAC": "#bab0ac", "network": "#79706e", "leakage": "#d4a6c8"}
+REST_COLORS = {OTHER: "#bab0ac", "MAC": "#bab0ac", "network": "#79706e", "leakage": "#d4a6c8",
+               "clock/static": "#e8c9a0"}       # each non-level part its own colour
 HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
 
 
@@ -352,6 +353,8 @@ def read_front(front_json: str | Path) -> tuple[str, list[tuple[float, int]], st
 def front_figure(front_json: str | Path):
     """Energy (J, engineering units) against cycles of a front: its points joined by the
     staircase that bounds what the front dominates, the minimum-EDP point marked."""
+    import textwrap
+
     from matplotlib.ticker import EngFormatter
     title, pts, guarantee = read_front(front_json)
     if not pts:
@@ -370,7 +373,7 @@ def front_figure(front_json: str | Path):
     ax.yaxis.set_major_formatter(EngFormatter(unit="J"))
     ax.set_xlabel("cycles")
     ax.set_ylabel("energy")
-    ax.set_title(f"{title}\n{guarantee}", fontsize=9)
+    ax.set_title("\n".join([title, *textwrap.wrap(guarantee, 110)]), fontsize=9)   # a long guarantee wraps
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
