@@ -609,7 +609,8 @@ def export_group():
 def export_timeloop(result, arch, timeloop_problem, layer, out):
     """Our result document(s) -> Timeloop mappings (map.yaml) for timeloop-model."""
     from .result import result_layer
-    from .timeloop import export_result, problem_dims, read_results
+    from .result import write_text
+    from .timeloop import problem_dims, read_results, result_to_timeloop
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
     docs = read_results(result, layer)
     folder = Path(out).is_dir() or Path(out).suffix.lower() not in (".yaml", ".yml")
@@ -618,13 +619,16 @@ def export_timeloop(result, arch, timeloop_problem, layer, out):
         raise MapperError(f"{result}: holds results for {len(docs)} layers ({names}): give --layer L for "
                           f"one map, or -o a folder (not a .yaml file) for one map per layer")
     used: set[str] = set()
-    for i, doc in enumerate(docs):
+    maps = []
+    for i, doc in enumerate(docs):          # every map made (and checked) before any is written
         name = _file_name(result_layer(doc) or "map")
         if name in used:
             name = f"{name}_{i + 1}"            # two layer names that clean to the same file name
         used.add(name)
         target = Path(out) / f"{name}.yaml" if folder else Path(out)
-        export_result(result, target, arch, dims=dims, doc=doc)
+        maps.append((target, result_to_timeloop(result, arch, dims=dims, doc=doc)[1]))
+    for target, text in maps:
+        write_text(target, text)
         click.echo(f"wrote {target}")
 
 

@@ -46,3 +46,71 @@ def test_diagnose_names_column_and_reduction_reasons(message, key):
     from mapper.search.diagnose import reason_key
     assert reason_key("level w", message) == key
     assert "#" not in reason_key("level w", message)
+
+
+TWO_LAYERS = """\
+name: tiny
+layers:
+  - {name: c1, type: conv, C: 2, M: 4, H: 6, W: 6, R: 3, S: 3, stride: 1, pad: 0}
+  - {name: fc, type: fc, C: 16, M: 8}
+"""
+
+
+def _cli(args, cwd):
+    import os
+    from click.testing import CliRunner
+    from mapper.cli import main
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def two_layer_result(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TWO_LAYERS)
+    r = _cli(["search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--workers", "1", "-q", "--summary",
+              "--json", "net.json"], tmp_path)
+    assert r.exit_code == 0, r.output
+    return tmp_path, json.loads((tmp_path / "net.json").read_text())
+
+
+def test_network_export_with_an_inexpressible_layer_writes_nothing_and_names_it(two_layer_result):
+    """Exporting AlexNet on eyeriss_v1 wrote conv1-5, then stopped at fc6 (M unrolled on
+    both X and Y, which Timeloop's spatial directive cannot say) with an error naming
+    neither the file nor the layer."""
+    folder, docs = two_layer_result
+    fc = docs[1]
+    assert fc["layer"]["name"] == "fc"
+    loops = [l for l in fc["mapping"]["loops"] if l["dim"] != "M"]
+    loops += [{"level": "array", "dim": "M", "factor": 2, "spatial": "X"},
+              {"level": "array", "dim": "M", "factor": 4, "spatial": "Y"}]
+    fc["mapping"]["loops"] = loops
+    (folder / "bad.json").write_text(json.dumps(docs))
+    ok = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "bad.json", "-l", "fc"], folder)
+    assert ok.exit_code == 0, ok.output                  # a valid mapping of ours
+    r = _cli(["export", "timeloop", "bad.json", "-o", "maps"], folder)
+    assert r.exit_code == 2
+    assert "bad.json" in r.output and "layer fc" in r.output and "twice" in r.output
+    assert not (folder / "maps").exists()                # c1's map is not written either
+    assert _cli(["export", "timeloop", "bad.json", "-l", "c1", "-o", "maps"], folder).exit_code == 0
+
+
+def test_totals_line_shows_the_chip_split_and_small_latencies(two_layer_result):
+    """The README says results report on-chip and off-chip energy; the printed line did not,
+    and a 72-cycle layer's latency printed as 0.000 ms."""
+    from mapper.arch import load_arch
+    from mapper.model import evaluate
+    from mapper.problem import load_network
+    from mapper.mapping import parse_mapping
+    from mapper.report import time_text, totals_line
+    folder, docs = two_layer_result
+    arch = load_arch("eyeriss_v1")
+    layer = load_network(str(folder / "tiny.yaml")).layer("fc")
+    cost = evaluate(layer, arch, parse_mapping(docs[1], arch, "net.json"))
+    line = totals_line(cost, arch)
+    assert f"on chip {cost.chip_energy_pj:,.0f}, off chip {cost.offchip_pj:,.0f}" in line
+    assert cost.chip_energy_pj + cost.offchip_pj == pytest.approx(cost.energy_pj) and cost.offchip_pj > 0
+    assert time_text(72 / 200e6) == "0.360 us" and time_text(4.792e-3) == "4.792 ms" and time_text(2.5) == "2.500 s"
