@@ -145,7 +145,7 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
     entries = [data] if is_timeloop_mapping(data) else select_results(data, str(mapping_path), layer)
     out_docs, total = [], []
     for entry in entries:
-        name = layer or result_layer(entry)
+        name = layer or result_layer(entry) or (net.layers[0].name if len(net.layers) == 1 else None)
         if name is None:
             raise MapperError(f"{mapping_path}: the mapping does not name its layer; give --layer")
         lay = net.layer(name)

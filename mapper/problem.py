@@ -311,6 +311,9 @@ def parse_density(value: Any, src: str, where: str) -> dict[str, float]:
 
 
 def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
+    if isinstance(data, dict) and "problem" in data and "layers" not in data:
+        raise SpecError(src, "problem", "this is a Timeloop problem, not a network file: convert it with "
+                        "`mapper convert timeloop-problem FILE -o NET.yaml`")
     f = Fields(data, src, "", ("name", "batch", "layers", "description", "density_presets"),
                required=("name", "layers"))
     if batch is None and f.has("batch"):

@@ -114,3 +114,17 @@ def test_totals_line_shows_the_chip_split_and_small_latencies(two_layer_result):
     assert f"on chip {cost.chip_energy_pj:,.0f}, off chip {cost.offchip_pj:,.0f}" in line
     assert cost.chip_energy_pj + cost.offchip_pj == pytest.approx(cost.energy_pj) and cost.offchip_pj > 0
     assert time_text(72 / 200e6) == "0.360 us" and time_text(4.792e-3) == "4.792 ms" and time_text(2.5) == "2.500 s"
+
+
+def test_evaluate_a_timeloop_map_on_a_one_layer_network_needs_no_layer(two_layer_result):
+    """A Timeloop map.yaml names no layer; on a converted one-layer problem, --layer was
+    still required."""
+    folder, docs = two_layer_result
+    (folder / "one.yaml").write_text(TWO_LAYERS.replace(
+        "  - {name: c1, type: conv, C: 2, M: 4, H: 6, W: 6, R: 3, S: 3, stride: 1, pad: 0}\n", ""))
+    assert _cli(["export", "timeloop", "net.json", "-l", "fc", "-o", "fc.yaml"], folder).exit_code == 0
+    r = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "one.yaml", "-m", "fc.yaml"], folder)
+    assert r.exit_code == 0, r.output
+    assert f"energy {docs[1]['cost']['energy_pj']:,.1f} pJ" in r.output
+    r = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "fc.yaml"], folder)
+    assert r.exit_code == 2 and "give --layer" in r.output      # two layers: which one is still asked

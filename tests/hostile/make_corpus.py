@@ -148,6 +148,8 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "problem/matmul_batch_over.yaml": ("name: net\nbatch: 2000000\nlayers:\n  - {name: q, type: matmul, M: 8, "
                                        "N: 8, K: 8, batch: 12, b_role: activations}\n",
                                        ["layers[0].batch", "G = 24,000,000", "limit"]),
+    "problem/timeloop_problem.yaml": ("problem:\n  shape: {name: CNN_Layer}\n  instance: {C: 3, M: 96}\n",
+                                      ["problem", "Timeloop problem", "mapper convert timeloop-problem"]),
     "problem/type_case.yaml": (one("{name: q, type: MatMul, M: 8, N: 8, K: 8}"),
                                ["layers[0].type", "did you mean 'matmul'"]),
     # ---- architecture files (mapper space -a FILE -p alexnet -l fc8)
