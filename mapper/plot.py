@@ -157,6 +157,7 @@ def results_figure(results_dir: str | Path, scale: str = "log"):
     then MAC, network and leakage. `scale`: per-mac (energy per MAC, so layers of any
     size compare), log (energy on a log axis: one FC layer no longer dwarfs every conv
     layer) or linear (energy, engineering units)."""
+    import textwrap
     if scale not in SCALES:
         raise MapperError(f"--scale: '{scale}' is not one of {', '.join(SCALES)}")
     path = Path(results_dir) / "summary.csv"
@@ -206,10 +207,15 @@ def results_figure(results_dir: str | Path, scale: str = "log"):
             if scale == "log":
                 ax.set_yscale("log")
             ax.yaxis.set_major_formatter(EngFormatter(unit="J"))
+        if scale != "log":
+            # a zero part stacked on top (e.g. no clock/static energy) pins the axis at the tallest
+            # bar with no headroom; give it some
+            top = max((p.get_y() + p.get_height() for p in ax.patches), default=0.0)
+            ax.set_ylim(0.0, top * 1.05 if top > 0 else 1.0)
         totals = ", ".join(f"{a} {_energy(sum(e['total']))} ({sum(e['total']) / sum(e['macs']):.3g} pJ/MAC)"
                            for a, e in per_arch.items())
-        ax.set_title(f"{net}: energy {'per MAC ' if scale == 'per-mac' else ''}by level; total {totals}",
-                     fontsize=10)
+        title = f"{net}: energy {'per MAC ' if scale == 'per-mac' else ''}by level; total {totals}"
+        ax.set_title(textwrap.fill(title, max(60, int(fig.get_figwidth() * 10))), fontsize=10)  # never clipped
         used = [p for p in names + rests if any(p in e["energy"] for e in per_arch.values())]
         handles = [Patch(facecolor=colors[p], label=p) for p in reversed(used)]
         if len(per_arch) > 1:

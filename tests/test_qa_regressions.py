@@ -128,3 +128,22 @@ def test_evaluate_a_timeloop_map_on_a_one_layer_network_needs_no_layer(two_layer
     assert f"energy {docs[1]['cost']['energy_pj']:,.1f} pJ" in r.output
     r = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "fc.yaml"], folder)
     assert r.exit_code == 2 and "give --layer" in r.output      # two layers: which one is still asked
+
+
+def test_energy_plot_keeps_headroom_and_wraps_a_long_title(tmp_path):
+    """A zero part on top of the stack (no clock/static energy) pinned the axis to the tallest
+    bar; a narrow figure's title ran off its left edge."""
+    pytest.importorskip("matplotlib")
+    from mapper.plot import results_figure
+    header = "network,arch,layer,macs,energy_pj,energy_DRAM_pj,mac_energy_pj,network_energy_pj," \
+             "leakage_energy_pj,cycle_energy_pj\n"
+    rows = ["a_network_with_a_long_name,an_arch_with_a_long_name,l1,10,100,80,10,10,0,0",
+            "a_network_with_a_long_name,another_arch_with_a_long_name,l1,10,60,40,10,5,0,5"]
+    (tmp_path / "summary.csv").write_text(header + "\n".join(rows) + "\n")
+    for scale in ("per-mac", "linear"):
+        fig = results_figure(tmp_path, scale)
+        ax = [a for a in fig.axes if a.patches][0]
+        top = max(p.get_y() + p.get_height() for p in ax.patches)
+        assert ax.get_ylim()[1] > top * 1.01
+        lines = ax.get_title().splitlines()
+        assert len(lines) >= 2 and max(map(len, lines)) <= max(60, int(fig.get_figwidth() * 10))
