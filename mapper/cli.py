@@ -132,14 +132,20 @@ def layers(problem, batch, as_json):
               help="Mapping file: ours (JSON/YAML, a result document or a whole-network result) or a "
                    "Timeloop map.yaml.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
+@click.option("--density", default=None,
+              help="Densities, e.g. weights=0.4,inputs=0.6 (default: a result document's, else the file's).")
+@click.option("--density-preset", default=None, help="A density preset named in the problem file.")
 @user_errors
-def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
+def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, density_preset):
     """Evaluate a mapping (or every layer of a whole-network result): loop nest, breakdown, totals."""
+    from .problem import parse_density
     from .result import result_layer, select_results
     if json_out:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
     net = load_network(problem, batch)
+    over = parse_density_option(density)
+    preset = net.preset(density_preset) if density_preset else {}
     data = load_yaml(mapping_path)
     from .timeloop import is_timeloop_mapping, mapping_from_timeloop
     entries = [data] if is_timeloop_mapping(data) else select_results(data, str(mapping_path), layer)
@@ -149,6 +155,15 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
         if name is None:
             raise MapperError(f"{mapping_path}: the mapping does not name its layer; give --layer")
         lay = net.layer(name)
+        recorded = entry.get("layer", {}).get("density") if isinstance(entry.get("layer"), dict) else None
+        if over or density_preset:
+            lay = lay.with_density({**preset.get(lay.name, {}), **over})
+        elif isinstance(recorded, dict) and recorded != lay.densities():
+            # the result was found at these densities: evaluating it dense would silently change its cost
+            lay = lay.with_density(parse_density(recorded, str(mapping_path), "layer.density"))
+            click.echo(f"note: {lay.name}: the result document's densities "
+                       f"({', '.join(f'{k}={v:g}' for k, v in lay.densities().items())}); --density overrides",
+                       err=True)
         if is_timeloop_mapping(entry):
             mapping = mapping_from_timeloop(entry, arch_spec, lay, source=str(mapping_path))
         else:

@@ -147,3 +147,20 @@ def test_energy_plot_keeps_headroom_and_wraps_a_long_title(tmp_path):
         assert ax.get_ylim()[1] > top * 1.01
         lines = ax.get_title().splitlines()
         assert len(lines) >= 2 and max(map(len, lines)) <= max(60, int(fig.get_figwidth() * 10))
+
+
+def test_evaluate_of_a_sparse_result_keeps_its_densities(tmp_path):
+    """A result searched with --density was re-evaluated dense by `evaluate -m`, silently
+    changing its cost (13,020 -> 16,924 pJ on a small FC layer on eyeriss_v2)."""
+    (tmp_path / "tiny.yaml").write_text(TWO_LAYERS)
+    r = _cli(["search", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-l", "fc", "--density", "weights=0.5,inputs=0.5",
+              "--workers", "1", "--time-limit", "2", "-q", "--json", "sp.json"], tmp_path)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "sp.json").read_text())
+    ev = _cli(["evaluate", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-m", "sp.json", "--json", "ev.json"], tmp_path)
+    assert ev.exit_code == 0, ev.output
+    assert json.loads((tmp_path / "ev.json").read_text())["cost"]["energy_pj"] == doc["cost"]["energy_pj"]
+    dense = _cli(["evaluate", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-m", "sp.json", "--density",
+                  "weights=1,inputs=1", "--json", "dense.json"], tmp_path)
+    assert dense.exit_code == 0, dense.output
+    assert json.loads((tmp_path / "dense.json").read_text())["cost"]["energy_pj"] > doc["cost"]["energy_pj"]
