@@ -360,13 +360,18 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
             raise f.error("multicast", "a fan-out with network modes takes its multicast from the mode")
     if f.has("ports") and not f.has("port_words"):
         raise f.error("ports", "ports need port_words (the words per cycle of one port)")
+    port_words = _per_tensor(f, "port_words", as_number, 1e-9)
+    port_counts = _per_tensor(f, "ports", as_int, 1)
+    unpriced = [t for t, _ in port_counts if t not in dict(port_words)]
+    if unpriced:      # such ports would be silently unlimited
+        raise f.error("ports", f"ports of {', '.join(unpriced)} need port_words for {', '.join(unpriced)} "
+                      "(the words per cycle of one port)")
     return Fanout(name=f.string("name"), X=size.integer("X", maximum=MAX_FANOUT),
                   Y=size.integer("Y", maximum=MAX_FANOUT),
                   x_dims=dims.names("X", DIMS, DIMS), y_dims=dims.names("Y", DIMS, DIMS),
                   energy=energy, multicast=f.choice("multicast", MULTICAST, "exact"),
                   reduction=reduction, instances=instances, modes=modes,
-                  port_words=_per_tensor(f, "port_words", as_number, 1e-9),
-                  port_counts=_per_tensor(f, "ports", as_int, 1))
+                  port_words=port_words, port_counts=port_counts)
 
 
 def _per_tensor(f: Fields, key: str, parse, minimum) -> tuple[tuple[str, Any], ...]:
@@ -437,6 +442,8 @@ def _parse_energy_unit(data: Any, src: str) -> dict[str, Any]:
     name = f.string("name").strip()
     if not name:
         raise f.error("name", "expected a unit name such as pJ")
+    if len(name) > 32 or not name.isprintable():      # it is printed after every energy
+        raise f.error("name", "expected a short unit name such as pJ (at most 32 printable characters)")
     return {"energy_unit": name, "energy_calibrated": calibrated}
 
 

@@ -132,23 +132,38 @@ def layers(problem, batch, as_json):
               help="Mapping file: ours (JSON/YAML, a result document or a whole-network result) or a "
                    "Timeloop map.yaml.")
 @click.option("--json", "json_out", type=click.Path(), help="Write the result document(s) here.")
+@click.option("--density", default=None,
+              help="Densities, e.g. weights=0.4,inputs=0.6 (default: a result document's, else the file's).")
+@click.option("--density-preset", default=None, help="A density preset named in the problem file.")
 @user_errors
-def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out):
+def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, density_preset):
     """Evaluate a mapping (or every layer of a whole-network result): loop nest, breakdown, totals."""
+    from .problem import parse_density
     from .result import result_layer, select_results
     if json_out:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
     net = load_network(problem, batch)
+    over = parse_density_option(density)
+    preset = net.preset(density_preset) if density_preset else {}
     data = load_yaml(mapping_path)
     from .timeloop import is_timeloop_mapping, mapping_from_timeloop
     entries = [data] if is_timeloop_mapping(data) else select_results(data, str(mapping_path), layer)
     out_docs, total = [], []
     for entry in entries:
-        name = layer or result_layer(entry)
+        name = layer or result_layer(entry) or (net.layers[0].name if len(net.layers) == 1 else None)
         if name is None:
             raise MapperError(f"{mapping_path}: the mapping does not name its layer; give --layer")
         lay = net.layer(name)
+        recorded = entry.get("layer", {}).get("density") if isinstance(entry.get("layer"), dict) else None
+        if over or density_preset:
+            lay = lay.with_density({**preset.get(lay.name, {}), **over})
+        elif isinstance(recorded, dict) and recorded != lay.densities():
+            # the result was found at these densities: evaluating it dense would silently change its cost
+            lay = lay.with_density(parse_density(recorded, str(mapping_path), "layer.density"))
+            click.echo(f"note: {lay.name}: the result document's densities "
+                       f"({', '.join(f'{k}={v:g}' for k, v in lay.densities().items())}); --density overrides",
+                       err=True)
         if is_timeloop_mapping(entry):
             mapping = mapping_from_timeloop(entry, arch_spec, lay, source=str(mapping_path))
         else:
@@ -609,7 +624,8 @@ def export_group():
 def export_timeloop(result, arch, timeloop_problem, layer, out):
     """Our result document(s) -> Timeloop mappings (map.yaml) for timeloop-model."""
     from .result import result_layer
-    from .timeloop import export_result, problem_dims, read_results
+    from .result import write_text
+    from .timeloop import problem_dims, read_results, result_to_timeloop
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
     docs = read_results(result, layer)
     folder = Path(out).is_dir() or Path(out).suffix.lower() not in (".yaml", ".yml")
@@ -618,13 +634,16 @@ def export_timeloop(result, arch, timeloop_problem, layer, out):
         raise MapperError(f"{result}: holds results for {len(docs)} layers ({names}): give --layer L for "
                           f"one map, or -o a folder (not a .yaml file) for one map per layer")
     used: set[str] = set()
-    for i, doc in enumerate(docs):
+    maps = []
+    for i, doc in enumerate(docs):          # every map made (and checked) before any is written
         name = _file_name(result_layer(doc) or "map")
         if name in used:
             name = f"{name}_{i + 1}"            # two layer names that clean to the same file name
         used.add(name)
         target = Path(out) / f"{name}.yaml" if folder else Path(out)
-        export_result(result, target, arch, dims=dims, doc=doc)
+        maps.append((target, result_to_timeloop(result, arch, dims=dims, doc=doc)[1]))
+    for target, text in maps:
+        write_text(target, text)
         click.echo(f"wrote {target}")
 
 

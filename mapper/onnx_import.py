@@ -80,6 +80,9 @@ def _load(path: Path, batch: int | None):
         for i, dim in enumerate(shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 continue
+            if dim.HasField("dim_value"):          # a fixed size of 0 or below is no size, not a free batch
+                raise SpecError(str(path), f"input '{value.name}'",
+                                f"dimension {i} is {dim.dim_value}; sizes must be at least 1")
             if i != 0:
                 raise SpecError(str(path), f"input '{value.name}'",
                                 f"dimension {i} is symbolic ('{dim.dim_param or '?'}'); only the first "
@@ -277,7 +280,8 @@ def import_onnx(path: str | Path, batch: int | None = None, name: str | None = N
         used.add(unique)
         layers.append({"name": unique, **layer})
     if not layers:
-        raise SpecError(str(path), "", f"no MAC layers ({', '.join(MAC_OPS)}) in the model")
+        found = "; unsupported: " + ", ".join(f"{op} x {k}" for op, k in unsupported.items()) if unsupported else ""
+        raise SpecError(str(path), "", f"no MAC layers ({', '.join(MAC_OPS)}) in the model{found}")
     net_name = safe_name(name or path.stem, "onnx_model")
     data = {"name": net_name,
             "description": f"Imported from {path.name}: {len(layers)} MAC layers"

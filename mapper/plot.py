@@ -146,7 +146,8 @@ def _energy(pj: float, unit: str = "pJ") -> str:
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
            "#ff9da7", "#9c755f", "#86bcb6", "#d37295", "#fabfd2"]
-REST_COLORS = {OTHER: "#bab0ac", "MAC": "#bab0ac", "network": "#79706e", "leakage": "#d4a6c8"}
+REST_COLORS = {OTHER: "#bab0ac", "MAC": "#bab0ac", "network": "#79706e", "leakage": "#d4a6c8",
+               "clock/static": "#e8c9a0"}       # each non-level part its own colour
 HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
 
 
@@ -156,6 +157,7 @@ def results_figure(results_dir: str | Path, scale: str = "log"):
     then MAC, network and leakage. `scale`: per-mac (energy per MAC, so layers of any
     size compare), log (energy on a log axis: one FC layer no longer dwarfs every conv
     layer) or linear (energy, engineering units)."""
+    import textwrap
     if scale not in SCALES:
         raise MapperError(f"--scale: '{scale}' is not one of {', '.join(SCALES)}")
     path = Path(results_dir) / "summary.csv"
@@ -205,10 +207,15 @@ def results_figure(results_dir: str | Path, scale: str = "log"):
             if scale == "log":
                 ax.set_yscale("log")
             ax.yaxis.set_major_formatter(EngFormatter(unit="J"))
+        if scale != "log":
+            # a zero part stacked on top (e.g. no clock/static energy) pins the axis at the tallest
+            # bar with no headroom; give it some
+            top = max((p.get_y() + p.get_height() for p in ax.patches), default=0.0)
+            ax.set_ylim(0.0, top * 1.05 if top > 0 else 1.0)
         totals = ", ".join(f"{a} {_energy(sum(e['total']))} ({sum(e['total']) / sum(e['macs']):.3g} pJ/MAC)"
                            for a, e in per_arch.items())
-        ax.set_title(f"{net}: energy {'per MAC ' if scale == 'per-mac' else ''}by level; total {totals}",
-                     fontsize=10)
+        title = f"{net}: energy {'per MAC ' if scale == 'per-mac' else ''}by level; total {totals}"
+        ax.set_title(textwrap.fill(title, max(60, int(fig.get_figwidth() * 10))), fontsize=10)  # never clipped
         used = [p for p in names + rests if any(p in e["energy"] for e in per_arch.values())]
         handles = [Patch(facecolor=colors[p], label=p) for p in reversed(used)]
         if len(per_arch) > 1:
@@ -352,6 +359,8 @@ def read_front(front_json: str | Path) -> tuple[str, list[tuple[float, int]], st
 def front_figure(front_json: str | Path):
     """Energy (J, engineering units) against cycles of a front: its points joined by the
     staircase that bounds what the front dominates, the minimum-EDP point marked."""
+    import textwrap
+
     from matplotlib.ticker import EngFormatter
     title, pts, guarantee = read_front(front_json)
     if not pts:
@@ -370,7 +379,7 @@ def front_figure(front_json: str | Path):
     ax.yaxis.set_major_formatter(EngFormatter(unit="J"))
     ax.set_xlabel("cycles")
     ax.set_ylabel("energy")
-    ax.set_title(f"{title}\n{guarantee}", fontsize=9)
+    ax.set_title("\n".join([title, *textwrap.wrap(guarantee, 110)]), fontsize=9)   # a long guarantee wraps
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig

@@ -216,9 +216,11 @@ def parse_matmul(data: Any, src: str, where: str, samples: int | None = None) ->
     n = samples if samples is not None else 1
     shared = role == "weights"
     density = parse_density(f.get("density", {}), src, f.path("density"))
+    rows, groups = (M * n, heads) if shared else (M, heads * n)
+    _check_size(dict(N=rows, G=groups, M=N, C=K), f, names={"N": "M", "G": "batch", "M": "N", "C": "K"})
     labels = (("Weights", "B"), ("Inputs", "A"), ("Outputs", "Out"), ("N", "M"), ("M", "N"), ("C", "K"),
               ("G", "batch"))
-    return Layer(name=name, type="matmul", N=M * n if shared else M, G=heads if shared else heads * n,
+    return Layer(name=name, type="matmul", N=rows, G=groups,
                  M=N, C=K, P=1, Q=1, R=1, S=1,
                  density=tuple(sorted({"weights": 1.0, "inputs": 1.0, **density}.items(),
                                       key=lambda kv: DENSITY_KEYS.index(kv[0]))),
@@ -227,6 +229,9 @@ def parse_matmul(data: Any, src: str, where: str, samples: int | None = None) ->
 
 
 def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> Layer:
+    if isinstance(data, dict) and "type" in data and data["type"] not in LAYER_TYPES:
+        # a misspelled type is the error, not the fields that belong to the intended one
+        Fields({"type": data["type"]}, src, where, ("type",)).choice("type", LAYER_TYPES)
     if isinstance(data, dict) and data.get("type") == "matmul":
         return parse_matmul(data, src, where, batch)
     f = Fields(data, src, where, LAYER_FIELDS, required=("name", "type", "C"))
@@ -277,11 +282,13 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
                                       key=lambda kv: DENSITY_KEYS.index(kv[0]))))
 
 
-def _check_size(dims: dict[str, int], f: Fields) -> None:
-    """Refuse loop bounds the search machinery cannot hold (see spec.MAX_DIM, MAX_MACS)."""
+def _check_size(dims: dict[str, int], f: Fields, names: dict[str, str] | None = None) -> None:
+    """Refuse loop bounds the search machinery cannot hold (see spec.MAX_DIM, MAX_MACS);
+    `names`: the field each loop dimension comes from, where it is not the conv layer's."""
     for d, v in dims.items():
         if v > MAX_DIM:
-            field = {"N": "N", "G": "groups", "M": "M", "C": "C", "P": "H", "Q": "W", "R": "R", "S": "S"}[d]
+            field = (names or {}).get(d) or {"N": "N", "G": "groups", "M": "M", "C": "C", "P": "H", "Q": "W",
+                                             "R": "R", "S": "S"}[d]
             raise f.error(field, f"loop bound {d} = {v:,} is over the limit {MAX_DIM:,} "
                           "(factorization and int64 tile products are bounded by it)")
     macs = math.prod(dims.values())
@@ -304,6 +311,9 @@ def parse_density(value: Any, src: str, where: str) -> dict[str, float]:
 
 
 def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
+    if isinstance(data, dict) and "problem" in data and "layers" not in data:
+        raise SpecError(src, "problem", "this is a Timeloop problem, not a network file: convert it with "
+                        "`mapper convert timeloop-problem FILE -o NET.yaml`")
     f = Fields(data, src, "", ("name", "batch", "layers", "description", "density_presets"),
                required=("name", "layers"))
     if batch is None and f.has("batch"):

@@ -62,13 +62,25 @@ def breakdown_table(cost: Cost, layer: Layer | None = None, unit: str = "pJ") ->
     return "\n".join(table(rows, right=range(2, len(rows[0]))))
 
 
+def time_text(seconds: float) -> str:
+    """A duration in s, ms or us, whichever keeps three significant decimals (a small layer's
+    72 cycles are 0.360 us, not 0.000 ms)."""
+    for scale, name in ((1.0, "s"), (1e-3, "ms")):
+        if seconds >= scale:
+            return f"{seconds / scale:.3f} {name}"
+    return f"{seconds * 1e6:.3f} us"
+
+
 def totals_line(cost: Cost, arch: Arch) -> str:
+    """Energy (with its on-chip / off-chip split), cycles and what bounds them, latency,
+    utilization and EDP of one mapping, in one line."""
     seconds = cost.cycles / (arch.clock_mhz * 1e6)
     level, _ = cost.bottleneck()
     limit = "compute" if level == "compute" else f"{level} bandwidth"
     u = arch.energy_unit
-    return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC)  cycles {cost.cycles:,} "
-            f"({limit}-bound; {seconds * 1e3:.3f} ms at {arch.clock_mhz:g} MHz)  utilization "
+    return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC; on chip {cost.chip_energy_pj:,.0f}, "
+            f"off chip {cost.offchip_pj:,.0f})  cycles {cost.cycles:,} "
+            f"({limit}-bound; {time_text(seconds)} at {arch.clock_mhz:g} MHz)  utilization "
             f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} {u}*cycles")
 
 

@@ -183,7 +183,25 @@ def bad_models(tmp_path):
                    {"a": [1, 3], "b": [1, 4]}, [weight("w", 4, 2)], name="noshape.onnx")
     badpads = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1])],
                    {"x": [1, 2, 8, 8]}, [weight("w", 2, 2, 3, 3)], name="badpads.onnx")
+    good = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [1, 2, 8, 8]},
+                [weight("w", 2, 2, 3, 3)], name="good.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "truncated.onnx").write_bytes(good.read_bytes()[:40])
+    batch0 = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [0, 2, 8, 8]},
+                  [weight("w", 2, 2, 3, 3)], name="batch0.onnx")
+    negative = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [1, 2, -8, 8]},
+                    [weight("w", 2, 2, 3, 3)], name="negative.onnx")
+    no_weights = save(tmp_path, [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], {"x": [1, 2, 8, 8]},
+                      [], name="noweights.onnx")
+    only_transpose = save(tmp_path, [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up")],
+                          {"x": [1, 2, 8, 8]}, [weight("w", 2, 2, 3, 3)], name="convt.onnx")
     return [("text.onnx", ["text.onnx", "ONNX"]),
+            ("empty.onnx", ["empty.onnx", "no nodes"]),
+            ("truncated.onnx", ["truncated.onnx", "not a readable ONNX model"]),
+            (batch0.name, ["batch0.onnx", "input 'x'", "dimension 0 is 0"]),       # not a free batch
+            (negative.name, ["negative.onnx", "dimension 2 is -8"]),
+            (no_weights.name, ["noweights.onnx", "'w'"]),
+            (only_transpose.name, ["convt.onnx", "no MAC layers", "unsupported: ConvTranspose x 1"]),
             (badpads.name, ["badpads.onnx", "node name: c", "pads"]),
             (noshape.name, ["noshape.onnx", "shape inference failed"]),
             (conv3d.name, ["conv3d.onnx", "c3d", "3-D"]),

@@ -46,6 +46,12 @@ def reason_key(field: str, message: str) -> str:
     if m:
         tensors = " + ".join(part.rsplit(" ", 1)[0] for part in m.group(1).split(" + "))
         return f"{field}: capacity overflow ({tensors})"
+    m = re.match(r"tiles need \d+ columns \((\w+) columns along (\w)\)", message)
+    if m:
+        return f"{field}: column overflow ({m.group(1)} along {m.group(2)})"
+    m = re.match(r"dim (\w) unrolled on (X|Y) would need spatial reduction", message)
+    if m:
+        return f"{field}: {m.group(1)} unrolled on {m.group(2)} (no spatial reduction of Outputs along {m.group(2)})"
     m = re.match(r"dim (\w) may not have a temporal factor", message)
     if m:
         return f"{field}: temporal loop over {m.group(1)} (not in its temporal_dims)"

@@ -36,9 +36,9 @@ from __future__ import annotations
 from .arch import arch_from_timeloop, arch_yaml, write_arch
 from .common import TIMELOOP_DIMS, VERSIONS
 from .mapping import (export_result, is_timeloop_mapping, mapping_from_timeloop, mapping_to_timeloop, mapping_yaml,
-                      read_results)
+                      read_results, result_to_timeloop)
 from .problem import problem_dims, problem_from_timeloop, write_problem
 
 __all__ = ["TIMELOOP_DIMS", "VERSIONS", "arch_from_timeloop", "arch_yaml", "export_result", "is_timeloop_mapping",
            "mapping_from_timeloop", "mapping_to_timeloop", "mapping_yaml", "problem_dims", "problem_from_timeloop",
-           "read_results", "write_arch", "write_problem"]
+           "read_results", "result_to_timeloop", "write_arch", "write_problem"]

@@ -282,7 +282,18 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
     `mapper evaluate/search --json`; `layer` picks one of a whole network's, `doc` gives
     it already read); `arch` defaults to the one the document names. Returns the Timeloop
     mapping dict."""
-    from ..result import result_layer, write_text
+    from ..result import write_text
+    data, text = result_to_timeloop(result_json_path, arch, dims, layer, doc)
+    write_text(out_path, text)
+    return data
+
+
+def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | None = None,
+                       dims: Sequence[str] | None = None, layer: str | None = None,
+                       doc: dict | None = None) -> tuple[dict, str]:
+    """(Timeloop mapping dict, map.yaml text) of export_result, nothing written: a whole
+    network's maps are all made before any is written."""
+    from ..result import result_layer
     src = str(result_json_path)
     if doc is None:
         docs = read_results(result_json_path, layer)
@@ -317,12 +328,14 @@ def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch
                                 f"{layer.get('name')} has {d} = {ldims[d]}")
         if dims is None and ldims.get("G", 1) > 1:
             dims = TIMELOOP_DIMS + ("G",)
-    data = mapping_to_timeloop(mapping, arch, dims)
+    try:
+        data = mapping_to_timeloop(mapping, arch, dims)
+    except MapperError as exc:      # name the file and the layer whose mapping Timeloop cannot express
+        raise SpecError(src, f"layer {clip(str(layer.get('name')))}", str(exc)) from None
     cost = doc.get("cost") or {}
     head = [f"Timeloop mapping exported by mapper from {src}",
             f"layer {layer.get('name')}, arch {arch.name}"
             + (f": our model's energy {cost['energy_pj']:.6g} pJ, {cost.get('cycles')} cycles"
                if "energy_pj" in cost else ""),
             "Check with: timeloop-model ARCH.yaml PROBLEM.yaml THIS_FILE ERT.yaml [ART.yaml]"]
-    write_text(out_path, mapping_yaml(data, head))
-    return data
+    return data, mapping_yaml(data, head)

@@ -18,6 +18,7 @@ DRAM = "  - {name: DRAM, keeps: [Weights, Inputs, Outputs], energy: 200.0}\n"
 BUF = "  - {name: buf, keeps: [Weights, Inputs, Outputs], capacity: 4096, energy: 6.0}\n"
 ARRAY = "  - {name: array, fanout: {X: 4, Y: 4}, energy: 2.0}\n"
 RF = "  - {name: rf, keeps: [Weights], capacity: 16, energy: 1.0}\n"
+MODES = "modes: {Weights: [broadcast], Inputs: [broadcast], Outputs: [unicast]}"
 
 
 def problem(layers: str, head: str = "name: net\n") -> str:
@@ -135,6 +136,22 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "problem/binary.yaml": (bytes(range(256)) * 4, ["UTF-8"]),
     "problem/nul_byte.yaml": (b"name: net\x00\nlayers: []\n", ["NUL"]),
     "problem/gzip_magic.yaml": (b"\x1f\x8b\x08\x00" + bytes(60), ["UTF-8"]),
+    "problem/matmul_no_k.yaml": (one("{name: q, type: matmul, M: 128, N: 768}"), ["layers[0].K", "missing"]),
+    "problem/matmul_k_negative.yaml": (one("{name: q, type: matmul, M: 128, N: 768, K: -3}"),
+                                       ["layers[0].K", "at least"]),
+    "problem/matmul_b_role.yaml": (one("{name: q, type: matmul, M: 8, N: 8, K: 8, b_role: weight}"),
+                                   ["layers[0].b_role", "did you mean 'weights'"]),
+    "problem/matmul_conv_field.yaml": (one("{name: q, type: matmul, M: 8, N: 8, K: 8, R: 3}"),
+                                       ["layers[0].R", "unknown field"]),
+    "problem/matmul_macs_over.yaml": (one(f"{{name: q, type: matmul, M: {2 ** 24}, N: {2 ** 24}, K: {2 ** 24}}}"),
+                                      ["layers[0]", "MACs", "limit"]),
+    "problem/matmul_batch_over.yaml": ("name: net\nbatch: 2000000\nlayers:\n  - {name: q, type: matmul, M: 8, "
+                                       "N: 8, K: 8, batch: 12, b_role: activations}\n",
+                                       ["layers[0].batch", "G = 24,000,000", "limit"]),
+    "problem/timeloop_problem.yaml": ("problem:\n  shape: {name: CNN_Layer}\n  instance: {C: 3, M: 96}\n",
+                                      ["problem", "Timeloop problem", "mapper convert timeloop-problem"]),
+    "problem/type_case.yaml": (one("{name: q, type: MatMul, M: 8, N: 8, K: 8}"),
+                               ["layers[0].type", "did you mean 'matmul'"]),
     # ---- architecture files (mapper space -a FILE -p alexnet -l fc8)
     "arch/keeps_empty.yaml": (arch(DRAM, "  - {name: buf, keeps: [], capacity: 64, energy: 1.0}\n"),
                               ["levels[1].keeps", "at least one"]),
@@ -203,6 +220,33 @@ CASES: dict[str, tuple[str | bytes, list[str]]] = {
     "arch/utf16.yaml": (arch(DRAM).encode("utf-16"), ["UTF-8"]),
     "arch/python_tag.yaml": ("name: !!python/object/new:os.system [ls]\n", ["malformed YAML"]),
     "arch/big_int.yaml": (arch(DRAM, BUF.replace("4096", "7" * 3000)), ["digits"]),
+    "arch/ports_without_words.yaml": (arch(DRAM, BUF, ARRAY.replace("energy: 2.0", f"energy: 2.0, {MODES}, "
+                                                                   "ports: {Inputs: 2}")), ["levels[2].ports", "port_words"]),
+    "arch/ports_words_of_other.yaml": (arch(DRAM, BUF, ARRAY.replace("energy: 2.0", f"energy: 2.0, {MODES}, ports: "
+                                                                     "{Inputs: 2}, port_words: {Weights: 2}")),
+                                       ["levels[2].ports", "Inputs", "port_words"]),
+    "arch/ports_negative.yaml": (arch(DRAM, BUF, ARRAY.replace("energy: 2.0", f"energy: 2.0, {MODES}, ports: "
+                                                               "{Inputs: -1}, port_words: 2")), ["ports.Inputs"]),
+    "arch/reduction_z.yaml": (arch(DRAM, BUF, ARRAY.replace("energy: 2.0", "energy: 2.0, reduction: [Z]")),
+                              ["levels[2].reduction", "X, Y"]),
+    "arch/capacity_unit_bytes.yaml": (arch(DRAM, BUF, RF.replace("energy: 1.0", "energy: 1.0, capacity_unit: bytes")),
+                                      ["levels[2].capacity_unit", "bytes"]),
+    "arch/columns_list.yaml": (arch(DRAM, BUF, RF.replace("energy: 1.0", "energy: 1.0, columns: [16]")),
+                               ["levels[2].columns"]),
+    "arch/columns_no_along.yaml": (arch(DRAM, BUF, RF.replace("energy: 1.0", "energy: 1.0, columns: "
+                                                              "{Weights: {max: 16}}")), ["columns.Weights.along"]),
+    "arch/columns_not_kept.yaml": (arch(DRAM, BUF, RF.replace("energy: 1.0", "energy: 1.0, columns: "
+                                                              "{Inputs: {max: 16, along: C}}")), ["columns.Inputs"]),
+    "arch/cycle_energy_negative.yaml": (arch(DRAM, head=ARCH_HEAD + "cycle_energy: -1\n"), ["cycle_energy"]),
+    "arch/skip_cycles_sometimes.yaml": (arch(DRAM) + "sparsity: {skip_zero_macs: true, skip_cycles: sometimes}\n",
+                                        ["sparsity.skip_cycles", "sometimes"]),
+    "arch/energy_unit_number.yaml": (arch(DRAM, head=ARCH_HEAD + "energy_unit: 5\n"), ["energy_unit"]),
+    "arch/energy_unit_calibrated.yaml": (arch(DRAM, head=ARCH_HEAD + "energy_unit: {name: pJ, calibrated: maybe}\n"),
+                                         ["energy_unit.calibrated"]),
+    "arch/energy_unit_escape.yaml": (arch(DRAM, head=ARCH_HEAD + 'energy_unit: "pJ\\u001b[31m"\n'),
+                                     ["energy_unit.name", "printable"]),
+    "arch/energy_unit_long.yaml": (arch(DRAM, head=ARCH_HEAD + "energy_unit: " + "u" * 5000 + "\n"),
+                                   ["energy_unit.name", "at most 32"]),
     # ---- mapping files (mapper evaluate -a eyeriss_v1 -p alexnet -l conv3 -m FILE)
     "mapping/top_string.yaml": ("loops\n", ["mapping"]),
     "mapping/top_list.yaml": ("- 1\n- 2\n", ["mapping"]),
