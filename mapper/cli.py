@@ -298,7 +298,7 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
 def pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail) -> None:
     """`search --pareto`: each distinct layer's front (a table and what it guarantees), the
     network front of the sums, the JSON."""
-    from .progress import Board, Progress, Reporter
+    from .progress import Board, Progress
     from .report import front_table
     from .search.pareto import front_document, layer_front, network_front
     fronts, by_shape = [], {}

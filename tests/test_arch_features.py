@@ -20,7 +20,7 @@ from mapper.arch import offchip_bandwidth, parse_arch, with_offchip_bandwidth
 from mapper.batch import capacity_ok, evaluate_batch
 from mapper.mapping import Loop, MappingError, normalize, problems_of
 from mapper.model import evaluate
-from mapper.problem import TENSORS, layer_from_dims
+from mapper.problem import layer_from_dims
 from mapper.search import search
 from mapper.search.bound import lower_bound, usable_pes
 from mapper.search.random import sample

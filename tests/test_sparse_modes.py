@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapper import load_arch, load_network, parse_arch
+from mapper import load_arch, parse_arch
 from mapper.batch import Encoding, evaluate_batch
 from mapper.mapping import Loop, normalize, problems_of
 from mapper.model import evaluate
