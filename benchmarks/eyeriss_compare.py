@@ -34,8 +34,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mapper import arch as arch_module  # noqa: E402
-from mapper.arch import Arch, load_arch  # noqa: E402
+from mapper.arch import Arch, load_arch, with_offchip_bandwidth  # noqa: E402
 from mapper.problem import load_network  # noqa: E402
 from mapper.search import search_network  # noqa: E402
 
@@ -56,22 +55,15 @@ PAPER_RATIOS = [
 
 
 def with_offchip(arch: Arch, words_per_cycle: float | None, condition: str) -> Arch:
-    """The arch with its outermost level's bandwidth set (None: unlimited). Uses the format's
-    own helper where it exists (FORMAT_V2.md 2), else replaces the DRAM level's bandwidth."""
-    helper = getattr(arch_module, "with_offchip_bandwidth", None)
-    if helper is not None:
-        limited = helper(arch, words_per_cycle)
-    else:
-        dram = dataclasses.replace(arch.levels[0], read_bw=None, write_bw=None, shared_bw=words_per_cycle)
-        limited = dataclasses.replace(arch, levels=(dram,) + arch.levels[1:])
+    """The arch with its outermost level's bandwidth set (None: unlimited), named after the
+    condition unless it is the paper's."""
+    limited = with_offchip_bandwidth(arch, words_per_cycle)
     return limited if condition == "paper" else dataclasses.replace(limited, name=f"{arch.name}@{condition}")
 
 
 def chip_energy(cost, arch: Arch) -> float:
-    """On-chip energy: the model's split where it exists, else total minus the DRAM level's."""
-    if hasattr(cost, "chip_energy_pj"):
-        return cost.chip_energy_pj
-    return cost.energy_pj - cost.level_energy(arch.levels[0].name)
+    """On-chip energy (the paper's inferences/J leave DRAM out)."""
+    return cost.chip_energy_pj
 
 
 def run(network: str, arch_name: str, sparse: bool, condition: str, settings: dict, workers: int) -> dict:
