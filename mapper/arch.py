@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .problem import DIMS, TENSORS
-from .spec import MAX_INT, Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve
+from .spec import MAX_INT, Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve, short
 
 ACTIONS = ("read", "write", "update")
 MAX_FANOUT = 2 ** 20        # PEs along one axis; with MAX_DIM it keeps fan-out products in int64
@@ -346,8 +346,9 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
     else:
         if isinstance(reduction, str):
             reduction = [reduction]
-        if not isinstance(reduction, list) or any(a not in AXES for a in reduction):
-            raise f.error("reduction", f"expected true, false or a list of axes (X, Y), got {reduction!r}")
+        if not isinstance(reduction, list) or any(a not in AXES for a in reduction) \
+                or len(set(reduction)) != len(reduction):
+            raise f.error("reduction", f"expected true, false or a list of distinct axes (X, Y), got {short(reduction)}")
         reduction = tuple(a for a in AXES if a in reduction)
     modes = ()
     if f.has("modes"):
@@ -420,6 +421,8 @@ def parse_arch(data: Any, src: str) -> Arch:
         raise SpecError(src, "levels[0].columns", "the outermost level holds whole tensors; leave its columns out")
     if levels[0].bounded:
         raise SpecError(src, "levels[0].capacity", "the outermost level holds whole tensors; leave its capacity out")
+    if levels[0].capacity_unit != "words":
+        raise SpecError(src, "levels[0].capacity_unit", "the outermost level has no capacity; leave its capacity_unit out")
     if isinstance(levels[-1], Fanout):
         pass  # MACs directly below a fan-out are fine: each MAC reads from the level above.
     return Arch(name=f.string("name"), levels=tuple(levels), mac_energy=mac.number("energy"),

@@ -413,7 +413,7 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
 @click.option("--layer", "-l", required=True, help="Layer name.")
 @click.option("--batch", type=click.IntRange(min=1), default=None)
 @click.option("--diagnose", is_flag=True, help="Also sample candidates and say why the invalid ones are invalid.")
-@click.option("--samples", type=click.IntRange(min=1, max=1_000_000), default=2000, show_default=True,
+@click.option("--samples", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True,
               help="Candidates sampled per space for --diagnose.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --diagnose.")
 @user_errors

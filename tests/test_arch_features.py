@@ -158,7 +158,9 @@ def test_new_fields_parse():
 @pytest.mark.parametrize("change, needle", [
     (lambda d: d.update(cycle_energy=-1), "cycle_energy: must be at least 0"),
     (lambda d: d.update(cycle_energy="lots"), "cycle_energy: expected a number"),
-    (lambda d: d["levels"][1].update(reduction=["Z"]), "levels[1].reduction: expected true, false or a list of axes"),
+    (lambda d: d["levels"][1].update(reduction=["Z"]), "levels[1].reduction: expected true, false or a list of"),
+    (lambda d: d["levels"][1].update(reduction=["Y", "Y"]), "levels[1].reduction: expected true, false or a list of distinct axes"),
+    (lambda d: d["levels"][0].update(capacity_unit="nonzeros"), "levels[0].capacity_unit: the outermost level has no capacity"),
     (lambda d: d["levels"][1].update(ports={"Inputs": 0}), "levels[1].ports.Inputs: must be at least 1"),
     (lambda d: d["levels"][1].update(ports={"Iacts": 2}), "levels[1].ports.Iacts: unknown field"),
     (lambda d: d["levels"][1].update(port_words={"Inputs": -2}), "levels[1].port_words.Inputs: must be at least"),
