@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from test_daily_use import cli
+
 
 def test_front_plot_title_wraps_a_long_guarantee(tmp_path):
     """A sampled front's guarantee is ~200 characters; as one title line it ran off both
@@ -57,15 +59,7 @@ layers:
 
 
 def _cli(args, cwd):
-    import os
-    from click.testing import CliRunner
-    from mapper.cli import main
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    finally:
-        os.chdir(old)
+    return cli(*args, cwd=cwd)
 
 
 @pytest.fixture

@@ -17,21 +17,13 @@ from .space import Space, prime_factors
 def neighbours(space: Space, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray):
     """All single-move neighbours of one candidate, as arrays."""
     fs, os_, ks = [], [], []
-    for d, slots in enumerate(space.dim_slots):
-        for a in slots:
-            f = int(factors[a, d])
-            if f == 1:
-                continue
-            for p, _ in prime_factors(f):
-                for b in slots:
-                    if b == a:
-                        continue
-                    new = factors.copy()
-                    new[a, d] //= p
-                    new[b, d] *= p
-                    fs.append(new)
-                    os_.append(orders)
-                    ks.append(keep)
+    for d, a, b, p in factor_moves(space, factors):
+        new = factors.copy()
+        new[a, d] //= p
+        new[b, d] *= p
+        fs.append(new)
+        os_.append(orders)
+        ks.append(keep)
     for si, options in enumerate(space.orders):
         for opt in options:
             if not np.array_equal(opt, orders[si]):
