@@ -202,29 +202,31 @@ def _conv(n: _Node) -> dict[str, Any]:
 def _matmul_layer(n: _Node, a_batch: list[int], b_batch: list[int], M: int, K: int, N: int,
                   a_const: bool, b_const: bool) -> dict[str, Any]:
     """Out[..][m][n] = sum_k A[..][m][k] B[..][k][n] with numpy broadcasting over the leading
-    dimensions. An operand that does not vary over the batch (a weight, or a broadcast one)
-    takes the weights' role and the batch folds into the other operand's rows."""
+    dimensions, as an exact matmul: a batch dimension both operands vary over becomes `batch`
+    (groups); one only A varies over folds into A's rows (B is shared along it) and one only
+    B varies over into B's columns. The constant (or otherwise shared) operand plays B."""
     rank = max(len(a_batch), len(b_batch))
     a_batch = [1] * (rank - len(a_batch)) + a_batch
     b_batch = [1] * (rank - len(b_batch)) + b_batch
-    both = []
     for da, db in zip(a_batch, b_batch):
         if da != db and 1 not in (da, db):
             raise n.error(f"batch dimensions {a_batch} and {b_batch} do not broadcast")
-        both.append(max(da, db))
-    batch = math.prod(both)
     a_varies, b_varies = math.prod(a_batch) > 1, math.prod(b_batch) > 1
     if (b_varies and not a_varies) or (a_varies == b_varies and a_const and not b_const):
-        # A is the shared operand: Out^T = B^T A^T, so A^T plays the weights and B^T the rows
+        # A is the shared operand: Out^T = B^T A^T, so A^T plays B and B^T plays A
         M, N = N, M
-        a_varies, b_varies = b_varies, a_varies
+        a_batch, b_batch = b_batch, a_batch
         a_const, b_const = b_const, a_const
-    if not b_varies:              # B shared by the whole batch: the batch multiplies the rows
-        return {"type": "matmul", "M": batch * M, "N": N, "K": K,
-                "b_role": "weights" if b_const else "activations"}
-    # Both vary (attention's QK^T, AV); an operand broadcast over part of the batch is
-    # counted as one copy per batch element (an over-estimate of its size, not of the MACs).
-    return {"type": "matmul", "M": M, "N": N, "K": K, "batch": batch, "b_role": "activations"}
+    groups = math.prod(da for da, db in zip(a_batch, b_batch) if da == db)
+    rows = M * math.prod(da for da, db in zip(a_batch, b_batch) if db == 1 and da > 1)
+    cols = N * math.prod(db for da, db in zip(a_batch, b_batch) if da == 1 and db > 1)
+    layer = {"type": "matmul", "M": rows, "N": cols, "K": K}
+    if groups > 1:
+        layer["batch"] = groups
+    # a constant B is a weight every sample shares (the network's batch multiplies the rows);
+    # otherwise each sample has its own B (the batch multiplies the groups)
+    layer["b_role"] = "weights" if b_const else "activations"
+    return layer
 
 
 def _gemm(n: _Node, const: set[str]) -> dict[str, Any]:

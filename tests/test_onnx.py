@@ -2,6 +2,7 @@
 and MAC totals checked against numbers derived in the tests; the CLI's errors in a subprocess."""
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -294,3 +295,21 @@ def test_torchvision_resnet18_matches_its_modules(tmp_path):
                    for m, s in zip(convs, sizes))
     expected += sum(m.in_features * m.out_features for m in linears)
     assert net.macs == expected
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ([2, 3, 16, 8], [3, 8, 4]),          # B broadcast over A's leading batch dimension
+    ([3, 1, 16, 8], [3, 5, 8, 4]),       # each operand broadcast over a dimension of the other
+    ([1, 16, 8], [2, 3, 8, 4]),          # A shared by the whole batch
+])
+def test_partial_broadcast_matmul_counts_each_operand_once(tmp_path, a_shape, b_shape):
+    # numpy's broadcasting defines the truth: each operand is stored once at its own shape,
+    # the output has the broadcast shape, and every output element takes K MACs
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["o"], name="mm")]
+    path = save(tmp_path, nodes, {"a": a_shape, "b": b_shape}, [])
+    layer = load_network(path).layers[0]
+    out = np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2])) + (a_shape[-2], b_shape[-1])
+    sizes = sorted([layer.tensor_size("Inputs"), layer.tensor_size("Weights")])
+    assert sizes == sorted([math.prod(a_shape), math.prod(b_shape)])
+    assert layer.tensor_size("Outputs") == math.prod(out)
+    assert layer.macs == math.prod(out) * a_shape[-1]
