@@ -209,7 +209,16 @@ class Arch:
 
     @property
     def pes(self) -> int:
+        """MACs per cycle at full use: the product of every fan-out (SIMD lanes included)."""
         return math.prod(f.size for f in self.fanouts)
+
+    @property
+    def unit_name(self) -> str:
+        """What outputs call the units `pes` counts: "PEs", or "MAC lanes" when a fan-out
+        below the innermost storage level (SIMD) gives a PE several MACs."""
+        last = max(i for i, l in enumerate(self.levels) if isinstance(l, Storage))
+        simd = any(isinstance(l, Fanout) for l in self.levels[last + 1:])
+        return "MAC lanes" if simd else "PEs"
 
     def level(self, name: str) -> Storage | Fanout:
         for level in self.levels:

@@ -81,7 +81,7 @@ def totals_line(cost: Cost, arch: Arch) -> str:
     return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC; on chip {cost.chip_energy_pj:,.0f}, "
             f"off chip {cost.offchip_pj:,.0f})  cycles {cost.cycles:,} "
             f"({limit}-bound; {time_text(seconds)} at {arch.clock_mhz:g} MHz)  utilization "
-            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} PEs active)  EDP {cost.edp:.4g} {u}*cycles")
+            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} {arch.unit_name} active)  EDP {cost.edp:.4g} {u}*cycles")
 
 
 def layer_table(layers: list[Layer]) -> str:

@@ -120,3 +120,12 @@ def test_published_densities_follow_the_authors_model():
     for name, d in preset.items():                                       # rule (d)
         if name.startswith("dw") and name not in MASKS:
             assert d == {"weights": 1.0, "inputs": 0.66}, name
+
+
+def test_outputs_call_simd_lanes_mac_lanes_not_pes():
+    # v2's 192 PEs each drive a 2-lane SIMD fan-out below their SPads: 384 MACs per cycle,
+    # which outputs must not call PEs; v1's fan-outs all sit above a storage level
+    from mapper.arch import load_arch
+    v1, v2 = load_arch("eyeriss_v1"), load_arch("eyeriss_v2")
+    assert (v1.pes, v1.unit_name) == (168, "PEs")
+    assert (v2.pes, v2.unit_name) == (384, "MAC lanes")

@@ -79,7 +79,7 @@ def pe_step(layer: Layer, arch: Arch) -> RawStep:
     """Step 3: the most PEs exact divisors of the dims can occupy, X*Y per fan-out."""
     b3, spatial3 = pe_bound(layer, arch)
     where = "; ".join(f"{slot}: {_product_text(f)}" for slot, f in spatial3.items() if f)
-    note = f"{b3:,} of {arch.pes:,} PEs usable" + (f" ({where})" if where else "")
+    note = f"{b3:,} of {arch.pes:,} {arch.unit_name} usable" + (f" ({where})" if where else "")
     return RawStep(float(b3), note, None, {"active_pes": b3, "spatial": spatial3})
 
 
@@ -93,7 +93,7 @@ def array_step(layer: Layer, arch: Arch) -> RawStep:
         label = slot.replace(".", " ")
         axes.append(f"{label}: {_product_text(f)}" + (f" = {used}" if len(f) > 1 else "") + f" of {sizes[slot]}"
                     if f else f"{label}: unused of {sizes[slot]}")
-    note = f"{b4:,} of {arch.pes:,} PEs active; " + "; ".join(axes)
+    note = f"{b4:,} of {arch.pes:,} {arch.unit_name} active; " + "; ".join(axes)
     return RawStep(float(b4), note, None, {"active_pes": b4, "spatial": spatial4})
 
 
@@ -119,16 +119,16 @@ def capacity_step(layer: Layer, arch: Arch, s5, s6, s7, objective: str) -> tuple
         label = " and ".join(what) + " capacity" if what else "temporal_dims"
         if len(blocked) == 1:
             note = (f"{label}: {'the' if tried == 1 else f'all {tried:,}'} spatial assignment"
-                    f"{'' if tried == 1 else 's'} with more than {c5.active_pes:,} active PEs overflow"
+                    f"{'' if tried == 1 else 's'} with more than {c5.active_pes:,} active {arch.unit_name} overflow"
                     f"{'s' if tried == 1 else ''} it{scope}")
         else:
             counts = ", ".join(f"{n:,} {level}" for level, n in blocked.most_common(3))
             note = (f"{label}: of the {tried:,} spatial assignments with more than "
-                    f"{c5.active_pes:,} active PEs{scope}, {counts} overflow")
+                    f"{c5.active_pes:,} active {arch.unit_name}{scope}, {counts} overflow")
         if TEMPORAL in blocked:
             note += f" ({TEMPORAL}: a remaining factor that no level may loop over)"
     else:
-        note = f"no loss: a mapping with {c5.active_pes:,} active PEs fits every buffer"
+        note = f"no loss: a mapping with {c5.active_pes:,} active {arch.unit_name} fits every buffer"
     if complete and s5.status != "optimal" and m5.source != "exact check":
         exact_note += "; proven by the exact check"
     detail = _cost_detail(m5)
@@ -149,15 +149,15 @@ def bandwidth_step(layer: Layer, arch: Arch, s6, s7, m5: Measured, objective: st
     binds = binding_bandwidth(c6, m6.mapping, arch)
     if binds:
         note = (f"{binds['text']} binds: {binds['cycles']:,.0f} cycles vs {c6.compute_cycles:,} compute "
-                f"cycles on {c6.active_pes:,} PEs")
+                f"cycles on {c6.active_pes:,} {arch.unit_name}")
     elif c6.compute_cycles > c5.compute_cycles:
         # the fastest mapping gave up PEs: the bandwidth that binds the mapping on more PEs
         binds = binding_bandwidth(c5, m5.mapping, arch)
-        note = f"bandwidth: the fastest mapping is compute-bound on only {c6.active_pes:,} PEs; "
-        note += (f"on {c5.active_pes:,} PEs {binds['text']} binds ({binds['cycles']:,.0f} cycles)"
+        note = f"bandwidth: the fastest mapping is compute-bound on only {c6.active_pes:,} {arch.unit_name}; "
+        note += (f"on {c5.active_pes:,} {arch.unit_name} {binds['text']} binds ({binds['cycles']:,.0f} cycles)"
                  if binds else "mappings on more PEs are bandwidth-bound")
     else:
-        note = f"no loss: compute-bound on {c6.active_pes:,} PEs"
+        note = f"no loss: compute-bound on {c6.active_pes:,} {arch.unit_name}"
     if found_by:
         note += f"; found by the {found_by}"
     detail = _cost_detail(m6)
@@ -171,7 +171,7 @@ def objective_step(layer: Layer, arch: Arch, s7, m6: Measured, objective: str) -
     c7 = m7.cost
     binds = binding_bandwidth(c7, m7.mapping, arch)
     bound_by = (f"bound by {binds['text']}, {binds['cycles']:,.0f} cycles" if binds
-                else f"compute-bound on {c7.active_pes:,} PEs")
+                else f"compute-bound on {c7.active_pes:,} {arch.unit_name}")
     note = f"the best {objective} mapping found is {bound_by}"
     if objective != "delay" and c7.cycles > m6.cost.cycles:
         note += f"; {c7.cycles / m6.cost.cycles:.3g}x the fastest mapping's cycles"
