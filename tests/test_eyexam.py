@@ -398,3 +398,17 @@ def test_format_table_marks_the_biggest_loss():
     # 144 - 38.1 = 105.9, the most
     assert r.step(3).bound == pytest.approx(144)
     assert big == 6 and "DRAM read bandwidth: 2 words/cycle binds" in r.step(6).note
+
+
+def test_steps_name_a_matmuls_dimensions_as_the_user_does():
+    # a matmul's K is our C, its N our M and its M our N: the notes must print the user's
+    # names (with ours in brackets), not bare conv letters that mean something else here
+    import re
+    from mapper.eyexam.steps import array_step, pe_step
+    from mapper.problem import parse_matmul
+    layer = parse_matmul({"name": "mm", "type": "matmul", "M": 64, "N": 32, "K": 48}, "mm.yaml", "")
+    arch = load_arch("eyeriss_v1")
+    for step in (pe_step(layer, arch), array_step(layer, arch)):
+        named = set(re.findall(r"([A-Za-z]+(?: \([A-Z]\))?) \d+(?: x|;|\)| =|$)", step.note)) - {"of"}
+        assert named, step.note
+        assert set(named) <= {"M (N)", "N (M)", "K (C)"}, step.note

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ..arch import Arch
 from ..mapping import Mapping
 from ..model import Cost, evaluate
-from ..problem import Layer
+from ..problem import Layer, label
 from .bandwidth import binding_bandwidth
 from .bounds import TEMPORAL, _exact_capacity_check, array_bound, dataflow_bound, pe_bound
 from .result import Step, constraint_name, peak_losses
@@ -36,9 +36,10 @@ class Measured:
     search: Any
 
 
-def _product_text(items: list[tuple[str, int]] | dict[str, int]) -> str:
+def _product_text(layer: Layer, items: list[tuple[str, int]] | dict[str, int]) -> str:
+    """'M 4 x C 3', each dimension as the layer names it (a matmul's 'N (M) 4')."""
     items = list(items.items()) if isinstance(items, dict) else items
-    return " x ".join(f"{d} {f}" for d, f in items) if items else "nothing"
+    return " x ".join(f"{label(layer, d)} {f}" for d, f in items) if items else "nothing"
 
 
 def _cost_detail(m: Measured) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def dataflow_step(layer: Layer, arch: Arch) -> RawStep:
     """Step 2: only the dimensions some fan-out axis may unroll are parallel."""
     b2, serial = dataflow_bound(layer, arch)
     if serial:
-        names = " and ".join([", ".join(serial[:-1]), serial[-1]] if len(serial) > 1 else serial)
+        shown = [label(layer, d) for d in serial]
+        names = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
         note = f"{names} cannot be unrolled on this arch ({math.prod(layer.dims[d] for d in serial):,}x serialized)"
     else:
         note = "every dimension can be unrolled on this arch"
@@ -78,7 +80,7 @@ def dataflow_step(layer: Layer, arch: Arch) -> RawStep:
 def pe_step(layer: Layer, arch: Arch) -> RawStep:
     """Step 3: the most PEs exact divisors of the dims can occupy, X*Y per fan-out."""
     b3, spatial3 = pe_bound(layer, arch)
-    where = "; ".join(f"{slot}: {_product_text(f)}" for slot, f in spatial3.items() if f)
+    where = "; ".join(f"{slot}: {_product_text(layer, f)}" for slot, f in spatial3.items() if f)
     note = f"{b3:,} of {arch.pes:,} {arch.unit_name} usable" + (f" ({where})" if where else "")
     return RawStep(float(b3), note, None, {"active_pes": b3, "spatial": spatial3})
 
@@ -90,9 +92,9 @@ def array_step(layer: Layer, arch: Arch) -> RawStep:
     axes = []
     for slot, f in spatial4.items():
         used = math.prod(f.values())
-        label = slot.replace(".", " ")
-        axes.append(f"{label}: {_product_text(f)}" + (f" = {used}" if len(f) > 1 else "") + f" of {sizes[slot]}"
-                    if f else f"{label}: unused of {sizes[slot]}")
+        where = slot.replace(".", " ")
+        axes.append(f"{where}: {_product_text(layer, f)}" + (f" = {used}" if len(f) > 1 else "") + f" of {sizes[slot]}"
+                    if f else f"{where}: unused of {sizes[slot]}")
     note = f"{b4:,} of {arch.pes:,} {arch.unit_name} active; " + "; ".join(axes)
     return RawStep(float(b4), note, None, {"active_pes": b4, "spatial": spatial4})
 
@@ -101,9 +103,9 @@ def capacity_step(layer: Layer, arch: Arch, s5, s6, s7, objective: str) -> tuple
     """Step 5: the fewest compute cycles of any mapping found (the compute search's, or a later
     step's when better), improved by the exact check; also returns that mapping (step 6 needs it)."""
     m5 = _best(s5, "compute search")
-    for res, label in ((s6, "delay search"), (s7, f"{objective} search")):
+    for res, source in ((s6, "delay search"), (s7, f"{objective} search")):
         if res.best.cost.compute_cycles < m5.cost.compute_cycles:
-            m5 = _best(res, label)
+            m5 = _best(res, source)
     fitting, blocked, tried, complete = _exact_capacity_check(layer, arch, m5.cost.active_pes)
     exact_note = ""
     if fitting is not None:                  # more active PEs than any mapping found
@@ -116,14 +118,14 @@ def capacity_step(layer: Layer, arch: Arch, s5, s6, s7, objective: str) -> tuple
     if blocked:
         scope = "" if complete else f" (the first {tried:,} tried)"
         what = [level for level, _ in blocked.most_common() if level != TEMPORAL][:2]
-        label = " and ".join(what) + " capacity" if what else "temporal_dims"
+        limit = " and ".join(what) + " capacity" if what else "temporal_dims"
         if len(blocked) == 1:
-            note = (f"{label}: {'the' if tried == 1 else f'all {tried:,}'} spatial assignment"
+            note = (f"{limit}: {'the' if tried == 1 else f'all {tried:,}'} spatial assignment"
                     f"{'' if tried == 1 else 's'} with more than {c5.active_pes:,} active {arch.unit_name} overflow"
                     f"{'s' if tried == 1 else ''} it{scope}")
         else:
             counts = ", ".join(f"{n:,} {level}" for level, n in blocked.most_common(3))
-            note = (f"{label}: of the {tried:,} spatial assignments with more than "
+            note = (f"{limit}: of the {tried:,} spatial assignments with more than "
                     f"{c5.active_pes:,} active {arch.unit_name}{scope}, {counts} overflow")
         if TEMPORAL in blocked:
             note += f" ({TEMPORAL}: a remaining factor that no level may loop over)"
