@@ -363,8 +363,11 @@ def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
             else:
                 # the range this loop covers, its step (nominal tile), and the final pass
                 span = plan.size if j == 0 else plan.factors[j] * plan.steps[j]
-                final = f"last {plan.last[j]}" if j == 0 else \
-                    f"{plan.residual[j]} in the last pass, last {plan.last[j]}"
+                if j == 0:
+                    final = f"last {plan.last[j]}"
+                else:
+                    final = f"{plan.residual[j]} in the last pass" + \
+                        (f", the last of them {plan.last[j]}" if plan.last[j] != plan.steps[j] else "")
                 lines.append(f"{'  ' * depth}| for {label(layer, l.dim)} in [0:{span}) step {plan.steps[j]} "
                              f"({l.factor} steps, {final}){tag}")
             depth += 1
