@@ -88,10 +88,16 @@ def dim_plan(mapping: Mapping, layer: Layer, dim: str) -> DimPlan:
 def require_perfect(mapping: Mapping, layer: Layer, what: str) -> None:
     """Refuse a mapping with remainders where `what` counts perfect nests only (it would
     silently miscount the partial tiles)."""
-    if not mapping.is_perfect(layer):
-        off = [f"{d} {p} for {layer.dims[d]}" for d, p in mapping.dim_products().items() if p != layer.dims[d]]
+    require_perfect_products(mapping.dim_products(), layer, what)
+
+
+def require_perfect_products(products: dict[str, int], layer: Layer, what: str) -> None:
+    """`require_perfect` on each dimension's product of factors."""
+    off = [f"{d} {p} for {layer.dims[d]}" for d, p in products.items() if p != layer.dims[d]]
+    if off:
         raise MapperError(f"{what} handles perfect factorizations only, but this mapping has remainders "
-                          f"({', '.join(off)}); evaluate it with mapper.model.evaluate (`mapper evaluate`)")
+                          f"(factors multiply to {', '.join(off)}); evaluate it with mapper.model.evaluate "
+                          f"(mapper evaluate)")
 
 
 @dataclass(frozen=True)
