@@ -315,3 +315,25 @@ def test_nonpositive_factor_built_in_code_is_reported():
     layer, arch = layer_from_dims("p5", P=5), arch_of("v1")
     m = Mapping(loops=(Loop("DRAM", "P", -1),), keep=normalize([], arch).keep)
     assert any("factor -1" in msg and "at least 1" in msg for _, msg in problems_of(m, layer, arch))
+
+
+def test_result_for_other_sizes_is_not_taken_for_remainders(tmp_path):
+    """AlexNet conv3's result (M 384 = 24 x 16) read back for a conv3 with M 380: 24 x 16
+    would cover 380 with a remainder, but the document says it was found for M 384."""
+    loops = [("DRAM", "M", 24, None), ("DRAM", "C", 16, None), ("GLB", "Q", 13, None),
+             ("array", "P", 13, "X"), ("array", "R", 3, "Y"), ("array", "C", 4, "Y"),
+             ("weights_spad", "C", 4, None), ("weights_spad", "S", 3, None), ("psum_spad", "M", 16, None)]
+    path, out = tmp_path / "m.yaml", tmp_path / "r.json"
+    path.write_text(yaml.safe_dump({"loops": [{"level": lv, "dim": d, "factor": f, "spatial": s}
+                                              for lv, d, f, s in loops]}))
+    assert cli("evaluate", "-a", "eyeriss_v1", "-p", "alexnet", "-l", "conv3", "-m", path, "--json", out).returncode == 0
+    net = tmp_path / "net.yaml"
+    net.write_text("name: net\nlayers:\n  - {name: conv3, type: conv, C: 256, M: 380, H: 13, W: 13, R: 3, S: 3, "
+                   "pad: 1}\n")
+    res = cli("evaluate", "-a", "eyeriss_v1", "-p", net, "-l", "conv3", "-m", out)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "layer.dims" in lines[0] and "M 384" in lines[0] and "multiply to those sizes" in lines[0]
+    # the plain mapping file (no recorded sizes) is read as a mapping with remainders
+    ok = cli("evaluate", "-a", "eyeriss_v1", "-p", net, "-l", "conv3", "-m", path)
+    assert ok.returncode == 0 and "for M in [0:380) step 16 (24 steps, last 12)" in ok.stdout
