@@ -22,7 +22,7 @@ from mapper.arch import load_arch
 from mapper.batch import Encoding
 from mapper.mapping import Loop, Mapping, dim_plan, loop_nest_text, normalize, parse_mapping, problems_of
 from mapper.model import evaluate
-from mapper.problem import layer_from_dims, load_network
+from mapper.problem import DIMS, layer_from_dims, load_network
 from mapper.spec import MapperError, SpecError
 
 from imperfect_gen import random_imperfect_mapping
@@ -240,13 +240,16 @@ def test_batch_and_cpsat_refuse_mappings_with_remainders():
     m = normalize([Loop("DRAM", "P", 2), Loop("array", "P", 3, "X")], arch)
     with pytest.raises(MapperError, match="batch evaluation .* perfect factorizations only.*P 6 for 5"):
         Encoding.of(layer, arch).encode(m)
+    # CP-SAT's options are perfect factorizations: pinning a remainder candidate is refused
     from mapper.search.cpsat import pinned
     from mapper.search.space import Space
-    space = Space.build(layer, arch) if hasattr(Space, "build") else None
-    if space is not None:
-        f = np.ones((Encoding.of(layer, arch).n_slots, 8), dtype=np.int64)
-        with pytest.raises(MapperError, match="CP-SAT"):
-            pinned(space, "edp", f, np.zeros((5, 8), dtype=np.int64), np.ones((5, 3), dtype=bool))
+    space = Space.build(layer, arch)
+    enc = Encoding.of(layer, arch)
+    f, o, k = enc.encode(normalize([Loop("DRAM", "P", 5)], arch))
+    f[enc.slots.index((2, "X")), DIMS.index("P")] = 3      # DRAM P 5 -> with array X P 3 ...
+    f[0, DIMS.index("P")] = 2                               # ... DRAM P 2: 6 for 5
+    with pytest.raises(ValueError, match="not an option"):
+        pinned(space, "edp", f, o, k)
 
 
 # ---------------------------------------------------------------------------------------

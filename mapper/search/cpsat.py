@@ -830,8 +830,6 @@ def pinned(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray
     formulation's objective of that candidate (energy x `scale`, floored coefficients, for
     energy; cycles for delay; (scaled energy >> edp_shift) x cycles for edp), which tests
     compare with the models. Raises ValueError when the candidate is not in the space."""
-    from ..mapping import require_perfect_products   # (the formulation counts perfect nests only)
-    require_perfect_products(dict(zip(DIMS, np.prod(np.asarray(factors), axis=0).tolist())), space.enc.layer, "CP-SAT (mapper.search.cpsat)")
     b = Builder(space, objective, np.asarray(keep, dtype=bool), energy_scale(space) if scale is None else scale)
     b.edp_shift = edp_shift
     b.build()
