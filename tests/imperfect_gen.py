@@ -5,8 +5,9 @@ import math
 import random
 
 from mapper.arch import Storage
-from mapper.mapping import Loop, normalize, problems_of
-from mapper.problem import DIMS, TENSORS
+from mapper.mapping import problems_of
+
+from test_oracle import mapping_of_factors
 
 
 def random_imperfect_mapping(layer, arch, rng: random.Random, tries: int = 200):
@@ -43,16 +44,7 @@ def random_imperfect_mapping(layer, arch, rng: random.Random, tries: int = 200):
         if any(math.prod(f for (lv, ax, _), f in factor.items() if (lv, ax) == (s[0], s[1])) > s[3]
                for s in slots):
             continue
-        loops = []
-        for lv in arch.levels:
-            for axis in ((None,) if isinstance(lv, Storage) else ("X", "Y")):
-                dims = [d for d in DIMS if (lv.name, axis, d) in factor]
-                rng.shuffle(dims)
-                loops += [Loop(lv.name, d, factor[lv.name, axis, d], axis) for d in dims]
-        keep = {s.name: [t for t in s.keeps if t not in s.may_bypass or rng.random() < 0.5]
-                for s in arch.storages}
-        network = {f.name: {t: rng.choice(f.modes_of(t)) for t in TENSORS} for f in arch.fanouts if f.modes}
-        mapping = normalize(loops, arch, keep, network)
+        mapping = mapping_of_factors(arch, factor, rng)
         if not problems_of(mapping, layer, arch) and not mapping.is_perfect(layer):
             return mapping
     return None

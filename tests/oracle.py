@@ -358,8 +358,14 @@ class _Sim:
         for inst, (W, first, _) in stats.items():
             assert groups.setdefault(keys[inst], (W, first)) == (W, first), \
                 "children served by one read have different fills"
+        self._account(res, t, p, c, groups, stats, fans)
+        if len(stats) > len({tuple(inst[:len(parent_sp)]) for inst in stats}):
+            self.events["fanout_between"] += 1
+
+    def _account(self, res, t, p, c, groups, stats, fans):
+        """Counts of a storage child from its groups' (W, first) (one parent read each) and
+        every child's (W, first, _)."""
         P, C = self.levels[p].name, self.levels[c].name
-        n_children = len(stats)
         all_W = sum(W for W, _, _ in stats.values())
         if t == "Outputs":
             down = sum(W - first for W, first in groups.values())   # partial sums sent down
@@ -377,8 +383,6 @@ class _Sim:
             res.fills[C, t] += all_W
             for f in fans:
                 res.carried[self.levels[f].name, t] += all_W
-        if n_children > len({tuple(inst[:len(parent_sp)]) for inst in stats}):
-            self.events["fanout_between"] += 1
 
     def _step_key(self, t, inst, positions, parent_sp, between, box_at):
         """Per-step grouping (nests with remainders, where children drop out of partial
@@ -412,23 +416,10 @@ class _Sim:
             key = (tv, self._step_key(t, inst, sp, parent_sp, between, lambda q: steps[q, tv][0]), box, held)
             assert groups.setdefault(key, (fetch, first)) == (fetch, first), \
                 "children served by one read fetch different words"
-        if len({k[1] for k in groups}) < len({(tv, inst) for inst, tv in steps}) and between:
+        if len(groups) < len(steps) and between:
             self.events["multicast" if t != "Outputs" else "reduction"] += 1
-        P, C = self.levels[p].name, self.levels[c].name
-        all_W = sum(W for W, _, _ in stats.values())
-        if t == "Outputs":
-            down = sum(W - first for W, first in groups.values())
-            res.reads[P, t] += down
-            res.updates[P, t] += sum(W for W, _ in groups.values())
-            received = sum(W - first for W, first, _ in stats.values())
-            res.fills[C, t] += received
-            for f in fans:
-                res.carried[self.levels[f].name, t] += received + all_W
-        else:
-            res.reads[P, t] += sum(W for W, _ in groups.values())
-            res.fills[C, t] += all_W
-            for f in fans:
-                res.carried[self.levels[f].name, t] += all_W
+        # (groups differ per step, so a group's (W, first) here is its step's fetch)
+        self._account(res, t, p, c, groups, stats, fans)
 
     def _mac_child_steps(self, res, t, p, parent_sp, between, fans):
         """`_mac_child` with MAC units grouped per iteration (see `_step_key`)."""
