@@ -88,6 +88,8 @@ class Encoding:
 
     def encode(self, mapping: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One mapping as (factors [slots, 8], orders [storages, 8], keep [storages, 3])."""
+        from .mapping import require_perfect   # (the batch counts perfect nests only)
+        require_perfect(mapping, self.layer, "batch evaluation (mapper.batch)")
         index = {l.name: i for i, l in enumerate(self.arch.levels)}
         slot_of = {(lv, kind): s for s, (lv, kind) in enumerate(self.slots)}
         factors = np.ones((self.n_slots, len(DIMS)), dtype=np.int64)

@@ -168,6 +168,7 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, d
             mapping = mapping_from_timeloop(entry, arch_spec, lay, source=str(mapping_path))
         else:
             mapping = parse_mapping(entry, arch_spec, mapping_path)
+        _check_recorded_dims(entry, mapping, lay, mapping_path)
         check(mapping, lay, arch_spec, mapping_path)
         cost = evaluate(lay, arch_spec, mapping, validate=False)
         if len(entries) > 1:
@@ -189,6 +190,18 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, d
         click.echo(unit_note(arch_spec))
     if json_out:
         write_json(json_out, out_docs[0] if len(out_docs) == 1 else out_docs)
+
+
+def _check_recorded_dims(entry, mapping, lay, src) -> None:
+    """A result document read back for a layer of other sizes: its factors would otherwise
+    be taken for remainders (they multiply to the recorded sizes, not this layer's)."""
+    recorded = entry.get("layer", {}).get("dims") if isinstance(entry.get("layer"), dict) else None
+    if not isinstance(recorded, dict) or mapping.is_perfect(lay):
+        return
+    off = [f"{d} {recorded[d]}" for d in lay.dims if d in recorded and recorded[d] != lay.dims[d]]
+    if off and mapping.dim_products() == {**lay.dims, **{d: recorded[d] for d in lay.dims if d in recorded}}:
+        raise SpecError(str(src), "layer.dims", f"the result is for a layer with {', '.join(off)}, not layer "
+                        f"{lay.name}: its factors multiply to those sizes")
 
 
 def search_options(func):

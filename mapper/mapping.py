@@ -3,7 +3,13 @@
 A mapping is a list of loops, outermost first. Each loop belongs to a level of the
 architecture: a temporal loop to a storage level (it iterates over that level's tile), a
 spatial loop to a fan-out, on its X or Y axis. Every dimension's factors multiply to the
-layer's size (perfect factorization). `keep` names the tensors each storage level holds;
+layer's size (perfect factorization), or, with remainders (imperfect factorization), the
+nest covers the dimension with nominal tiles clipped at its end: a loop's `factor` is its
+number of steps, the tile it steps over is the product of the factors inside it on the same
+dimension (nominal), and coordinates at or beyond the layer's size are not iterated, so only
+the last tile of each loop is partial (55 output rows as P 4 x P 14: tiles 0-13, 14-27,
+28-41, 42-54). This is Timeloop's Ruby residual form: in the final pass each loop runs its
+residual number of steps (`DimPlan`). `keep` names the tensors each storage level holds;
 a tensor it does not keep bypasses it.
 
 The tile a storage level holds is everything the loops at that level and below touch;
@@ -18,7 +24,7 @@ from typing import Any, Iterable
 
 from .arch import Arch, Fanout, Storage
 from .problem import DIMS, TENSORS, Layer, label
-from .spec import Fields, SpecError, as_int, closest
+from .spec import Fields, MapperError, SpecError, as_int, closest
 
 #: Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
 #: Inputs' rows and columns combine two dimensions each (the sliding window).
@@ -45,6 +51,56 @@ class MappingError(SpecError):
 
 
 @dataclass(frozen=True)
+class DimPlan:
+    """How one dimension's loops cover it, outermost first: each loop's number of steps, the
+    nominal tile it steps over, and in the final pass (every outer loop on this dimension at
+    its last step) its residual steps and the size of its last tile. A perfect dimension's
+    residuals equal its factors and its last tiles are nominal."""
+
+    dim: str
+    size: int
+    loops: tuple[int, ...]        # indices into Mapping.loops
+    factors: tuple[int, ...]
+    steps: tuple[int, ...]        # nominal tile of each loop = product of the factors inside it
+    residual: tuple[int, ...]     # steps in the final pass (Timeloop's residual)
+    last: tuple[int, ...]         # size of the final pass's last tile
+
+    @property
+    def perfect(self) -> bool:
+        return math.prod(self.factors) == self.size
+
+
+def dim_plan(mapping: Mapping, layer: Layer, dim: str) -> DimPlan:
+    """The DimPlan of `dim` (assumes the factors cover it, see problems_of)."""
+    idx = tuple(k for k, l in enumerate(mapping.loops) if l.dim == dim)
+    factors = tuple(mapping.loops[k].factor for k in idx)
+    steps = tuple(math.prod(factors[j + 1:]) for j in range(len(factors)))
+    residual, last = [], []
+    remaining = layer.dims[dim]
+    for f, s in zip(factors, steps):
+        n = min(f, -(-remaining // s))
+        residual.append(n)
+        remaining = remaining - (n - 1) * s
+        last.append(remaining)
+    return DimPlan(dim, layer.dims[dim], idx, factors, steps, tuple(residual), tuple(last))
+
+
+def require_perfect(mapping: Mapping, layer: Layer, what: str) -> None:
+    """Refuse a mapping with remainders where `what` counts perfect nests only (it would
+    silently miscount the partial tiles)."""
+    require_perfect_products(mapping.dim_products(), layer, what)
+
+
+def require_perfect_products(products: dict[str, int], layer: Layer, what: str) -> None:
+    """`require_perfect` on each dimension's product of factors."""
+    off = [f"{d} {p} for {layer.dims[d]}" for d, p in products.items() if p != layer.dims[d]]
+    if off:
+        raise MapperError(f"{what} handles perfect factorizations only, but this mapping has remainders "
+                          f"(factors multiply to {', '.join(off)}); evaluate it with mapper.model.evaluate "
+                          f"(mapper evaluate)")
+
+
+@dataclass(frozen=True)
 class Loop:
     level: str
     dim: str
@@ -67,6 +123,10 @@ class Mapping:
 
     def mode(self, fanout: str, tensor: str) -> str | None:
         return dict(dict(self.network).get(fanout, ())).get(tensor)
+
+    def is_perfect(self, layer: Layer) -> bool:
+        """Whether every dimension's factors multiply to the layer's size (no remainders)."""
+        return self.dim_products() == layer.dims
 
     def dim_products(self) -> dict[str, int]:
         """Each dimension's product of factors over all loops (a valid mapping's equals the layer's size)."""
@@ -171,10 +231,28 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
     out: list[tuple[str, str]] = []
     dims = layer.dims
     product = mapping.dim_products()
+    for l in mapping.loops:
+        if l.factor < 1:
+            out.append((f"level {l.level}", f"dim {l.dim} has factor {l.factor}; factors are numbers of "
+                        f"steps, at least 1"))
+    if out:
+        return out
     for d in DIMS:
-        if product[d] != dims[d]:
+        if product[d] < dims[d]:
             out.append((f"dim {d}", f"factors multiply to {product[d]} but layer {layer.name} has "
-                        f"{d} = {dims[d]}"))
+                        f"{d} = {dims[d]}: the tiles do not cover the dimension"))
+        elif product[d] > dims[d]:
+            # Imperfect: nominal tiles clipped at the end. Only the outermost loop's last step
+            # can lie wholly past the end (inner loops step inside its tiles); then some tile
+            # would be iterated empty or, read as wrapping, cover rows twice.
+            first = next(l for l in mapping.loops if l.dim == d)
+            step = product[d] // first.factor
+            if (first.factor - 1) * step >= dims[d]:
+                need = -(-dims[d] // step)
+                out.append((f"level {first.level}", f"dim {d} factor {first.factor} steps over tiles of "
+                            f"{step}, so its last step starts at {(first.factor - 1) * step}, past "
+                            f"{d} = {dims[d]}: the tiles cover the dimension more than once "
+                            f"(use factor {need})"))
     for level in arch.levels:
         mine = [l for l in mapping.loops if l.level == level.name]
         if isinstance(level, Storage):
@@ -221,21 +299,25 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
     return out
 
 
-def tile_extents(mapping: Mapping, arch: Arch, level: str) -> dict[str, int]:
-    """Per-dimension extent of the tile held at `level`: the product of factors at and below it."""
+def tile_extents(mapping: Mapping, arch: Arch, level: str, layer: Layer | None = None) -> dict[str, int]:
+    """Per-dimension extent of the largest tile held at `level`: the product of factors at and
+    below it (the nominal tile), clipped to the layer's size when the mapping has remainders
+    and `layer` is given. Capacity is checked on this largest tile."""
     start = arch.index(level)
     index = {l.name: i for i, l in enumerate(arch.levels)}
     ext = {d: 1 for d in DIMS}
     for l in mapping.loops:
         if index[l.level] >= start:
             ext[l.dim] *= l.factor
+    if layer is not None:
+        ext = {d: min(e, layer.dims[d]) for d, e in ext.items()}
     return ext
 
 
 def tile_words(mapping: Mapping, layer: Layer, arch: Arch, level: str, tensor: str) -> int:
     """Words the tile occupies: compressed size where the arch stores this tensor compressed
     (sparse data takes min(1, density x (1 + metadata overhead)) of the dense words)."""
-    dense = footprint(layer, tensor, tile_extents(mapping, arch, level))
+    dense = footprint(layer, tensor, tile_extents(mapping, arch, level, layer))
     d = layer.densities()
     factor = arch.sparsity.capacity_factor(level, tensor,
                                            {"Weights": d["weights"], "Inputs": d["inputs"]}.get(tensor, 1.0))
@@ -250,7 +332,7 @@ def overflows(mapping: Mapping, layer: Layer, arch: Arch):
         kept = mapping.kept(storage.name)
         for t, most, along in storage.columns:
             if t in kept:
-                ext = tile_extents(mapping, arch, storage.name)
+                ext = tile_extents(mapping, arch, storage.name, layer)
                 n = footprint(layer, t, ext) // ext[along]
                 if n > most:
                     yield storage.name, t, n, most, f"{t} columns along {along}", "columns"
@@ -269,6 +351,8 @@ def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
     """The mapping as an indented loop nest, outermost first, with level boundaries and tiles."""
     lines = []
     depth = 0
+    plans = {d: dim_plan(mapping, layer, d) for d in DIMS}
+    where = {k: (plans[l.dim], plans[l.dim].loops.index(k)) for k, l in enumerate(mapping.loops)}
     for level in arch.levels:
         mine = [l for l in mapping.loops if l.level == level.name]
         if isinstance(level, Storage):
@@ -279,7 +363,19 @@ def loop_nest_text(mapping: Mapping, layer: Layer, arch: Arch) -> str:
             lines.append(f"{'  ' * depth}{level.name} (fan-out {level.X} x {level.Y})")
         for l in mine:
             tag = f"  (spatial {l.spatial})" if l.spatial else ""
-            lines.append(f"{'  ' * depth}| for {label(layer, l.dim)} in [0:{l.factor}){tag}")
+            plan, j = where[mapping.loops.index(l)]
+            if plan.perfect:
+                lines.append(f"{'  ' * depth}| for {label(layer, l.dim)} in [0:{l.factor}){tag}")
+            else:
+                # the range this loop covers, its step (nominal tile), and the final pass
+                span = plan.size if j == 0 else plan.factors[j] * plan.steps[j]
+                if j == 0:
+                    final = f"last {plan.last[j]}"
+                else:
+                    final = f"{plan.residual[j]} in the last pass" + \
+                        (f", the last of them {plan.last[j]}" if plan.last[j] != plan.steps[j] else "")
+                lines.append(f"{'  ' * depth}| for {label(layer, l.dim)} in [0:{span}) step {plan.steps[j]} "
+                             f"({l.factor} steps, {final}){tag}")
             depth += 1
     lines.append(f"{'  ' * depth}  << MAC >>")
     return "\n".join(lines)

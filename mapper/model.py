@@ -56,6 +56,7 @@ copy of L below the fan-outs, and only instances that receive work are counted):
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -259,6 +260,209 @@ class _Nest:
         return total
 
 
+class _Remainders:
+    """Exact counts of a mapping with remainders (tiles clipped at the layer's end).
+
+    Every count is a sum over the steps of a nest whose valid iterations are a product over
+    dimensions (an index tuple is valid when each dimension's offset is inside the layer).
+    Split the dimensions into groups, one per axis of the tensor (P with R, Q with S for
+    inputs) plus one per dimension the tensor does not depend on: a tile's box is a product
+    over axes, so a sum over steps of products of per-axis terms is the product over groups
+    of per-group sums, and each group's sum enumerates only the index tuples of its own
+    loops. Steps are classified by the temporal loop k that advanced (the innermost one with
+    a nonzero index; those inside it reset): the first step fetches the whole tile; a step
+    of r (the innermost relevant loop) or of a loop inside it fetches the tile minus its
+    overlap with the held one; a step of a loop outside r fetches the tile unless it equals
+    the held one. The held tile is the one at the instance's previous valid step: k one
+    lower, the loops inside it at their largest valid indices. Children one parent read
+    serves are grouped per step by their tiles (see `group_key`), so a child idle in a
+    partial pass does not count, and children whose partial tiles differ are not merged.
+    """
+
+    def __init__(self, nest: "_Nest"):
+        self.nest = nest
+        self.layer, self.arch, self.mapping = nest.layer, nest.arch, nest.mapping
+        self.loops, self.step = nest.loops, nest.step
+        self.size = self.layer.dims
+
+    # -- per-dimension structure ----------------------------------------------------------
+    def valid_count(self, kind: str) -> int:
+        """Index tuples of the temporal (or spatial) loops that do work, the others at 0:
+        compute cycles and active MAC units."""
+        total = 1
+        for d in DIMS:
+            mine = [k for k, (_, d2, _, s) in enumerate(self.loops) if d2 == d and (s is None) == (kind == "T")]
+            total *= sum(1 for idx in itertools.product(*(range(self.loops[k][2]) for k in mine))
+                         if sum(i * self.step[k] for i, k in zip(idx, mine)) < self.size[d])
+        return total
+
+    def instances(self, li: int) -> int:
+        """Instances of level li that receive work (valid spatial tuples above li)."""
+        total = 1
+        for d in DIMS:
+            mine = [k for k, (lvl, d2, _, s) in enumerate(self.loops) if d2 == d and s is not None and lvl < li]
+            total *= sum(1 for idx in itertools.product(*(range(self.loops[k][2]) for k in mine))
+                         if sum(i * self.step[k] for i, k in zip(idx, mine)) < self.size[d])
+        return total
+
+    def groups(self, tensor: str) -> list[tuple[tuple[tuple[tuple[str, int], ...], ...], tuple[str, ...]]]:
+        """(axes, dims) per group: the tensor's axes with their dims, then each other dim alone."""
+        out = [((axis,), tuple(d for d, _ in axis)) for axis in tensor_axes(self.layer, tensor)]
+        used = {d for _, ds in out for d in ds}
+        return out + [((), (d,)) for d in DIMS if d not in used]
+
+    def tuples(self, dims: tuple[str, ...], outer: list[int], event):
+        """Valid index tuples (dict loop -> index) of the loops in `outer` over `dims` for a
+        step of `event` ('first': every temporal loop at 0; 'all': no constraint; a loop
+        index k: k >= 1 and the temporal loops inside k at 0)."""
+        mine = [k for k in outer if self.loops[k][1] in dims]
+        ranges = []
+        for k in mine:
+            temporal = self.loops[k][3] is None
+            f = self.loops[k][2]
+            if event == "first" and temporal or (isinstance(event, int) and temporal and k > event):
+                ranges.append(range(1))
+            elif event == k:
+                ranges.append(range(1, f))
+            else:
+                ranges.append(range(f))
+        for idx in itertools.product(*ranges):
+            ix = dict(zip(mine, idx))
+            if all(self.offset(ix, d) < self.size[d] for d in dims):
+                yield ix
+
+    def offset(self, ix: dict[int, int], d: str) -> int:
+        return sum(i * self.step[k] for k, i in ix.items() if self.loops[k][1] == d)
+
+    def previous(self, ix: dict[int, int], k: int, outer: list[int]) -> dict[int, int]:
+        """The indices at the instance's previous valid step, when loop k advanced: k one
+        lower (if it is in this group) and the temporal loops inside it at their largest
+        valid indices (outermost first; spatial indices are the instance's and stay)."""
+        prev = dict(ix)
+        if k in prev:
+            prev[k] -= 1
+        reset = [j for j in prev if self.loops[j][3] is None and j > k]
+        for j in reset:
+            prev[j] = 0
+        for j in sorted(reset):
+            d = self.loops[j][1]
+            others = sum(prev[i] * self.step[i] for i in prev if self.loops[i][1] == d and i != j)
+            prev[j] = max(v for v in range(self.loops[j][2]) if others + v * self.step[j] < self.size[d])
+        return prev
+
+    def boxes(self, ix: dict[int, int], axes, nominal: dict[str, int]) -> tuple:
+        """Per axis (lo, hi) of the tile at these indices: nominal extents clipped at the end."""
+        out = []
+        for axis in axes:
+            lo = hi = 0
+            for d, c in axis:
+                off = self.offset(ix, d)
+                ext = min(nominal[d], self.size[d] - off)
+                lo += c * off
+                hi += c * (off + ext - 1)
+            out.append((lo, hi))
+        return tuple(out)
+
+    def group_key(self, tensor: str, ix: dict[int, int], between: list[int], axes, nominal) -> tuple:
+        """What identifies, per fan-out between parent and child, the children one read
+        serves (as `_Nest.distinct_children` per fan-out): indices of loops whose axis
+        shares nothing ("none") or that project on a dim indexing the tensor, and the tile of
+        the child with the other fan-outs' indices at 0 (exact)."""
+        key = []
+        for fan in sorted({self.loops[k][0] for k in between}):
+            level: Fanout = self.arch.levels[fan]
+            credit = level.credit(self.mapping.mode(level.name, tensor))
+            mine = [k for k in between if self.loops[k][0] == fan and k in ix]
+            apart = tuple(ix[k] for k in mine if credit[self.loops[k][3]] == "none" or
+                          (credit[self.loops[k][3]] == "projection" and self.loops[k][1] in RELEVANT[tensor]))
+            probe = {k: (v if (k not in between or k in mine) else 0) for k, v in ix.items()}
+            key.append((apart, self.boxes(probe, axes, nominal)))
+        return tuple(key)
+
+    # -- counts -----------------------------------------------------------------------------
+    def sums(self, tensor: str, parent: int, child: int | None) -> dict:
+        """Per event: products over groups of (all children, distinct groups) sums of the
+        tile size, the overlap with the held tile, the size where the tile is the held one,
+        and the first touches (Outputs)."""
+        nlev = len(self.arch.levels)
+        c = nlev if child is None else child
+        outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
+        temporal = [k for k in outer if self.loops[k][3] is None]
+        parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
+        between = [k for k in outer if self.loops[k][3] is not None and parent < self.loops[k][0]]
+        nominal = {d: math.prod(f for lvl, d2, f, _ in self.loops if d2 == d and lvl >= c) for d in DIMS}
+        relevant = [k for k in temporal if self.loops[k][1] in RELEVANT[tensor]]
+        r = relevant[-1] if relevant else None
+        events = ["first"] + temporal if child is not None else ["all"]
+        out = {}
+        for e in events:
+            prod_all = {x: 1 for x in ("size", "ov", "eq", "first")}
+            prod_grp = dict(prod_all)
+            for axes, dims in self.groups(tensor):
+                irrelevant = not axes
+                tot = {x: 0 for x in prod_all}
+                seen: dict = {}
+                for ix in self.tuples(dims, outer, e):
+                    box = self.boxes(ix, axes, nominal)
+                    size = math.prod(h - l + 1 for l, h in box)
+                    if isinstance(e, int):
+                        held = self.boxes(self.previous(ix, e, outer), axes, nominal)
+                        ov = math.prod(max(0, min(h1, h2) - max(l1, l2) + 1) for (l1, h1), (l2, h2) in zip(box, held))
+                        eq = size if box == held else 0
+                    else:
+                        held, ov, eq = None, 0, 0
+                    zero = all(ix[k] == 0 for k in temporal if k in ix)
+                    first = (1 if zero else 0) if irrelevant else size
+                    vals = {"size": size, "ov": ov, "eq": eq, "first": first}
+                    for x in tot:
+                        tot[x] += vals[x]
+                    tv = tuple(ix.get(k, -1) for k in temporal)
+                    pk = tuple(ix.get(k, -1) for k in parent_sp)
+                    key = (tv, pk, self.group_key(tensor, ix, between, axes, nominal), box, held)
+                    seen.setdefault(key, vals)
+                for x in prod_all:
+                    prod_all[x] *= tot[x]
+                    prod_grp[x] *= sum(v[x] for v in seen.values())
+            out[e] = (prod_all, prod_grp)
+        return {"events": out, "r": r}
+
+    def fills(self, tensor: str, parent: int, child: int) -> tuple[int, int, int, int]:
+        """(words loaded by all children, first touches among them, words the parent reads
+        for the distinct groups, first touches among those)."""
+        data = self.sums(tensor, parent, child)
+        r = data["r"]
+        totals = [0, 0, 0, 0]
+        for e, (a, g) in data["events"].items():
+            for j, prods in ((0, a), (2, g)):
+                if e == "first":
+                    fetch = prods["size"]
+                elif r is None or e >= r:
+                    fetch = prods["size"] - prods["ov"]
+                else:
+                    fetch = prods["size"] - prods["eq"]
+                totals[j] += fetch
+                totals[j + 1] += prods["first"]
+        return tuple(totals)
+
+    def mac_groups(self, tensor: str, parent: int) -> tuple[int, int]:
+        """(operand accesses: distinct groups of MAC units per cycle per parent instance,
+        first touches: distinct (parent instance, output point))."""
+        data = self.sums(tensor, parent, None)
+        _, g = data["events"]["all"]
+        return g["size"], self._first_points(tensor, parent)
+
+    def _first_points(self, tensor: str, parent: int) -> int:
+        nlev = len(self.arch.levels)
+        outer = list(range(len(self.loops)))
+        parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
+        total = 1
+        for axes, dims in self.groups(tensor):
+            seen = {(tuple(ix.get(k, -1) for k in parent_sp), self.boxes(ix, axes, {d: 1 for d in DIMS}))
+                    for ix in self.tuples(dims, outer, "all")}
+            total *= len(seen)
+        return total
+
+
 def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) -> Cost:
     """Access counts, energy, cycles and utilization of a mapping (see module docstring)."""
     if validate:
@@ -273,8 +477,13 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     demand = {(i, t): 0.0 for i in fanouts for t in TENSORS}     # distinct words per fan-out instance
     ops = nest.ops_per_mac
     sparse = Sparse.of(layer, arch)
+    if not mapping.is_perfect(layer):
+        rem = _Remainders(nest)
+        _count_remainders(rem, sparse, reads, fills, updates, carried, demand)
+        ops = rem.valid_count("T")
+        nest = _ActiveNest(rem, ops)
 
-    for t in TENSORS:
+    for t in (TENSORS if mapping.is_perfect(layer) else ()):
         chain = [i for i in storages if t in mapping.kept(arch.levels[i].name)]
         for pos, p in enumerate(chain):
             c = chain[pos + 1] if pos + 1 < len(chain) else None
@@ -350,6 +559,62 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
                 utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
                 levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles,
                 leakage_pj=leak, cycle_pj=cycle_pj, offchip_pj=offchip)
+
+
+@dataclass(frozen=True)
+class _ActiveNest:
+    """What evaluate's totals need from a nest with remainders: active instances and MAC units."""
+
+    rem: _Remainders
+    ops_per_mac: int
+
+    def instances(self, li: int) -> int:
+        return self.rem.instances(li)
+
+    @property
+    def mac_units(self) -> int:
+        return self.rem.valid_count("S")
+
+
+def _count_remainders(rem: _Remainders, sparse: "Sparse", reads, fills, updates, carried, demand) -> None:
+    """evaluate's per-level counts for a mapping with remainders (the same conventions,
+    summed over the actual tiles; see `_Remainders`)."""
+    arch, mapping, layer = rem.arch, rem.mapping, rem.layer
+    storages = [i for i, l in enumerate(arch.levels) if isinstance(l, Storage)]
+    for t in TENSORS:
+        chain = [i for i in storages if t in mapping.kept(arch.levels[i].name)]
+        for pos, p in enumerate(chain):
+            c = chain[pos + 1] if pos + 1 < len(chain) else None
+            between = carried_levels(arch, p, c)
+            if c is None:
+                work = sparse.operand(t)
+                groups, first = rem.mac_groups(t, p)
+                if t == "Outputs":
+                    updates[p, t] += scaled(groups, work)
+                    reads[p, t] += scaled(groups - first, work)
+                    words = 2 * scaled(groups, work)
+                else:
+                    reads[p, t] += scaled(groups, work)
+                    words = scaled(groups, work)
+                for i in between:
+                    carried[i, t] += scaled(layer.macs, work)
+                    demand[i, t] += words / rem.instances(i)
+                continue
+            child_w, child_first, group_w, group_first = rem.fills(t, p, c)
+            if t == "Outputs":
+                reads[p, t] += group_w - group_first
+                fills[c, t] += child_w - child_first
+                updates[p, t] += group_w
+                for i in between:
+                    carried[i, t] += (child_w - child_first) + child_w
+                    demand[i, t] += (2 * group_w - group_first) / rem.instances(i)
+            else:
+                at_p, at_c = sparse.stored(arch.levels[p].name, t), sparse.stored(arch.levels[c].name, t)
+                reads[p, t] += scaled(group_w, at_p)
+                fills[c, t] += scaled(child_w, at_c)
+                for i in between:
+                    carried[i, t] += scaled(child_w, at_c)
+                    demand[i, t] += scaled(group_w, at_p) / rem.instances(i)
 
 
 def scaled(count, fraction: float):

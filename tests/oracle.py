@@ -144,15 +144,23 @@ class _Sim:
             self.idx = np.indices(self.factors).reshape(K, -1).T.astype(np.int64)
         else:
             self.idx = np.zeros((1, 0), dtype=np.int64)
-        self.n = self.idx.shape[0]
         # A dimension's coordinate: sum over its loops of index * (product of that
         # dimension's factors in the loops nested inside).
-        coords = {d: np.zeros(self.n, dtype=np.int64) for d in DIMS}
+        coords = {d: np.zeros(self.idx.shape[0], dtype=np.int64) for d in DIMS}
         for k, (_, d, _, _) in enumerate(self.loops):
             inside = math.prod(f for _, d2, f, _ in self.loops[k + 1:] if d2 == d)
             coords[d] = coords[d] + self.idx[:, k] * inside
-        # The nest must visit every point of the layer's iteration space exactly once.
         sizes = layer.dims
+        # With remainders the nominal nest runs past the layer: the iterations beyond a
+        # dimension's end do not happen (the last step of each loop is partial).
+        inside_layer = np.ones(self.idx.shape[0], dtype=bool)
+        for d in DIMS:
+            inside_layer &= coords[d] < sizes[d]
+        self.imperfect = not bool(inside_layer.all())
+        self.idx = self.idx[inside_layer]
+        coords = {d: c[inside_layer] for d, c in coords.items()}
+        self.n = self.idx.shape[0]
+        # The nest must visit every point of the layer's iteration space exactly once.
         for d in DIMS:
             assert coords[d].min() >= 0 and coords[d].max() < sizes[d], f"dim {d} out of range"
         flat = np.zeros(self.n, dtype=np.int64)
@@ -172,24 +180,33 @@ class _Sim:
         return sum(1 for l in self.loops if l[0] < li)
 
     def walk(self, tensor: str, li: int) -> dict:
-        """Per instance of level li: (words loaded W, first touches, tile-sequence identity)."""
+        """Per instance of level li: (words loaded W, first touches, tile-sequence identity),
+        and per (instance, temporal step outside li): (box, held box, words loaded, first
+        touches) in `self.steps[tensor, li]`."""
         key = (tensor, li)
         if key in self._walks:
             return self._walks[key]
         no = self.n_outer(li)
-        inner = math.prod(self.factors[no:])
-        nb = self.n // inner
-        c = self.tc[tensor].reshape(nb, inner, 5)
-        lo, hi = c.min(axis=1), c.max(axis=1)
+        # Blocks: runs of iterations with the same indices of the loops outside li (a
+        # block is one tile; with remainders blocks differ in size).
+        prefix_all = self.idx[:, :no]
+        if self.n > 1 and no:
+            starts = np.concatenate(([0], 1 + np.nonzero((prefix_all[1:] != prefix_all[:-1]).any(axis=1))[0]))
+        else:
+            starts = np.zeros(1, dtype=np.int64)
+        tcs = self.tc[tensor]
+        lo, hi = np.minimum.reduceat(tcs, starts, axis=0), np.maximum.reduceat(tcs, starts, axis=0)
+        nb = len(starts)
         window = (3, 4) if tensor == "Inputs" else ()
         # Non-window axes must be exact index ranges (contiguous): check it on the sets.
-        srt = np.sort(c, axis=1)
-        distinct = 1 + (np.diff(srt, axis=1) > 0).sum(axis=1) if inner > 1 else np.ones((nb, 5), dtype=np.int64)
-        for a in range(5):
-            if a not in window:
-                assert np.array_equal(distinct[:, a], hi[:, a] - lo[:, a] + 1), \
-                    f"{tensor} axis {AXES[tensor][a]} tile is not a contiguous range"
-        prefix = self.idx[::inner, :no]
+        ends = np.append(starts[1:], self.n)
+        for b in range(0, nb, max(1, nb // 50)):
+            block = tcs[starts[b]:ends[b]]
+            for a in range(5):
+                if a not in window:
+                    assert len(np.unique(block[:, a])) == hi[b, a] - lo[b, a] + 1, \
+                        f"{tensor} axis {AXES[tensor][a]} tile is not a contiguous range"
+        prefix = prefix_all[starts]
         sp = [k for k in self.spatial if k < no]
         tp = [k for k in self.temporal if k < no]
         rel_tp = [j for j, k in enumerate(tp) if self.loops[k][1] in self.rel[tensor] and self.factors[k] > 1]
@@ -198,6 +215,7 @@ class _Sim:
         for b in range(nb):
             by_inst.setdefault(tuple(int(v) for v in prefix[b, sp]), []).append(b)
         out = {}
+        steps = {}
         lo_l, hi_l = lo.tolist(), hi.tolist()
         tv = prefix[:, tp].tolist()
         for inst, blocks in by_inst.items():
@@ -206,7 +224,7 @@ class _Sim:
             held = None          # the buffer's contents: the box of the tile it holds now
             prev = None
             for b in blocks:
-                box = (lo_l[b], hi_l[b])
+                box = (tuple(lo_l[b]), tuple(hi_l[b]))
                 size = _box_size(*box)
                 if held is None:
                     fetch = size
@@ -232,17 +250,20 @@ class _Sim:
                         fetch = size
                     if inc != r and ov:
                         self.events[f"overlap_after_outer_step:{tensor}"] += 1
-                held = box
-                W += fetch
+                new_first = 0
                 if tensor == "Outputs" and (prev is None or fetch):
                     for point in itertools.product(*(range(l, h + 1) for l, h in zip(lo_l[b], hi_l[b]))):
                         if point not in touched:
                             touched.add(point)
-                            first += 1
+                            new_first += 1
+                steps[inst, tuple(tv[b])] = (box, held, fetch, new_first)
+                first += new_first
+                held = box
+                W += fetch
                 prev = b
             seq = np.stack([lo[blocks], hi[blocks]], axis=1).tobytes()
             out[inst] = (W, first, seq)
-        self._walks[key] = (sp, out)
+        self._walks[key] = (sp, out, steps)
         return self._walks[key]
 
     # -- counting -------------------------------------------------------------------------
@@ -329,14 +350,22 @@ class _Sim:
         return keys
 
     def _storage_child(self, res, t, p, c, parent_sp, between, fans):
-        sp, stats = self.walk(t, c)
+        if self.imperfect or self.conv.per_step:
+            return self._storage_child_steps(res, t, p, c, parent_sp, between, fans)
+        sp, stats, _ = self.walk(t, c)
         keys = self._groups(t, {inst: v[2] for inst, v in stats.items()}, sp, parent_sp, between)
         groups: dict = {}
         for inst, (W, first, _) in stats.items():
             assert groups.setdefault(keys[inst], (W, first)) == (W, first), \
                 "children served by one read have different fills"
+        self._account(res, t, p, c, groups, stats, fans)
+        if len(stats) > len({tuple(inst[:len(parent_sp)]) for inst in stats}):
+            self.events["fanout_between"] += 1
+
+    def _account(self, res, t, p, c, groups, stats, fans):
+        """Counts of a storage child from its groups' (W, first) (one parent read each) and
+        every child's (W, first, _)."""
         P, C = self.levels[p].name, self.levels[c].name
-        n_children = len(stats)
         all_W = sum(W for W, _, _ in stats.values())
         if t == "Outputs":
             down = sum(W - first for W, first in groups.values())   # partial sums sent down
@@ -354,10 +383,67 @@ class _Sim:
             res.fills[C, t] += all_W
             for f in fans:
                 res.carried[self.levels[f].name, t] += all_W
-        if n_children > len({tuple(inst[:len(parent_sp)]) for inst in stats}):
-            self.events["fanout_between"] += 1
+
+    def _step_key(self, t, inst, positions, parent_sp, between, box_at):
+        """Per-step grouping (nests with remainders, where children drop out of partial
+        passes): at one step, the children one parent read serves. Per fan-out f between
+        parent and child, as in `_groups` but on the tiles of this step only: the tile of
+        the child that agrees on the parent and on f's loops and has index 0 on the other
+        fan-outs (exact), or f's loops over dims indexing t (projection); a network mode
+        also keeps apart children on an axis it does not share."""
+        pos = {k: j for j, k in enumerate(positions)}
+        assert self.conv.multicast_per_fanout, "per-step grouping is modelled per fan-out"
+        key = [tuple(inst[pos[k]] for k in parent_sp)]
+        for f in sorted({self.loops[k][0] for k in between}):
+            mine = [k for k in between if self.loops[k][0] == f]
+            mode = self.mapping.mode(self.levels[f].name, t)
+            probe = tuple(v if (k not in between or k in mine) else 0 for v, k in zip(inst, positions))
+            if mode is not None:
+                apart = tuple(inst[pos[k]] for k in mine if self.loops[k][3] not in SHARED_AXES[mode])
+                key.append((apart, box_at(probe)))
+            elif self.levels[f].multicast == "projection":
+                key.append(tuple(inst[pos[k]] for k in mine if self.loops[k][1] in self.rel[t]))
+            else:
+                key.append(box_at(probe))
+        return tuple(key)
+
+    def _storage_child_steps(self, res, t, p, c, parent_sp, between, fans):
+        """`_storage_child` with children grouped per step (see `_step_key`): the parent
+        reads, per step, each distinct group's fetch once."""
+        sp, stats, steps = self.walk(t, c)
+        groups: dict = {}
+        for (inst, tv), (box, held, fetch, first) in steps.items():
+            key = (tv, self._step_key(t, inst, sp, parent_sp, between, lambda q: steps[q, tv][0]), box, held)
+            assert groups.setdefault(key, (fetch, first)) == (fetch, first), \
+                "children served by one read fetch different words"
+        if len(groups) < len(steps) and between:
+            self.events["multicast" if t != "Outputs" else "reduction"] += 1
+        # (groups differ per step, so a group's (W, first) here is its step's fetch)
+        self._account(res, t, p, c, groups, stats, fans)
+
+    def _mac_child_steps(self, res, t, p, parent_sp, between, fans):
+        """`_mac_child` with MAC units grouped per iteration (see `_step_key`)."""
+        P = self.levels[p].name
+        sps, tps = self.spatial, self.temporal
+        point = {}
+        for i, row in enumerate(self.idx.tolist()):
+            point[tuple(row[k] for k in sps), tuple(row[k] for k in tps)] = tuple(self.tc[t][i].tolist())
+        keys = {(tv, self._step_key(t, u, sps, parent_sp, between, lambda q: point[q, tv]))
+                for (u, tv) in point}
+        G = len(keys)
+        if t == "Outputs":
+            pos = {k: j for j, k in enumerate(sps)}
+            first = len({(tuple(u[pos[k]] for k in parent_sp), pt) for (u, _), pt in point.items()})
+            res.updates[P, t] += G
+            res.reads[P, t] += G - first
+        else:
+            res.reads[P, t] += G
+        for f in fans:
+            res.carried[self.levels[f].name, t] += self.n
 
     def _mac_child(self, res, t, p, parent_sp, between, fans):
+        if self.imperfect or self.conv.per_step:
+            return self._mac_child_steps(res, t, p, parent_sp, between, fans)
         P = self.levels[p].name
         sps = self.spatial
         if sps:
@@ -405,6 +491,9 @@ class Conventions:
         whole tile (the model's rule before issue 12). False (the contract): the buffer
         already holds every word of the new tile, so nothing is fetched (Timeloop's deltas
         agree).
+    per_step: group the children one parent read serves per step, not per whole tile
+        sequence (the same counts on perfect nests; nests with remainders always do, since a
+        child idle in a partial pass shares the other steps' reads).
     keep_overlap_after_any_step: after a step of a loop other than r that lands the tile
         partly on the held one, fetch only the words not held (a buffer that keeps whatever
         the next tile reuses). False (the contract, and Timeloop's reset of its deltas when
@@ -414,6 +503,7 @@ class Conventions:
 
     psum_fill_every_child: bool = True
     multicast_per_fanout: bool = True
+    per_step: bool = False          # group children per step (always, for nests with remainders)
     refetch_unchanged_tile: bool = False
     keep_overlap_after_any_step: bool = False
 

@@ -195,19 +195,26 @@ def random_mapping(layer, arch, rng: random.Random):
         if any(math.prod(f for (lv, ax, _), f in factor.items() if (lv, ax) == (s[0], s[1])) > s[3]
                for s in slots):
             continue
-        loops = []
-        for lv in arch.levels:
-            for axis in ((None,) if isinstance(lv, Storage) else ("X", "Y")):
-                dims = [d for d in DIMS if (lv.name, axis, d) in factor]
-                rng.shuffle(dims)
-                loops += [Loop(lv.name, d, factor[lv.name, axis, d], axis) for d in dims]
-        keep = {s.name: [t for t in s.keeps if t not in s.may_bypass or rng.random() < 0.5]
-                for s in arch.storages}
-        network = {f.name: {t: rng.choice(f.modes_of(t)) for t in TENSORS} for f in arch.fanouts if f.modes}
-        mapping = normalize(loops, arch, keep, network)
+        mapping = mapping_of_factors(arch, factor, rng)
         if not problems_of(mapping, layer, arch):
             return mapping
     return None
+
+
+def mapping_of_factors(arch, factor: dict, rng: random.Random):
+    """The mapping with these factors ({(level, axis or None, dim): factor}): each level's
+    loops in random order, each bypassable tensor kept with probability 1/2, random
+    network modes."""
+    loops = []
+    for lv in arch.levels:
+        for axis in ((None,) if isinstance(lv, Storage) else ("X", "Y")):
+            dims = [d for d in DIMS if (lv.name, axis, d) in factor]
+            rng.shuffle(dims)
+            loops += [Loop(lv.name, d, factor[lv.name, axis, d], axis) for d in dims]
+    keep = {s.name: [t for t in s.keeps if t not in s.may_bypass or rng.random() < 0.5]
+            for s in arch.storages}
+    network = {f.name: {t: rng.choice(f.modes_of(t)) for t in TENSORS} for f in arch.fanouts if f.modes}
+    return normalize(loops, arch, keep, network)
 
 
 @lru_cache(maxsize=None)

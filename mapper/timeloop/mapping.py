@@ -208,7 +208,9 @@ def mapping_to_timeloop(mapping: Mapping, arch: Arch | str | Path, dims: Sequenc
     factor and a full permutation (innermost first), one spatial directive per fan-out with split.
 
     `dims`: the Timeloop problem's dimensions (default C M R S N P Q, plus G if the mapping
-    uses it; pass `problem_dims(path)` for a problem file that lists G)."""
+    uses it; pass `problem_dims(path)` for a problem file that lists G). A mapping with
+    remainders is written with its step counts, whose products exceed the layer's sizes, which
+    timeloop-model rejects (result_to_timeloop refuses it before writing)."""
     arch = _as_arch(arch)
     dims = _dims_for(mapping, dims)
     modes = [f"{fan}: {', '.join(f'{t} {m}' for t, m in ms)}" for fan, ms in getattr(mapping, "network", ()) if ms]
@@ -322,6 +324,15 @@ def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | N
     ldims = layer.get("dims")
     if isinstance(ldims, dict):
         product = mapping.dim_products()
+        over = [f"{d} {product[d]} for {ldims[d]}" for d in DIMS
+                if isinstance(ldims.get(d), int) and product[d] > ldims[d]]
+        if over:
+            # timeloop-model's mapping parser requires each dimension's factors to multiply
+            # to the workload's size (NVlabs/timeloop#300); Ruby's residual form (P=4,3) is a
+            # mapspace feature, and timeloop-model pads its partial passes (#328, #153).
+            raise SpecError(src, "mapping", f"the mapping has remainders (factors multiply to {', '.join(over)}): "
+                            "timeloop-model accepts only perfect factors in a mapping file, so no Timeloop "
+                            "mapping is written")
         for d in DIMS:
             if d in ldims and product[d] != ldims[d]:
                 raise SpecError(src, "mapping", f"factors of {d} multiply to {product[d]} but layer "
