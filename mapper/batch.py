@@ -88,8 +88,6 @@ class Encoding:
 
     def encode(self, mapping: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One mapping as (factors [slots, 8], orders [storages, 8], keep [storages, 3])."""
-        from .mapping import require_perfect   # (the batch counts perfect nests only)
-        require_perfect(mapping, self.layer, "batch evaluation (mapper.batch)")
         index = {l.name: i for i, l in enumerate(self.arch.levels)}
         slot_of = {(lv, kind): s for s, (lv, kind) in enumerate(self.slots)}
         factors = np.ones((self.n_slots, len(DIMS)), dtype=np.int64)
@@ -160,6 +158,27 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
     evaluated) and returns them in BatchCost.modes.
     """
     n = factors.shape[0]
+    from .remainder_batch import evaluate_remainders, remainder_rows
+    odd = remainder_rows(enc, factors)
+    if odd.any():
+        # Remainder nests are counted exactly by the scalar model, one at a time; the
+        # perfect ones stay vectorized.
+        out = BatchCost(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, len(enc.storage_levels), 3, 3))
+                        if with_counts else None, np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64))
+        rest = np.nonzero(~odd)[0]
+        if len(rest):
+            part = evaluate_batch(enc, factors[rest], orders[rest], keep[rest],
+                                  None if modes is None else modes[rest], objective, with_counts)
+            for f in ("energy_pj", "cycles", "compute_cycles", "counts", "modes"):
+                if getattr(out, f) is not None:
+                    getattr(out, f)[rest] = getattr(part, f)
+        idx = np.nonzero(odd)[0]
+        e, cyc, comp, cnt, md = evaluate_remainders(enc, factors[idx], orders[idx], keep[idx],
+                                                    None if modes is None else modes[idx], objective, with_counts)
+        out.energy_pj[idx], out.cycles[idx], out.compute_cycles[idx], out.modes[idx] = e, cyc, comp, md
+        if with_counts:
+            out.counts[idx] = cnt
+        return out
     if n > 2 * CHUNK:
         # Blocks of a few thousand candidates keep the working arrays in cache (about 2x faster).
         parts = [evaluate_batch(enc, factors[i:i + CHUNK], orders[i:i + CHUNK], keep[i:i + CHUNK],
@@ -538,6 +557,10 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     inner = np.ones((enc.n_slots + 1, len(DIMS), n), dtype=np.int64)
     for s in range(enc.n_slots - 1, -1, -1):
         np.multiply(inner[s + 1], F[s], out=inner[s])
+    # a remainder nest's largest tile is its nominal one clipped at the layer's end
+    sizes = np.array([enc.layer.dims[d] for d in DIMS], dtype=np.int64)[:, None]
+    if (inner[0] != sizes).any():
+        np.minimum(inner, sizes[None], out=inner)
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
         ext = inner[enc.storage_slot[si]]

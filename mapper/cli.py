@@ -204,6 +204,12 @@ def _check_recorded_dims(entry, mapping, lay, src) -> None:
                         f"{lay.name}: its factors multiply to those sizes")
 
 
+FACTORIZATION_OPTION = click.option(
+    "--factorization", type=click.Choice(["perfect", "imperfect"]), default="perfect", show_default=True,
+    help="perfect: every dimension's factors multiply to its size; imperfect: remainder tiles too "
+         "(a larger space; CP-SAT proves optimality over its perfect part only, see README).")
+
+
 def search_options(func):
     opts = [
         click.option("--arch", "-a", required=True, help="Architecture: built-in name or YAML path."),
@@ -220,6 +226,7 @@ def search_options(func):
         click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed."),
         click.option("--time-limit", type=TIME_LIMIT, default=SEARCH_SECONDS, show_default=True,
                      help="Seconds per layer (an unproven result is marked budget)."),
+        FACTORIZATION_OPTION,
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -429,14 +436,15 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
 @click.option("--samples", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True,
               help="Candidates sampled per space for --diagnose.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --diagnose.")
+@FACTORIZATION_OPTION
 @user_errors
-def space_cmd(arch, problem, layer, batch, diagnose, samples, seed):
+def space_cmd(arch, problem, layer, batch, diagnose, samples, seed, factorization):
     """Print the size of each subspace of the mapspace before and after pruning (and with
     --diagnose why candidates are invalid, grouped by reason with one example each)."""
     from .search.space import Space
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
-    space = Space.build(lay, arch_spec)
+    space = Space.build(lay, arch_spec, factorization)
     rows = [("subspace", "before pruning", "after pruning")] + space.report()
     click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
     click.echo("\n".join(table(rows, right={1, 2})))

@@ -463,8 +463,10 @@ class _Remainders:
         return total
 
 
-def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) -> Cost:
-    """Access counts, energy, cycles and utilization of a mapping (see module docstring)."""
+def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True, remainders: type | None = None) -> Cost:
+    """Access counts, energy, cycles and utilization of a mapping (see module docstring).
+    `remainders`: the class counting remainder nests (default `_Remainders`; the batch passes
+    its numpy version, which must give the same numbers)."""
     if validate:
         check(mapping, layer, arch)
     nest = _Nest(layer, arch, mapping)
@@ -478,7 +480,7 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True) 
     ops = nest.ops_per_mac
     sparse = Sparse.of(layer, arch)
     if not mapping.is_perfect(layer):
-        rem = _Remainders(nest)
+        rem = (remainders or _Remainders)(nest)
         _count_remainders(rem, sparse, reads, fills, updates, carried, demand)
         ops = rem.valid_count("T")
         nest = _ActiveNest(rem, ops)

@@ -23,18 +23,22 @@ from ..arch import Arch
 from ..batch import score
 from ..mapping import Mapping, problems_of
 from ..model import Cost, evaluate
-from ..problem import Layer
+from ..problem import DIMS, Layer
 from ..progress import Board, Progress, QueueProgress, Reporter
 from ..result import document
 from ..spec import MapperError
 from .bound import objective_bound
 from .pool import Pool
-from .space import Space, space_of
+from .space import FACTORIZATIONS, Space, space_of
 
 ALGORITHMS = ("hybrid", "cpsat", "random", "exhaustive")
 #: Why a search ended: how `optimal` was proven, or what stopped an unproven search.
 REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interrupted", "evaluation budget",
-           "patience")
+           "patience", "perfect subspace proof")
+#: `perfect subspace proof` (status feasible, --factorization imperfect only): CP-SAT proved
+#: the best perfect mapping optimal among perfect mappings (SearchResult.subspace_bound), but
+#: its formulation has no remainder options, so nothing bounds the remainder mappings: the
+#: best found may be beaten by one not found, and the gap is unknown (bound None).
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
@@ -61,6 +65,8 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     reason: str = ""               # why the search ended with this status (one of REASONS)
     reused_from: str | None = None  # the layer of the same shape whose search this result reuses
+    # --factorization imperfect: a lower bound proven over the perfect subspace only (CP-SAT)
+    subspace_bound: float | None = None
 
     @property
     def best(self) -> Found:
@@ -79,7 +85,8 @@ class SearchResult:
                 "workers": s["workers"], "time_limit": s["time_limit"], "evaluated": self.evaluated,
                 "valid": self.valid, "seconds": round(self.seconds, 3), "status": self.status,
                 "bound": self.bound, "gap": self.gap, "reason": self.reason, "found_by": self.found[rank].found_by,
-                "rank": rank + 1}
+                "rank": rank + 1, "factorization": s.get("factorization", "perfect"),
+                "perfect_subspace_bound": self.subspace_bound}
 
     def documents(self) -> list[dict[str, Any]]:
         """One result document per mapping found (best first)."""
@@ -93,12 +100,18 @@ class SearchResult:
 
 def search_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings a result depends on (hashed into inputs_sha256)."""
-    return {k: settings[k] for k in ("algorithm", "objective", "seed", "workers", "time_limit",
-                                      "budget", "patience", "top")}
+    out = {k: settings[k] for k in ("algorithm", "objective", "seed", "workers", "time_limit",
+                                     "budget", "patience", "top")}
+    if settings.get("factorization", "perfect") != "perfect":    # (perfect results keep their hashes)
+        out["factorization"] = settings["factorization"]
+    return out
 
 
 def check_settings(algorithm: str, objective: str, workers: int, time_limit: float | None,
-                   top: int, budget: int | None) -> None:
+                   top: int, budget: int | None, factorization: str = "perfect") -> None:
+    if factorization not in FACTORIZATIONS:
+        raise MapperError(f"--factorization: unknown factorization '{factorization}'; choose one of "
+                          f"{', '.join(FACTORIZATIONS)}")
     if algorithm not in ALGORITHMS:
         raise MapperError(f"--algo: unknown algorithm '{algorithm}'; choose one of {', '.join(ALGORITHMS)}")
     if objective not in INTERNAL_OBJECTIVES:
@@ -115,18 +128,21 @@ def check_settings(algorithm: str, objective: str, workers: int, time_limit: flo
 
 def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
            workers: int = 1, time_limit: float | None = None, budget: int | None = None,
-           patience: int | None = None, top: int = 1, progress: Progress | None = None) -> SearchResult:
-    """Find the best mappings of `layer` on `arch` (see the module docstring)."""
-    check_settings(algorithm, objective, workers, time_limit, top, budget)
+           patience: int | None = None, top: int = 1, progress: Progress | None = None,
+           factorization: str = "perfect") -> SearchResult:
+    """Find the best mappings of `layer` on `arch` (see the module docstring) in the
+    `factorization` space: perfect (the default) or imperfect (remainder tiles too)."""
+    check_settings(algorithm, objective, workers, time_limit, top, budget, factorization)
     settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "workers": workers,
-                "time_limit": time_limit, "budget": budget, "patience": patience, "top": top}
+                "time_limit": time_limit, "budget": budget, "patience": patience, "top": top,
+                "factorization": factorization}
     progress = progress or Progress(enabled=False)
     start = time.monotonic()
     deadline = None if time_limit is None else start + time_limit
     if getattr(progress, "tty", True):      # a live line from the start (not a line of its own on a pipe)
         progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
     try:
-        space = space_of(layer, arch)
+        space = space_of(layer, arch, factorization)
         explain_if_empty(space)
     except MapperError:
         progress.done()              # end the live line before the error line
@@ -167,8 +183,11 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         status = "optimal"          # the best found meets the analytic bound: a proof too
         run.notes.append("optimal: meets the analytic lower bound (mapper/search/bound.py)")
         run.proof = "analytic bound"
+    if space.factorization != "perfect" and status != "optimal":
+        bound = None          # no bound covers the remainder mappings (see REASONS)
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
-                        time.monotonic() - start, status, bound, run.notes, run.reason(status, budget))
+                        time.monotonic() - start, status, bound, run.notes, run.reason(status, budget),
+                        subspace_bound=run.subspace_bound)
 
 
 def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
@@ -222,11 +241,12 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
             found = [Found(f.mapping, f.cost, f.found_by) for f in prev.found]
             out.append(SearchResult(layer, arch, found, prev.settings, prev.evaluated, prev.valid, 0.0,
                                     prev.status, prev.bound, [f"same shape as {first[key]}: reused"],
-                                    prev.reason, reused_from=first[key]))
+                                    prev.reason, reused_from=first[key], subspace_bound=prev.subspace_bound))
         else:
             first[key] = layer.name
             out.append(SearchResult(layer, arch, prev.found, prev.settings, prev.evaluated, prev.valid,
-                                    prev.seconds, prev.status, prev.bound, prev.notes, prev.reason))
+                                    prev.seconds, prev.status, prev.bound, prev.notes, prev.reason,
+                                    subspace_bound=prev.subspace_bound))
     return out
 
 
@@ -328,6 +348,9 @@ class _Run:
     proof: str = field(default="cpsat proof", init=False)      # how `proven` was reached (exhaustive sets its own)
     stopped_by_limit: bool = field(default=False, init=False)
     interrupted: bool = field(default=False, init=False)       # set by Ctrl-C (see interruptible)
+    subspace_bound: float | None = field(default=None, init=False)   # imperfect: CP-SAT's, perfect part only
+    perfect_proven: bool = field(default=False, init=False)          # imperfect: CP-SAT proved the perfect part
+    _child: "_Run | None" = field(default=None, init=False)          # a sub-run (CP-SAT on the perfect part)
     notes: list[str] = field(default_factory=list, init=False)
     # counters of the phases before the current random phase (its workers count from 0)
     _base_eval: int = field(default=0, init=False)
@@ -335,11 +358,16 @@ class _Run:
 
     def __post_init__(self, top: int) -> None:
         self.pool = Pool.empty(max(top, 1), self.space.enc)
-        self.floor = objective_bound(self.space.layer, self.space.arch, self.objective)
+        # The analytic bound is derived for perfect nests (its usable PEs are products of
+        # divisors); a remainder mapping may use more PEs, so it bounds nothing there.
+        self.floor = objective_bound(self.space.layer, self.space.arch, self.objective) \
+            if self.space.factorization == "perfect" else 0.0
 
     def interrupt(self) -> None:
         """Ctrl-C: every phase stops at its next check and the best found so far is kept."""
         self.interrupted = True
+        if self._child is not None:
+            self._child.interrupt()
 
     def time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -381,6 +409,8 @@ class _Run:
             return "interrupted"
         if self.stopped_by_limit:
             return "time limit"
+        if self.perfect_proven:
+            return "perfect subspace proof"
         return "evaluation budget" if budget is not None else "patience"
 
     def status(self) -> str:
@@ -478,7 +508,43 @@ class _Run:
 
     def cpsat(self, workers: int, hints: bool) -> None:
         from .cpsat import solve
-        solve(self, workers, hints)
+        if self.space.factorization == "perfect":
+            solve(self, workers, hints)
+            return
+        # CP-SAT's options are perfect factorizations: run it on the perfect subspace, seeded
+        # with the best perfect candidates found so far; its proof and bound hold there only.
+        sub = _Run(self.space.perfect_subspace(), self.objective, self.pool.k, self.progress, self.start,
+                   self.deadline, self.label)
+        sub.interrupted = self.interrupted
+        keep = [i for i in range(len(self.pool.values)) if self._is_perfect(self.pool.factors[i])]
+        if keep:
+            p = self.pool
+            sub.offer(p.values[keep], p.factors[keep], p.orders[keep], p.keep[keep], p.modes[keep],
+                      [p.found_by[i] for i in keep])
+        self._child = sub
+        try:
+            solve(sub, workers, hints)
+        finally:
+            self._child = None
+        self.pool = self.pool.merge(sub.pool)
+        self.evaluated += sub.evaluated
+        self.valid += sub.valid
+        self._base_eval, self._base_valid = self.evaluated, self.valid
+        self.stopped_by_limit |= sub.stopped_by_limit
+        self.notes += sub.notes
+        if sub.proven and not sub.interrupted:
+            self.perfect_proven = True
+            self.subspace_bound = sub.pool.best
+            self.notes.append(f"CP-SAT proved the best perfect mapping optimal among perfect mappings "
+                              f"({self.objective} {sub.pool.best:.4g}); remainder mappings are not covered by "
+                              f"any bound")
+        elif sub.bound is not None:
+            self.subspace_bound = sub.bound
+
+    def _is_perfect(self, factors: np.ndarray) -> bool:
+        """Whether an encoded candidate's factors multiply to the layer's sizes."""
+        dims = self.space.layer.dims
+        return bool((np.prod(factors, axis=0) == np.array([dims[d] for d in DIMS])).all())
 
     def hybrid(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         # A short random phase and local refinement give CP-SAT a good starting point.

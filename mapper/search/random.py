@@ -45,12 +45,13 @@ class WorkerState:
     valid: int = 0
     stale: int = 0            # valid candidates since the last improvement
     done: bool = False
+    factorization: str = "perfect"    # which space the worker samples (space.FACTORIZATIONS)
 
 
 def start_states(space: Space, seed: int, workers: int, k: int) -> list[WorkerState]:
     seqs = np.random.SeedSequence(seed).spawn(workers)
     return [WorkerState(w, workers, np.random.default_rng(s).bit_generator.state,
-                        Pool.empty(k, space.enc))
+                        Pool.empty(k, space.enc), factorization=space.factorization)
             for w, s in enumerate(seqs)]
 
 
@@ -73,7 +74,7 @@ def run_round(layer, arch, objective: str, state: WorkerState, budget: int | Non
     if state.done:
         return state
     _ignore_sigint_in_worker()
-    space = space_of(layer, arch)
+    space = space_of(layer, arch, state.factorization)
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state
     n = ROUND if budget is None else min(ROUND, max(0, budget - state.sampled))

@@ -22,6 +22,23 @@ Pruning that never removes an optimum:
   pair (M before, between or after it) are added, at most 48 orders in all. That these
   suffice is checked, not proven: on random factorizations of small layers no order of a
   level's loops beats the best kept one (tests/test_search.py, kept_orders).
+
+Factorizations come in two spaces (`FACTORIZATIONS`). `perfect`: every dimension's factors
+multiply to its size. `imperfect`: remainder nests too (mapper.mapping: a factor is a
+number of steps over nominal tiles clipped at the layer's end). Built from the innermost
+slot out: with n tiles of the inner nominal extent still to cover, a slot's factor f leaves
+ceil(n / f) tiles for the slots outside it, and the outermost slot with a factor > 1 takes
+exactly what is left (the validity rule of mapping.problems_of, so every valid remainder
+nest arises once). Pruning keeps, for every number of outer tiles q = ceil(n / f), only the
+smallest factor that gives it, f = ceil(n / q) (the balanced split: n = 55 gives 1, 2, 3,
+4, 5, 6, 7, 8, 10, 11, 14, 19, 28, 55). Why: every loop outside runs the same number of
+steps, so compute cycles (the valid temporal tuples) are equal; the nominal tile at and
+above the slot is the smallest, so every buffer holds no more (any candidate that fits
+with a larger f fits with the balanced one); the tiles differ only in where the partial one
+falls. That the energy is never lower with the larger factor is checked, not proven
+(exhaustive search over the unpruned and the pruned imperfect spaces of small layers,
+tests/test_search_imperfect.py). Divisors are balanced (ceil(n / (n / f)) = f), so the
+perfect space is a subset of the imperfect one, whose rows it marks (`Space.perfect`).
 """
 from __future__ import annotations
 
@@ -43,6 +60,8 @@ GROUPS = {"A": ("N", "P", "Q"), "B": ("M",), "C": ("C", "R", "S")}
 
 
 MAX_FACTORIZATIONS = 2_000_000     # rows per dimension: at most 2e6 x slots x 8 bytes in memory
+#: The factorization spaces `Space.build` offers (see the module docstring).
+FACTORIZATIONS = ("perfect", "imperfect")
 
 
 def prime_factors(n: int) -> list[tuple[int, int]]:
@@ -100,6 +119,67 @@ def _compositions(e: int, k: int):
     for first in range(e + 1):
         for rest in _compositions(e - first, k - 1):
             yield (first,) + rest
+
+
+def balanced_factors(n: int) -> tuple[int, ...]:
+    """The factors worth trying when n tiles remain to cover: for each number of outer tiles
+    q, the smallest factor f with ceil(n / f) = q, i.e. ceil(n / q) (O(sqrt n) values)."""
+    return tuple(sorted({-(-n // q) for q in _quotients(n)}))
+
+
+def _quotients(n: int) -> set[int]:
+    """Every value of ceil(n / f) for f = 1..n (at most 2 sqrt(n) values)."""
+    out, f = set(), 1
+    while f <= n:
+        q = -(-n // f)
+        out.add(q)
+        # the largest f' with ceil(n / f') = q is (n - 1) // (q - 1) (q > 1)
+        f = (n - 1) // (q - 1) + 1 if q > 1 else n + 1
+    return out
+
+
+def _slot_options(n: int, limit: int | None, pruned: bool) -> tuple[int, ...]:
+    top = n if limit is None else min(n, limit)
+    if pruned:
+        return tuple(f for f in balanced_factors(n) if f <= top)
+    return tuple(range(1, top + 1))
+
+
+@lru_cache(maxsize=65536)
+def count_remainder_factorizations(n: int, limits: tuple[int | None, ...], pruned: bool = True) -> int:
+    """How many remainder nests cover n tiles over slots with these limits (outermost first),
+    counted without listing them (see remainder_factorizations)."""
+    if not limits:
+        return 1 if n == 1 else 0
+    *outer, limit = limits
+    return sum(count_remainder_factorizations(-(-n // f), tuple(outer), pruned)
+               for f in _slot_options(n, limit, pruned))
+
+
+@lru_cache(maxsize=4096)
+def remainder_factorizations(n: int, limits: tuple[int | None, ...], pruned: bool = True) -> np.ndarray:
+    """Every remainder nest (f_1..f_k, outermost first) of a dimension of size n over slots
+    with these limits: each slot's factor leaves ceil(tiles / f) tiles to the slots outside
+    it, and the outermost ones must leave 1 (see the module docstring); `pruned` keeps only
+    balanced factors. Perfect factorizations are among them."""
+    k = len(limits)
+    total = count_remainder_factorizations(n, limits, pruned)
+    if total > MAX_FACTORIZATIONS:
+        raise MapperError(f"a loop bound of {n:,} has {total:.3g} remainder factorizations over {k} slots "
+                          f"(limit {MAX_FACTORIZATIONS:.0e}): too large a mapspace to search")
+    rows = _remainder_rows(n, limits, pruned)
+    return np.array(rows, dtype=np.int64).reshape(-1, k)
+
+
+@lru_cache(maxsize=65536)
+def _remainder_rows(n: int, limits: tuple[int | None, ...], pruned: bool) -> tuple[tuple[int, ...], ...]:
+    if not limits:
+        return ((),) if n == 1 else ()
+    *outer, limit = limits
+    out: list[tuple[int, ...]] = []
+    for f in _slot_options(n, limit, pruned):
+        out += [r + (f,) for r in _remainder_rows(-(-n // f), tuple(outer), pruned)]
+    return tuple(out)
 
 
 def canonical_orders(allowed: tuple[str, ...], below: frozenset[str] = frozenset(TENSORS)) -> np.ndarray:
@@ -194,12 +274,19 @@ class Space:
     orders: list[np.ndarray]                    # per storage level: [m, 8]
     keeps: np.ndarray                           # [j, storages, 3]
     unpruned: dict = field(default_factory=dict)
+    factorization: str = "perfect"              # one of FACTORIZATIONS
+    perfect: list[np.ndarray] = field(default_factory=list)   # per dim: which rows are perfect
 
     @classmethod
-    def build(cls, layer: Layer, arch: Arch) -> "Space":
+    def build(cls, layer: Layer, arch: Arch, factorization: str = "perfect", prune: bool = True) -> "Space":
+        """The space of `factorization` (perfect | imperfect); `prune=False` keeps every
+        remainder nest (for checking the pruning rule on small layers)."""
+        if factorization not in FACTORIZATIONS:
+            raise MapperError(f"--factorization: unknown factorization '{factorization}'; choose one of "
+                              f"{', '.join(FACTORIZATIONS)}")
         enc = Encoding.of(layer, arch)
         dims = layer.dims
-        dim_slots, facts = [], []
+        dim_slots, facts, perfect = [], [], []
         unpruned = {"factorizations_unconstrained": 1, "factorizations_arch": 1}
         for d in DIMS:
             slots, limits = [], []
@@ -214,12 +301,19 @@ class Space:
                 elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in "NGMPQ"):
                     slots.append(s)
                     limits.append(level.Y)
-            unpruned["factorizations_unconstrained"] *= count_factorizations(dims[d], enc.n_slots)
-            unpruned["factorizations_arch"] *= count_factorizations(dims[d], len(slots))
-            f = ordered_factorizations(dims[d], tuple(limits))
+            if factorization == "perfect":
+                unpruned["factorizations_unconstrained"] *= count_factorizations(dims[d], enc.n_slots)
+                unpruned["factorizations_arch"] *= count_factorizations(dims[d], len(slots))
+                f = ordered_factorizations(dims[d], tuple(limits))
+            else:
+                unpruned["factorizations_unconstrained"] *= count_remainder_factorizations(
+                    dims[d], (None,) * enc.n_slots, False)
+                unpruned["factorizations_arch"] *= count_remainder_factorizations(dims[d], tuple(limits), False)
+                f = remainder_factorizations(dims[d], tuple(limits), prune)
             f = f[_fits_alone(layer, arch, enc, DIMS.index(d), slots, f)]
             dim_slots.append(tuple(slots))
             facts.append(f)
+            perfect.append(np.prod(f, axis=1) == dims[d])
         orders = []
         for si, li in enumerate(enc.storage_levels):
             below = frozenset(t for lj in enc.storage_levels[si + 1:] for t in arch.levels[lj].keeps)
@@ -238,7 +332,32 @@ class Space:
             choice.append(opts)
         keeps = np.array([list(c) for c in itertools.product(*choice)], dtype=bool)
         unpruned["orders"] = [math.factorial(len(arch.levels[li].temporal_dims)) for li in enc.storage_levels]
-        return cls(layer, arch, enc, dim_slots, facts, orders, keeps, unpruned)
+        return cls(layer, arch, enc, dim_slots, facts, orders, keeps, unpruned, factorization, perfect)
+
+    def factor_neighbours(self, factors: np.ndarray) -> np.ndarray:
+        """[m, slots, 8]: the candidates whose factorization of one dimension is another row
+        of this space differing from the current one in at most two slots (local search's
+        factor moves in a remainder space, where moving a prime factor between slots would
+        break the coverage rule)."""
+        out = []
+        for d, slots in enumerate(self.dim_slots):
+            if not slots:
+                continue
+            rows = self.factorizations[d]
+            here = factors[list(slots), d]
+            differ = (rows != here[None, :]).sum(axis=1)
+            for r in rows[(differ >= 1) & (differ <= 2)]:
+                new = factors.copy()
+                new[list(slots), d] = r
+                out.append(new)
+        return np.stack(out) if out else np.zeros((0,) + factors.shape, dtype=np.int64)
+
+    def perfect_subspace(self) -> "Space":
+        """The perfect factorizations of this space (itself when it is perfect): what CP-SAT
+        models (its per-option constants are those of perfect nests)."""
+        if self.factorization == "perfect":
+            return self
+        return space_of(self.layer, self.arch, "perfect")
 
     # -- sizes --------------------------------------------------------------------------
     @property
@@ -277,11 +396,17 @@ class Space:
     def report(self) -> list[tuple[str, str, str]]:
         """(subspace, before pruning, after pruning) rows for `mapper space`."""
         rows = []
-        rows.append(("factorization (all dims x all slots)", f"{self.unpruned['factorizations_unconstrained']:.3g}",
+        rows.append((f"factorization ({self.factorization}; all dims x all slots)", f"{self.unpruned['factorizations_unconstrained']:.3g}",
                      f"{self.n_factorizations:.3g}"))
         for i, (d, f) in enumerate(zip(DIMS, self.factorizations)):
-            full = count_factorizations(self.layer.dims[d], len(self.dim_slots[i]))
-            rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[i])} slots", f"{full:,}", f"{len(f):,}"))
+            if self.factorization == "perfect":
+                full = count_factorizations(self.layer.dims[d], len(self.dim_slots[i]))
+                rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[i])} slots", f"{full:,}",
+                             f"{len(f):,}"))
+            else:
+                full = count_remainder_factorizations(self.layer.dims[d], (None,) * len(self.dim_slots[i]), False)
+                rows.append((f"  {d} = {self.layer.dims[d]} over {len(self.dim_slots[i])} slots (with remainders)",
+                             f"{full:,}", f"{len(f):,} ({int(self.perfect[i].sum()):,} perfect)"))
         for si, li in enumerate(self.enc.storage_levels):
             rows.append((f"loop order at {self.arch.levels[li].name}", f"{self.unpruned['orders'][si]:,}",
                          f"{len(self.orders[si]):,}"))
@@ -313,6 +438,7 @@ def _fits_alone(layer: Layer, arch: Arch, enc: Encoding, d: int, slots: tuple[in
         slot = enc.storage_slot[si]
         inside = [j for j, s in enumerate(slots) if s >= slot]
         ext = np.prod(facts[:, inside], axis=1) if inside else np.ones(len(facts), dtype=np.int64)
+        ext = np.minimum(ext, layer.dims[dim])      # the largest tile of a remainder nest is clipped
         for tensors, capacity in level.partitions:
             words = np.zeros(len(facts), dtype=np.int64)
             for t in tensors:
@@ -329,6 +455,6 @@ def _fits_alone(layer: Layer, arch: Arch, enc: Encoding, d: int, slots: tuple[in
 
 
 @lru_cache(maxsize=16)
-def space_of(layer: Layer, arch: Arch) -> Space:
+def space_of(layer: Layer, arch: Arch, factorization: str = "perfect") -> Space:
     """The Space of a (layer, arch) pair, built once per process (workers reuse it)."""
-    return Space.build(layer, arch)
+    return Space.build(layer, arch, factorization)

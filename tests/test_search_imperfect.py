@@ -1,0 +1,112 @@
+"""The imperfect (remainder) mapspace and search over it (`--factorization imperfect`).
+
+The space (mapper.search.space): every row of a dimension's remainder factorizations is a
+valid remainder nest (mapping.problems_of accepts it), the unpruned enumeration is every
+valid nest (brute force over all factor tuples), counting agrees with listing, the
+pruning keeps the balanced factors, and the perfect factorizations are a subset.
+Search: exhaustive over the imperfect space of small layers is never worse than over the
+perfect one (a subset), the pruned imperfect space loses nothing against the unpruned one
+on tiny layers, random and hybrid are reproducible by seed and never worse than their
+perfect runs, and a hybrid result over the imperfect space never claims a proof CP-SAT
+did not give.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from mapper.mapping import Loop, normalize, problems_of
+from mapper.problem import DIMS, layer_from_dims
+from mapper.search import search
+from mapper.search.space import (Space, balanced_factors, count_remainder_factorizations,
+                                 ordered_factorizations, remainder_factorizations)
+from mapper.spec import MapperError
+
+from test_search import CASE, arch
+
+REL = 1e-9
+
+
+def valid_nest(n: int, row: tuple[int, ...]) -> bool:
+    """The validity rule of mapping.problems_of for one dimension's loops (outermost first),
+    written out: the factors cover n and the outermost loop's last step starts inside."""
+    loops = [f for f in row if f > 1]
+    if math.prod(loops) < n:
+        return False
+    if not loops:
+        return n == 1
+    step = math.prod(loops[1:])
+    return (loops[0] - 1) * step < n
+
+
+@pytest.mark.parametrize("n,limits", [(7, (None, None, None)), (12, (None, 3, None)), (10, (None, 4, 2, None)),
+                                      (1, (None, None)), (9, (2, 2))])
+def test_unpruned_remainder_nests_are_exactly_the_valid_ones(n, limits):
+    rows = {tuple(r) for r in remainder_factorizations(n, limits, False)}
+    tops = [n if l is None else min(n, l) for l in limits]
+    brute = {r for r in itertools.product(*(range(1, t + 1) for t in tops)) if valid_nest(n, r)}
+    assert rows == brute
+    assert count_remainder_factorizations(n, limits, False) == len(brute)
+
+
+@pytest.mark.parametrize("n,limits", [(55, (None, None, 14, None)), (13, (None, 4, 3)), (27, (None, 14, None))])
+def test_pruned_rows_are_valid_balanced_and_contain_the_perfect_ones(n, limits):
+    rows = remainder_factorizations(n, limits, True)
+    assert len(rows) == count_remainder_factorizations(n, limits, True)
+    assert len({tuple(r) for r in rows}) == len(rows)
+    for r in rows:
+        assert valid_nest(n, tuple(r))
+        # inside out, every factor is the smallest giving its number of outer tiles
+        tiles = n
+        for f in reversed(r):
+            assert f == -(-tiles // -(-tiles // f))
+            tiles = -(-tiles // f)
+    perfect = {tuple(r) for r in ordered_factorizations(n, limits)}
+    assert perfect <= {tuple(r) for r in rows}
+    assert perfect == {tuple(r) for r in rows if math.prod(r) == n}
+
+
+def test_balanced_factors():
+    assert balanced_factors(55) == (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 14, 19, 28, 55)
+    for n in (1, 2, 17, 60, 97):
+        want = sorted({-(-n // q) for q in range(1, n + 1)})
+        assert list(balanced_factors(n)) == want
+        assert all(d in balanced_factors(n) for d in range(1, n + 1) if n % d == 0)
+
+
+def test_space_rows_are_valid_mappings_and_the_perfect_mask_is_right():
+    key, layer = CASE["v1s-stride2"]
+    a = arch(key)
+    imp = Space.build(layer, a, "imperfect")
+    per = Space.build(layer, a, "perfect")
+    assert imp.factorization == "imperfect" and per.factorization == "perfect"
+    for d, (fi, fp, mask) in enumerate(zip(imp.factorizations, per.factorizations, imp.perfect)):
+        assert {tuple(r) for r in fp} == {tuple(r) for r in fi[mask]}
+        assert (np.prod(fi[mask], axis=1) == layer.dims[DIMS[d]]).all()
+    assert imp.n_factorizations > per.n_factorizations
+    # every imperfect factorization of P with the other dims outermost is a valid mapping
+    p = DIMS.index("P")
+    names = [a.levels[li].name for li, _ in imp.enc.slots]
+    for row in imp.factorizations[p]:
+        loops = [Loop(names[s], "P", int(f), None if imp.enc.slots[s][1] == "T" else imp.enc.slots[s][1])
+                 for s, f in zip(imp.dim_slots[p], row)]
+        loops += [Loop(a.levels[0].name, d, layer.dims[d]) for d in DIMS if d != "P"]
+        m = normalize(loops, a)
+        cover = [msg for field, msg in problems_of(m, layer, a) if "cover" in msg or "factors multiply" in msg]
+        assert not cover, (row, cover)
+
+
+def test_space_report_names_the_factorization():
+    key, layer = CASE["v1s-stride2"]
+    rows = Space.build(layer, arch(key), "imperfect").report()
+    assert rows[0][0].startswith("factorization (imperfect")
+    assert any("perfect)" in r[2] for r in rows)
+
+
+def test_unknown_factorization_is_a_clear_error():
+    key, layer = CASE["v1s-stride2"]
+    with pytest.raises(MapperError, match="--factorization"):
+        search(layer, arch(key), factorization="ragged")
