@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .arch import Fanout
 from .model import _Remainders, evaluate
 from .problem import DIMS, RELEVANT, TENSORS
 
@@ -40,9 +41,11 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
     for i in range(n):
         options = assignments if modes is None or not enc.mode_fans else modes[i:i + 1]
         best = None
+        cache: dict = {}          # the sums shared by this candidate's mode choices
         for a, md in enumerate(options):
             m = enc.decode(factors[i], orders[i], keep[i], md if enc.mode_fans else None)
-            cost = evaluate(enc.layer, enc.arch, m, validate=False, remainders=FastRemainders)
+            cost = evaluate(enc.layer, enc.arch, m, validate=False,
+                            remainders=lambda nest: FastRemainders(nest, cache))
             value = float(objective_of(objective, cost.energy_pj, cost.cycles, cost.compute_cycles))
             if best is None or value < best[0] * (1 - 1e-12) or \
                     (value <= best[0] * (1 + 1e-12) and cost.energy_pj < best[1].energy_pj):
@@ -62,8 +65,34 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
 
 class FastRemainders(_Remainders):
     """`model._Remainders` with its per-group sums over index tuples done in numpy (one
-    array row per tuple instead of a Python dict): the same tuples, boxes, held tiles and
-    distinct keys, so the same numbers (tested), tens of times faster on real layers."""
+    array row per tuple instead of a Python dict) where the groups have many tuples (the
+    model's loop where they have few: numpy's per-call overhead dominates there): the same
+    tuples, boxes, held tiles and distinct keys, so the same numbers (tested). `cache`
+    shares the sums between the network-mode choices of one candidate: they depend on the
+    modes only through the credits of the fan-outs between parent and child."""
+
+    SMALL = 64          # largest per-group tuple count counted by the model's own loop
+
+    def __init__(self, nest, cache: dict | None = None):
+        super().__init__(nest)
+        self.cache = {} if cache is None else cache
+
+    def _tuples_bound(self, tensor: str, outer: list[int]) -> int:
+        return max(math.prod(self.loops[k][2] for k in outer if self.loops[k][1] in dims)
+                   for _, dims in self.groups(tensor))
+
+    def sums(self, tensor: str, parent: int, child: int | None) -> dict:
+        c = len(self.arch.levels) if child is None else child
+        credits = tuple(self.arch.levels[i].credit(self.mapping.mode(self.arch.levels[i].name, tensor))
+                        for i in range(parent + 1, c) if isinstance(self.arch.levels[i], Fanout))
+        key = ("sums", tensor, parent, child, repr(credits))
+        if key not in self.cache:
+            outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
+            if self._tuples_bound(tensor, outer) <= self.SMALL:
+                self.cache[key] = _Remainders.sums(self, tensor, parent, child)
+            else:
+                self.cache[key] = self._numpy_sums(tensor, parent, child)
+        return self.cache[key]
 
     def _grid(self, dims, outer, event):
         """(loops, index array [T, loops]) of the valid tuples (as `tuples`)."""
@@ -125,7 +154,7 @@ class FastRemainders(_Remainders):
             prev[:, mine.index(j)] = np.minimum(f - 1, (self.size[d] - others - 1) // st)
         return prev
 
-    def sums(self, tensor: str, parent: int, child: int | None) -> dict:
+    def _numpy_sums(self, tensor: str, parent: int, child: int | None) -> dict:
         nlev = len(self.arch.levels)
         c = nlev if child is None else child
         outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
@@ -207,6 +236,16 @@ class FastRemainders(_Remainders):
         return {"events": out, "r": r}
 
     def _first_points(self, tensor: str, parent: int) -> int:
+        key = ("first", tensor, parent)
+        if key not in self.cache:
+            outer = list(range(len(self.loops)))
+            if self._tuples_bound(tensor, outer) <= self.SMALL:
+                self.cache[key] = _Remainders._first_points(self, tensor, parent)
+            else:
+                self.cache[key] = self._numpy_first_points(tensor, parent)
+        return self.cache[key]
+
+    def _numpy_first_points(self, tensor: str, parent: int) -> int:
         outer = list(range(len(self.loops)))
         parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
         total = 1

@@ -110,3 +110,79 @@ def test_unknown_factorization_is_a_clear_error():
     key, layer = CASE["v1s-stride2"]
     with pytest.raises(MapperError, match="--factorization"):
         search(layer, arch(key), factorization="ragged")
+
+
+# ---------------------------------------------------------------------------------------
+# Search over the imperfect space (small layers: remainder candidates are counted one at a
+# time, exactly, so these stay small)
+
+SMALL = ["v1s-fc", "v2s-fc"]
+
+
+def best(res, objective="edp"):
+    return res.best.cost.objective(objective)
+
+
+@pytest.mark.parametrize("cid", SMALL)
+def test_exhaustive_imperfect_is_never_worse_than_perfect_and_is_a_proof(cid):
+    key, layer = CASE[cid]
+    per = search(layer, arch(key), algorithm="exhaustive")
+    imp = search(layer, arch(key), algorithm="exhaustive", factorization="imperfect")
+    assert imp.status == "optimal" and imp.reason == "exhaustive"
+    assert best(imp) <= best(per) * (1 + REL)
+    assert imp.evaluated > per.evaluated
+    assert imp.documents()[0]["search"]["factorization"] == "imperfect"
+    assert per.documents()[0]["search"]["factorization"] == "perfect"
+
+
+def test_pruned_imperfect_space_loses_nothing_on_a_tiny_layer():
+    """The balanced-factor rule (space.py) against every remainder nest, by exhaustive search."""
+    from mapper.search import _Run
+    from mapper.progress import Progress
+    import time
+    key, layer = "v1s", layer_from_dims("tiny", M=3, C=5)
+    a = arch(key)
+    values = {}
+    for prune in (True, False):
+        space = Space.build(layer, a, "imperfect", prune=prune)
+        run = _Run(space, "edp", 1, Progress(enabled=False), time.monotonic(), None, "tiny")
+        run.exhaustive()
+        values[prune] = run.pool.best
+    assert Space.build(layer, a, "imperfect", prune=False).n_factorizations > \
+        Space.build(layer, a, "imperfect").n_factorizations
+    assert values[True] == pytest.approx(values[False], rel=REL)
+
+
+@pytest.mark.parametrize("cid", SMALL)
+def test_hybrid_imperfect_status_and_quality(cid):
+    key, layer = CASE[cid]
+    per = search(layer, arch(key), seed=3)
+    imp = search(layer, arch(key), seed=3, factorization="imperfect")
+    # the perfect space is a subset: the perfect phases alone reach the perfect result
+    assert best(imp) <= best(per) * (1 + REL)
+    # CP-SAT models perfect options only: never "optimal" for the imperfect space from it
+    assert imp.status != "optimal"
+    assert imp.reason == "perfect subspace proof" and imp.bound is None and imp.gap is None
+    assert imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
+    doc = imp.documents()[0]["search"]
+    assert doc["perfect_subspace_bound"] == imp.subspace_bound and doc["bound"] is None
+
+
+@pytest.mark.parametrize("algorithm,budget", [("random", 3000), ("hybrid", None)])
+def test_imperfect_search_is_reproducible_by_seed(algorithm, budget):
+    key, layer = CASE["v1s-fc"]
+    runs = [search(layer, arch(key), algorithm=algorithm, seed=5, budget=budget, factorization="imperfect")
+            for _ in range(2)]
+    assert runs[0].best.mapping == runs[1].best.mapping
+    assert best(runs[0]) == best(runs[1])
+
+
+def test_random_imperfect_is_never_worse_than_random_perfect_with_the_same_samples_of_the_subset():
+    """Random over the imperfect space samples remainder rows too; with the perfect candidates
+    of a fixed budget evaluated as well (the hybrid's perfect phase) it cannot be worse."""
+    key, layer = CASE["v1s-fc"]
+    per = search(layer, arch(key), algorithm="random", seed=2, budget=4000)
+    imp = search(layer, arch(key), algorithm="random", seed=2, budget=4000, factorization="imperfect")
+    ex = search(layer, arch(key), algorithm="exhaustive", factorization="imperfect")
+    assert best(ex) <= best(imp) * (1 + REL) and best(ex) <= best(per) * (1 + REL)
+    assert imp.status != "optimal" and imp.bound is None

@@ -450,9 +450,9 @@ class _Run:
             self.bound = self.pool.best
 
     def random(self, seed: int, workers: int, budget: int | None, patience: int | None,
-               label: str = "random") -> None:
+               label: str = "random", perfect_only: bool = False) -> None:
         from .random import run_round, start_states
-        space = self.space
+        space = self.space.perfect_subspace() if perfect_only else self.space
         if patience is None and budget is None:
             patience = 20000        # stop once sampling stops improving (or at the time limit)
         states = start_states(space, seed, workers, self.pool.k)
@@ -494,10 +494,16 @@ class _Run:
     def refine(self, label: str = "refine") -> None:
         from .local import refine
         pool = self.pool
+        # local.refine moves prime factors between slots, which keeps a perfect nest perfect
+        # but breaks a remainder nest's coverage: in an imperfect space it refines the
+        # perfect candidates within the perfect subspace (see remainders() for the others)
+        space = self.space.perfect_subspace()
         for i in range(len(pool.values)):
             if self.out_of_time():
                 return
-            f, o, k, md, v, n = refine(self.space, self.objective, pool.factors[i], pool.orders[i],
+            if space is not self.space and not self._is_perfect(pool.factors[i]):
+                continue
+            f, o, k, md, v, n = refine(space, self.objective, pool.factors[i], pool.orders[i],
                                        pool.keep[i], pool.modes[i], float(pool.values[i]), deadline=self.deadline)
             self.evaluated += n
             self.valid += n
@@ -538,8 +544,55 @@ class _Run:
             self.notes.append(f"CP-SAT proved the best perfect mapping optimal among perfect mappings "
                               f"({self.objective} {sub.pool.best:.4g}); remainder mappings are not covered by "
                               f"any bound")
-        elif sub.bound is not None:
-            self.subspace_bound = sub.bound
+        else:
+            self.subspace_bound = max(sub.bound or 0.0, min(sub.floor, sub.pool.best))
+
+    def remainders(self, chunk: int = 8, label: str = "remainders") -> None:
+        """Descent over remainder moves from the best candidate (imperfect space only): one
+        dimension's factorization replaced by another row of the space differing in at most
+        two slots, moves touching a fan-out slot first (filling the array is where
+        remainders pay, cf. Ruby). Remainder candidates are counted one at a time (exact,
+        slow: mapper.remainder_batch), so they are evaluated `chunk` at a time, the deadline
+        checked between chunks, and the first improving chunk's best is taken."""
+        space = self.space
+        if space.factorization == "perfect" or not len(self.pool.values):
+            return
+        spatial = [s for s, (_, kind) in enumerate(space.enc.slots) if kind != "T"]
+        f, o, k, md = (self.pool.factors[0], self.pool.orders[0], self.pool.keep[0], self.pool.modes[0])
+        value = float(self.pool.values[0])
+        seen = set()
+        while not self.out_of_time():
+            nb = space.factor_neighbours(f)
+            if not len(nb):
+                return
+            touches = (nb[:, spatial, :] != f[None, spatial, :]).any(axis=(1, 2)) if spatial else \
+                np.zeros(len(nb), dtype=bool)
+            nb = nb[np.argsort(~touches, kind="stable")]
+            keep_nb = np.repeat(k[None], len(nb), axis=0)
+            nb = nb[space.valid(nb, keep_nb)]
+            fresh = [i for i in range(len(nb)) if nb[i].tobytes() not in seen]
+            nb = nb[fresh]
+            improved = False
+            for lo in range(0, len(nb), chunk):
+                if self.out_of_time():
+                    break
+                part = nb[lo:lo + chunk]
+                seen.update(x.tobytes() for x in part)
+                os_ = np.repeat(o[None], len(part), axis=0)
+                ks = np.repeat(k[None], len(part), axis=0)
+                vals, modes = score(space.enc, part, os_, ks, self.objective)
+                self.evaluated += len(part)
+                self.valid += len(part)
+                j = int(np.argmin(vals))
+                if vals[j] < value * (1 - 1e-12):
+                    f, md, value = part[j], modes[j], float(vals[j])
+                    self.offer(vals[j:j + 1], part[j:j + 1], os_[j:j + 1], ks[j:j + 1], modes[j:j + 1], label)
+                    improved = True
+                    break
+                self.show(label)
+            if not improved:
+                return
+        self._base_eval, self._base_valid = self.evaluated, self.valid
 
     def _is_perfect(self, factors: np.ndarray) -> bool:
         """Whether an encoded candidate's factors multiply to the layer's sizes."""
@@ -547,6 +600,8 @@ class _Run:
         return bool((np.prod(factors, axis=0) == np.array([dims[d] for d in DIMS])).all())
 
     def hybrid(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
+        if self.space.factorization != "perfect":
+            return self.hybrid_imperfect(seed, workers, budget, patience)
         # A short random phase and local refinement give CP-SAT a good starting point.
         quick = min(budget, 60000) if budget is not None else 60000
         # in this process: 60,000 candidates take ~0.3 s, starting worker processes ~1.5 s
@@ -559,3 +614,28 @@ class _Run:
         self.cpsat(workers, hints=True)
         if not self.proven:
             self.refine("refine")
+
+    def hybrid_imperfect(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
+        """Hybrid over the imperfect space: the perfect phases (random, refine, CP-SAT on the
+        perfect subspace with half the time left, refine), then remainder descent from the
+        best with the rest. Remainder candidates are evaluated one at a time, so sampling
+        the whole imperfect space at random would spend the budget on a few hundred."""
+        quick = min(budget, 60000) if budget is not None else 60000
+        self.random(seed, 1, quick, patience, perfect_only=True)
+        self.refine()
+        if self.out_of_time():
+            return
+        deadline = self.deadline
+        left = self.time_left()
+        if left is not None:
+            self.deadline = time.monotonic() + left / 2
+        try:
+            self.cpsat(workers, hints=True)
+            self.refine("refine")
+        finally:
+            self.deadline = deadline
+        if not self.interrupted:
+            cut = self.stopped_by_limit and not self.perfect_proven     # CP-SAT's half ran out
+            self.stopped_by_limit = False
+            self.remainders()
+            self.stopped_by_limit |= cut
