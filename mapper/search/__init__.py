@@ -250,10 +250,13 @@ def on_sigint(callback):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    from ..workers import claim_sigint, stop_requested
     hits = []
 
     def handler(signum, frame):
         if hits:
+            # a repeat: stop where the work is (a search keeps its best so far); in a worker
+            # of mapper.workers the parent repeats Ctrl-C when a job has not answered
             raise KeyboardInterrupt
         hits.append(1)
         callback()
@@ -262,7 +265,13 @@ def on_sigint(callback):
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)
 
+    claim_sigint()              # before the handler is in place: it chains to the worker's
     previous = signal.signal(signal.SIGINT, handler)
+    if stop_requested():
+        # Ctrl-C reached this worker after its job started but before this handler was in
+        # place (or the parent asked it to stop): stop at once
+        hits.append(1)
+        callback()
     try:
         yield
     finally:
