@@ -58,6 +58,12 @@ def claim_sigint() -> None:
         _job = "claimed"
 
 
+def in_worker() -> bool:
+    """Whether this process is one of run()'s workers (whose parent repeats Ctrl-C to a
+    job that has not answered)."""
+    return _started is not None
+
+
 def stop_requested() -> bool:
     """Whether Ctrl-C reached this worker process (or the parent asked it to stop), so a
     job starting now must stop at once; always false in the parent."""
