@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 SKIPPED = "skipped: interrupted before it started"
-GRACE = 1.5         # seconds after Ctrl-C for running jobs to answer (a search stops within ~0.1 s)
+GRACE = 1.5         # seconds after Ctrl-C for running jobs to answer (a search does within ~0.1 s of FORWARD)
 FORWARD = 0.5       # seconds after which Ctrl-C is sent again to a running job that has not answered
                     # (it missed the first, or is in a step that does not check for it: a second
                     # Ctrl-C stops a search where it is, keeping its best so far)
