@@ -298,6 +298,9 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
         if stopped:
             click.echo(f"partial: interrupted (Ctrl-C) with {len(results)} of {len(layers)} layers searched; "
                        "the totals above cover only those, some with their best so far (status budget)")
+    elif stopped and not results:
+        click.echo(f"partial: interrupted (Ctrl-C) before any of the {len(layers)} layers was searched; "
+                   "nothing to report")
     note = unit_note(arch_spec)
     if note:
         click.echo(note)

@@ -243,35 +243,100 @@ def interrupted(res: SearchResult) -> bool:
     return res.reason == "interrupted"
 
 
+#: Seconds after the first Ctrl-C at which a search in this process still running (in a step
+#: that does not check for it, such as building a CP-SAT model) is stopped where it is.
+ESCALATE = 0.6
+
+
 @contextmanager
-def on_sigint(callback):
+def on_sigint(callback, escalate: bool = False):
     """While the block runs, the first Ctrl-C calls `callback` (ask the work to stop and keep
-    its best result) instead of raising; a second Ctrl-C raises KeyboardInterrupt."""
+    its best result) instead of raising; a second Ctrl-C raises KeyboardInterrupt. With
+    `escalate`, a block still running ESCALATE seconds after the first Ctrl-C gets that
+    second one itself (the work is stopped where it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    import _thread
+
+    from ..workers import claim_sigint, stop_requested
     hits = []
+    state = {"active": True, "timer": None, "fired": False}
+    lock = threading.Lock()
 
     def handler(signum, frame):
         if hits:
+            fired, state["fired"] = state["fired"], False
+            if fired and not state["active"]:
+                return          # the escalation's, arriving as the block ends: it is done anyway
+            if fired and _unsafe_to_stop(frame):
+                arm(0.2)        # not now: try again shortly
+                return
+            # a repeat: stop where the work is (a search keeps its best so far); in a worker
+            # of mapper.workers the parent repeats Ctrl-C when a job has not answered
             raise KeyboardInterrupt
         hits.append(1)
         callback()
+        if escalate:
+            arm(ESCALATE)
         # pass the first Ctrl-C on to an enclosing handler (a sweep's, a worker's), so the
         # work around this block learns of it too
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)
 
+    def arm(seconds):
+        with lock:
+            if state["active"]:
+                state["timer"] = threading.Timer(seconds, fire)
+                state["timer"].daemon = True
+                state["timer"].start()
+
+    def fire():
+        with lock:
+            if state["active"]:
+                state["fired"] = True
+                _thread.interrupt_main(signal.SIGINT)       # handled by `handler` (main thread)
+
+    claim_sigint()              # before the handler is in place: it chains to the worker's
     previous = signal.signal(signal.SIGINT, handler)
+    if stop_requested():
+        # Ctrl-C reached this worker after its job started but before this handler was in
+        # place (or the parent asked it to stop): stop at once
+        hits.append(1)
+        callback()
     try:
         yield
     finally:
+        with lock:
+            state["active"] = False
+            if state["timer"] is not None:
+                state["timer"].cancel()
+        _let_signals_run()      # a simulated Ctrl-C already pending reaches `handler`, not `previous`
         signal.signal(signal.SIGINT, previous)
 
 
+def _let_signals_run() -> None:
+    """Python runs pending signal handlers at the start of a Python call: this is one."""
+
+
+def _unsafe_to_stop(frame) -> bool:
+    """Whether the main thread is where a KeyboardInterrupt would do harm: importing a
+    module (an extension's import then fails for good: ImportError) or waiting for a
+    CP-SAT solve (which it stops on Ctrl-C within 0.1 s; leaving that wait would leave the
+    solver's thread running)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_solve_interruptibly" or code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def interruptible(run: "_Run"):
-    """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted)."""
-    return on_sigint(run.interrupt)
+    """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted); one
+    still running ESCALATE s later is stopped where it is, keeping its best so far."""
+    from ..workers import in_worker
+    return on_sigint(run.interrupt, escalate=not in_worker())       # a worker's parent escalates
 
 
 def explain_if_empty(space: Space) -> None:
