@@ -451,6 +451,7 @@ def space_cmd(arch, problem, layer, batch, diagnose, samples, seed):
 
 def entry() -> None:
     """Console entry point: click's own usage errors become one `error:` line, exit code 2."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)     # see mapper/__init__.py
     try:
         main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -88,6 +88,43 @@ def _guarded(fn: Callable, arg: Any, index: int) -> Any:
         _job = "idle"
 
 
+def ignore_sigint() -> None:
+    """A helper process's initializer: Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})       # blocked since the spawn
+
+
+def map_short(fn: Callable, items: Iterable[tuple], workers: int, stop: Callable[[], bool]) -> list[Any] | None:
+    """[fn(*args) for args in items] on `workers` reused processes that ignore Ctrl-C, for
+    jobs of a fraction of a second (a round of sampling): the parent alone takes Ctrl-C,
+    and once `stop()` is true it abandons the round (None) and kills the workers rather
+    than wait for them (they may still be starting up). Workers are spawned with SIGINT
+    blocked, as in `run`, so none dies with a traceback."""
+    from concurrent.futures import FIRST_EXCEPTION, wait
+
+    from joblib.externals.loky import get_reusable_executor
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        executor = get_reusable_executor(max_workers=workers, initializer=ignore_sigint)
+        futures = [executor.submit(fn, *args) for args in items]
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    pending = set(futures)
+    while pending:
+        if stop():
+            executor.shutdown(wait=False, kill_workers=True)
+            return None
+        done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
+        for f in done:
+            f.result()              # a job's exception is the caller's
+    return [f.result() for f in futures]
+
+
 def run(fn: Callable, items: Iterable[Any], workers: int, stop: Callable[[], bool]) -> Iterator[tuple[int, Any]]:
     """Yield (index, fn(item)) as jobs finish, in any order, on `workers` processes; an item
     skipped or lost after Ctrl-C (`stop()` true) yields (index, SKIPPED). fn must be

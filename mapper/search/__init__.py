@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -115,8 +115,10 @@ def check_settings(algorithm: str, objective: str, workers: int, time_limit: flo
 
 def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
            workers: int = 1, time_limit: float | None = None, budget: int | None = None,
-           patience: int | None = None, top: int = 1, progress: Progress | None = None) -> SearchResult:
-    """Find the best mappings of `layer` on `arch` (see the module docstring)."""
+           patience: int | None = None, top: int = 1, progress: Progress | None = None,
+           stop: Callable[[], bool] | None = None) -> SearchResult:
+    """Find the best mappings of `layer` on `arch` (see the module docstring). `stop` says
+    whether an enclosing run already took a Ctrl-C (then the search returns at once)."""
     check_settings(algorithm, objective, workers, time_limit, top, budget)
     settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "workers": workers,
                 "time_limit": time_limit, "budget": budget, "patience": patience, "top": top}
@@ -133,6 +135,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         raise
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
     with interruptible(run):
+        if stop is not None and stop():
+            run.interrupt()          # Ctrl-C came while the mapspace was being built
         try:
             if algorithm == "exhaustive":
                 run.exhaustive()
@@ -148,6 +152,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         run.notes.append("interrupted (Ctrl-C): best mapping found so far")
     progress.done()
     if not len(run.pool.values):
+        if run.interrupted:
+            raise KeyboardInterrupt     # Ctrl-C before any mapping was found: nothing to keep
         raise MapperError(f"no valid mapping of layer {layer.name} on {arch.name} was found "
                           f"in {run.evaluated:,} candidates; raise --time-limit or --budget")
     found = []
@@ -199,14 +205,20 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
                     done[(res.layer.type, res.layer.shape_key())] = res
                     board.finished(res.layer.name, f"{res.status} ({res.reason})")
         elif len(jobs) == 1:        # one search: its own progress line, all the workers
-            res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
+            res = search(jobs[0], arch, progress=progress, workers=workers, stop=lambda: bool(stop), **settings)
             done[(res.layer.type, res.layer.shape_key())] = res
         else:
             with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
                 for layer in jobs:
                     if stop:
                         break
-                    res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
+                    try:
+                        res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers,
+                                     stop=lambda: bool(stop), **settings)
+                    except KeyboardInterrupt:
+                        if stop:            # interrupted before it found anything: the rest is kept
+                            break
+                        raise
                     done[(layer.type, layer.shape_key())] = res
                     board.finished(layer.name, f"{res.status} ({res.reason})")
                     if interrupted(res):
@@ -486,6 +498,7 @@ class _Run:
 
     def random(self, seed: int, workers: int, budget: int | None, patience: int | None,
                label: str = "random") -> None:
+        from ..workers import map_short
         from .random import run_round, start_states
         space = self.space
         if patience is None and budget is None:
@@ -494,28 +507,19 @@ class _Run:
         shares = None if budget is None else [budget // workers + (w < budget % workers) for w in range(workers)]
         layer, arch = space.layer, space.arch
         self.seed_baseline()
-        if workers == 1:
-            runner = None
-        else:
-            from joblib import Parallel
-            runner = Parallel(n_jobs=workers, backend="loky")
         try:
             while not all(s.done for s in states):
                 if self.out_of_time():
                     break
-                if runner is None:
-                    states = [run_round(layer, arch, self.objective, s, None if shares is None else shares[s.worker],
-                                        patience) for s in states]
+                jobs = [(layer, arch, self.objective, s, None if shares is None else shares[s.worker], patience)
+                        for s in states]
+                if workers == 1:
+                    states = [run_round(*job) for job in jobs]
                 else:
-                    from joblib import delayed
-                    try:
-                        states = runner(delayed(run_round)(layer, arch, self.objective, s,
-                                                           None if shares is None else shares[s.worker], patience)
-                                        for s in states)
-                    except Exception:
-                        if self.interrupted:      # Ctrl-C also reached the workers
-                            break
-                        raise
+                    done = map_short(run_round, jobs, workers, stop=lambda: self.interrupted)
+                    if done is None:            # Ctrl-C: this round's samples are dropped
+                        break
+                    states = done
                 self.evaluated = self._base_eval + sum(s.evaluated for s in states)
                 self.valid = self._base_valid + sum(s.valid for s in states)
                 merged = self.pool
