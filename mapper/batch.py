@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .arch import Arch, Fanout, Storage
-from .mapping import Loop, Mapping, normalize, tensor_axes
+from .mapping import Loop, Mapping, normalize
 from .model import Sparse, distinct_offsets
-from .problem import DIMS, RELEVANT, TENSORS, Layer
+from .problem import DIMS, RELEVANT, TENSORS, Layer, tensor_axes
 
 D = {d: i for i, d in enumerate(DIMS)}
 CHUNK = 4096

@@ -38,13 +38,13 @@ from ortools.sat.python import cp_model
 
 from ..arch import Fanout, Storage
 from ..batch import evaluate_batch
-from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
-from ..problem import DIMS, RELEVANT, TENSORS
+from ..problem import AXES, DIMS, RELEVANT, SLIDING_DIMS, SLIDING_PAIRS, TENSORS, tensor_axes
 from .space import Space
 
-GROUPS = (("N",), ("G",), ("M",), ("C",), ("P", "R"), ("Q", "S"))
-SLIDING = {"P": "H", "R": "H", "Q": "W", "S": "W"}
+#: Dimensions chosen jointly: each sliding pair (an input axis's two dimensions) is one
+#: group, every other dimension one on its own.
+GROUPS = tuple((d,) for d in DIMS if d not in SLIDING_DIMS) + SLIDING_PAIRS
 
 
 @dataclass
@@ -386,7 +386,7 @@ class Builder:
         terms = []
         for so in range(si):
             for dk in range(len(DIMS)):
-                if DIMS[dk] not in SLIDING or self.s(so, dk) is False:
+                if DIMS[dk] not in SLIDING_DIMS or self.s(so, dk) is False:
                     continue
                 parts = []
                 for g, m in zip(self.groups, mult):
@@ -478,7 +478,7 @@ class Builder:
             if d in rel:
                 base = base * self.fac(g, self.enc.storage_slot[so], d)
         irrelevant = [(so, d) for so, d in mine if d not in rel]
-        sliding = [(so, d) for so, d in mine if d in rel and t == "Inputs" and DIMS[d] in SLIDING]
+        sliding = [(so, d) for so, d in mine if self._on_sliding_axis(t, d)]
         states = []   # (enforcement literals, per-option values)
         for bits in itertools.product([False, True], repeat=len(irrelevant)):
             lits, vals, feasible = [], base.copy(), True
@@ -529,6 +529,10 @@ class Builder:
             if lits:
                 ct.OnlyEnforceIf(lits)
         return out
+
+    def _on_sliding_axis(self, t: str, d: int) -> bool:
+        """Dimension d is on one of t's two-dimension (sliding) axes."""
+        return any(a.sliding and DIMS[d] in a.dims for a in AXES[t])
 
     def _coef(self, t, d):
         for axis in tensor_axes(self.layer, t):
