@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .arch import Arch, Fanout, Storage
-from .problem import DIMS, OUTPUT_DIMS, TENSORS, Layer, label, tensor_axes  # noqa: F401 (tensor_axes re-exported)
+from .problem import DIMS, OUTPUT_DIMS, TENSORS, Layer, label, tensor_axes  # noqa: F401 (also imported from here)
 from .spec import Fields, SpecError, as_int, closest
 
 def footprint(layer: Layer, tensor: str, extent: dict[str, int]) -> int:

@@ -25,7 +25,8 @@ after scaling (floored, so CP-SAT's bound stays a valid lower bound of the true 
 with the built-in archs' energies the scaling is exact. The objective is the model's
 energy, cycles (max of compute and every level's bandwidth cycles) or their product.
 
-The package: `groups` (the decision groups and their options), `expressions` (exact
+Which access terms a keep pattern charges (the chain walk) comes from `mapper.access`, as
+for the batch model. The package: `groups` (the decision groups and their options), `expressions` (exact
 integer expressions in CP-SAT), `formulation` (the model of one keep pattern: `Builder`,
 `pinned`), `solving` (`solve`: every pattern solved, each proof checked).
 """

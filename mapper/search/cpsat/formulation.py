@@ -11,12 +11,18 @@ from fractions import Fraction
 import numpy as np
 from ortools.sat.python import cp_model
 
+from ...access import CHILD, DISTINCT, FETCHED, MACS, OPS, PARENT, TOUCHED, Link, links
 from ...arch import Fanout, Storage
 from ...model import Sparse, distinct_offsets
 from ...problem import AXES, DIMS, RELEVANT, SLIDING_DIMS, TENSORS, tensor_axes
 from ..space import Space
 from .expressions import Expressions, assignments
 from .groups import Group, build_groups
+
+#: The order in which a link's terms are built (it fixes CP-SAT's variable order).
+_TERM_ORDER = ((DISTINCT, OPS), (PARENT, TOUCHED), (MACS, OPS),
+               (CHILD, FETCHED), (DISTINCT, FETCHED), (CHILD, TOUCHED), (DISTINCT, TOUCHED))
+
 
 @dataclass
 class _Traffic:
@@ -29,10 +35,6 @@ class _Traffic:
     updates: dict = field(default_factory=dict)
     carried: list = field(default_factory=list)
     demand: dict = field(default_factory=dict)
-
-    @staticmethod
-    def add(d: dict, key, term, factor=1.0) -> None:
-        d.setdefault(key, []).append((factor, term))
 
 
 class Builder(Expressions):
@@ -362,10 +364,8 @@ class Builder(Expressions):
         self._limit_capacities(sparse)
         ops = self.const_product([self.temporal_all(g) for g in self.groups])
         traffic = _Traffic()
-        for ti, t in enumerate(TENSORS):
-            chain = [si for si in range(self.n_st) if self.keep[si, ti]]
-            for k, p in enumerate(chain):
-                self._link(traffic, sparse, ti, p, chain[k + 1] if k + 1 < len(chain) else None)
+        for link in links(self.arch, self.enc.storage_levels, self.keep, sparse):
+            self._link(traffic, link)
         cyc, cycles_times, cycles_cap = self._cycles(sparse, ops, traffic)
         energy, energy_hi = self._energy(sparse, traffic, cyc, cycles_times)
         self._bandwidths(traffic, cycles_times)
@@ -409,65 +409,50 @@ class Builder(Expressions):
                     elif cols > most:
                         m.Add(0 == 1)
 
-    def _link(self, traffic: "_Traffic", sparse: Sparse, ti: int, p: int, c: int | None) -> None:
-        """The accesses of tensor ti between storage p and its child c in the tensor's chain
-        (None: the MACs): reads and updates at p, fills at c, words on the fan-outs between."""
-        enc, arch, G, t = self.enc, self.arch, self.groups, TENSORS[ti]
-        p_level = enc.storage_levels[p]
-        c_level = len(arch.levels) if c is None else enc.storage_levels[c]
-        p_slot = enc.storage_slot[p]
-        combos = list(self.mode_combos(t, p_level, c_level))
-        # distinct child tiles in the whole machine, per group, per mode choice
-        groups = [[self.spatial_above(g, p_slot) * self.distinct_part(g, t, p_level, c_level, modes)
-                   for g in G] for modes, _ in combos]
-        between = [i for i in range(p_level + 1, c_level) if isinstance(arch.levels[i], Fanout)]
-        e_net = sum(arch.levels[i].energy_of(t) for i in between)
-        add = traffic.add
-        if c is None:
-            work = sparse.operand(t)
-            term = self.select([(lits, self.const_product([gv * self.temporal_all(g)
-                                                           for g, gv in zip(G, gr)]))
-                                for (_, lits), gr in zip(combos, groups)])
-            add(traffic.updates if t == "Outputs" else traffic.reads, (p, ti), term, work)
-            down = [(work, term)]
-            if t == "Outputs":
-                add(traffic.reads, (p, ti), term, work)
-                touched = self.const_product([self.spatial_above(g, p_slot) *
-                                              self._touched_part(g, t, p) for g in G])
-                add(traffic.reads, (p, ti), touched, -work)
-                down = [(2 * work, term)]
-            if e_net:
-                traffic.carried.append((e_net * work, self.const_product([self.spatial_above(g, self.enc.n_slots) * self.temporal_all(g)
-                                                                          for g in G])))
-        else:
-            c_slot = enc.storage_slot[c]
-            n_c = [self.spatial_above(g, c_slot) for g in G]
-            total_c = self.fills(t, c, n_c)
-            per_group = self.select([(lits, self.fills(t, c, gr)) for (_, lits), gr in zip(combos, groups)])
-            if t == "Outputs":
-                touched_c = self.const_product([nc * self._touched_part(g, t, c) for g, nc in zip(G, n_c)])
-                touched_g = self.select([(lits, self.const_product([gv * self._touched_part(g, t, c)
-                                                                    for g, gv in zip(G, gr)]))
-                                         for (_, lits), gr in zip(combos, groups)])
-                add(traffic.reads, (p, ti), per_group)
-                add(traffic.reads, (p, ti), touched_g, -1.0)
-                add(traffic.fills, (c, ti), total_c)
-                add(traffic.fills, (c, ti), touched_c, -1.0)
-                add(traffic.updates, (p, ti), per_group)
-                down = [(2.0, per_group), (-1.0, touched_g)]
-                if e_net:
-                    traffic.carried += [(2 * e_net, total_c), (-e_net, touched_c)]
-            else:
-                at_p = sparse.stored(arch.levels[p_level].name, t)
-                at_c = sparse.stored(arch.levels[c_level].name, t)
-                add(traffic.reads, (p, ti), per_group, at_p)
-                add(traffic.fills, (c, ti), total_c, at_c)
-                down = [(at_p, per_group)]
-                if e_net:
-                    traffic.carried.append((e_net * at_c, total_c))
-        for i in between:
-            if arch.levels[i].limited(t):
+    def _link(self, traffic: "_Traffic", link: Link) -> None:
+        """The accesses of one link of a tensor's chain (see mapper.access): its counts at
+        the parent and child, the words carried over the fan-outs between (for their
+        energy) and the words sent down through limited ones (for their bandwidth)."""
+        t = TENSORS[link.tensor]
+        e_net = sum(self.arch.levels[i].energy_of(t) for i in link.fanouts)
+        wanted = {(x.term.copies, x.term.quantity) for x in link.counts}
+        if e_net:
+            wanted |= {(w.copies, w.quantity) for w in link.words}
+        value = {key: self._access_term(link, *key) for key in _TERM_ORDER if key in wanted}
+        for x in link.counts:
+            getattr(traffic, x.kind).setdefault((x.storage, link.tensor), []).append(
+                (x.term.coefficient, value[x.term.copies, x.term.quantity]))
+        if e_net:
+            traffic.carried += [(e_net * w.coefficient, value[w.copies, w.quantity]) for w in link.words]
+        down = [(d.coefficient, value[d.copies, d.quantity]) for d in link.down]
+        for i in link.fanouts:
+            if self.arch.levels[i].limited(t):
                 traffic.demand.setdefault((i, t), []).extend(down)
+
+    def _access_term(self, link: Link, copies: str, quantity: str):
+        """copies x quantity of one link as a CP-SAT term: the copies a per-group constant
+        multiplier (under each network-mode choice for DISTINCT, selected by its literals),
+        folded into the quantity's product."""
+        enc, G, t = self.enc, self.groups, TENSORS[link.tensor]
+        p_slot = enc.storage_slot[link.parent]
+        if copies == DISTINCT:
+            options = [(lits, [self.spatial_above(g, p_slot) *
+                               self.distinct_part(g, t, link.parent_level, link.child_level, modes) for g in G])
+                       for modes, lits in self.mode_combos(t, link.parent_level, link.child_level)]
+        else:       # instances of the parent, of the child, or every MAC unit (spatial factors above)
+            slot = {PARENT: p_slot, MACS: enc.n_slots, CHILD: None}[copies]
+            if slot is None:
+                slot = enc.storage_slot[link.child]
+            options = [([], [self.spatial_above(g, slot) for g in G])]
+        at = link.parent if link.child is None else link.child
+        if quantity == OPS:
+            make = lambda mult: self.const_product([m * self.temporal_all(g) for g, m in zip(G, mult)])  # noqa: E731
+        elif quantity == FETCHED:
+            make = lambda mult: self.fills(t, at, mult)  # noqa: E731
+        else:
+            make = lambda mult: self.const_product([m * self._touched_part(g, t, at)  # noqa: E731
+                                                    for g, m in zip(G, mult)])
+        return self.select([(lits, make(mult)) for lits, mult in options])
 
     def _cycles(self, sparse: Sparse, ops, traffic: "_Traffic"):
         """The cycles variable (at least the MAC cycles; the bandwidths are added later),
