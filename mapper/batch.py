@@ -150,6 +150,19 @@ def _axes_index(layer: Layer, tensor: str):
     return [tuple((D[d], c) for d, c in axis) for axis in tensor_axes(layer, tensor)]
 
 
+def _tile_extents(layer: Layer, tensor: str, ext: np.ndarray, one: np.ndarray):
+    """(words, per-axis extents) of the tile of `tensor` spanning per-dimension extents
+    ext [8, n] (mapping.footprint on arrays); `one` is ones of the wanted dtype."""
+    tile, extents = one, []
+    for axis in _axes_index(layer, tensor):
+        e = one
+        for d, c in axis:
+            e = e + c * (ext[d] - 1)
+        extents.append(e)
+        tile = tile * e
+    return tile, extents
+
+
 def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
                    modes: np.ndarray | None = None, objective: str = "edp",
                    with_counts: bool = False) -> BatchCost:
@@ -258,16 +271,7 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         return tiles[ti, slot]
 
     def _tile(ti: int, slot: int):
-        ext = inner[slot]
-        tile = np.ones(n)
-        extents = []
-        for axis in _axes_index(layer, TENSORS[ti]):
-            e = np.ones(n)
-            for d, c in axis:
-                e = e + c * (ext[d] - 1)
-            extents.append(e)
-            tile = tile * e
-        return tile, extents
+        return _tile_extents(layer, TENSORS[ti], inner[slot], np.ones(n))
 
     reuse_cache = {}
 
@@ -549,20 +553,14 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
         ext = inner[enc.storage_slot[si]]
+        one = np.ones(n, dtype=np.int64)
         for t, most, along in level.columns:        # address storage of compressed tiles
-            tile = np.ones(n, dtype=np.int64)
-            for axis in _axes_index(enc.layer, t):
-                tile = tile * (1 + sum(c * (ext[d] - 1) for d, c in axis))
+            tile, _ = _tile_extents(enc.layer, t, ext, one)
             ok &= ~keep[:, si, T_INDEX[t]] | (tile // ext[D[along]] <= most)
         for tensors, capacity in level.partitions:
             words = np.zeros(n, dtype=np.int64)
             for t in tensors:
-                tile = np.ones(n, dtype=np.int64)
-                for axis in _axes_index(enc.layer, t):
-                    e = np.ones(n, dtype=np.int64)
-                    for d, c in axis:
-                        e = e + c * (ext[d] - 1)
-                    tile = tile * e
+                tile, _ = _tile_extents(enc.layer, t, ext, one)
                 factor = sparse.capacity(level.name, t)
                 if factor != 1.0:          # compressed storage (see mapping.tile_words)
                     tile = np.ceil(tile * factor - 1e-9).astype(np.int64)

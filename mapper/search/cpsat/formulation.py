@@ -89,11 +89,16 @@ class Builder(Expressions):
             coef = {DIMS.index(d): c for d, c in axis}
             if not set(coef) & set(g.dims):
                 continue
-            e = np.ones(g.n, dtype=np.int64)
-            for d, c in coef.items():
-                e = e + c * (self.inner_ext(g, slot, d) - 1)
-            part = part * e
+            part = part * self._extent(g, coef, slot)
         return part
+
+    def _extent(self, g: Group, coef: dict[int, int], slot: int) -> np.ndarray:
+        """Per option, the extent of one tensor axis (index = sum of coef x dim) over the
+        tile at `slot`: 1 + sum of c x (the dim's extent - 1); the axis's dims are g's."""
+        e = np.ones(g.n, dtype=np.int64)
+        for d, c in coef.items():
+            e = e + c * (self.inner_ext(g, slot, d) - 1)
+        return e
 
     def distinct_part(self, g: Group, t: str, p_level: int, c_level: int,
                       modes: dict[int, str] | None = None) -> np.ndarray:
@@ -345,10 +350,7 @@ class Builder(Expressions):
         for axis in tensor_axes(self.layer, t):
             coef = {DIMS.index(dd): c for dd, c in axis}
             if d in coef:
-                e = np.ones(g.n, dtype=np.int64)
-                for dd, c in coef.items():
-                    e = e + c * (self.inner_ext(g, slot, dd) - 1)
-                return e
+                return self._extent(g, coef, slot)
         raise KeyError(d)
 
     def const_product(self, per_group):
