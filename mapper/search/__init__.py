@@ -385,7 +385,7 @@ def _outermost(space: Space):
 @dataclass(eq=False)
 class _Run:
     """Shared state of one search, read and updated by every phase (random, refine,
-    exhaustive here; CP-SAT in cpsat.py): the pool of best candidates, counters, bounds,
+    exhaustive here; CP-SAT in cpsat/): the pool of best candidates, counters, bounds,
     the deadline and why the search stopped."""
 
     space: Space

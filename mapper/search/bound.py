@@ -22,9 +22,8 @@ import math
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
-from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
-from ..problem import RELEVANT, TENSORS, Layer
+from ..problem import OUTPUT_DIMS, REDUCTION_DIMS, RELEVANT, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
 
 
 def used_words(layer: Layer, tensor: str) -> int:
@@ -38,7 +37,7 @@ def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
     """Dims a mapping may unroll on one axis of a fan-out (no reduction dim where the axis
     does not reduce partial sums)."""
     allowed = fan.x_dims if axis == "X" else fan.y_dims
-    return tuple(d for d in allowed if fan.reduces(axis) or d in "NGMPQ")
+    return tuple(d for d in allowed if fan.reduces(axis) or d in OUTPUT_DIMS)
 
 
 def _reach(size: int, dims: dict[str, int], names) -> set[int]:
@@ -67,7 +66,7 @@ def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
         per = {1}
         for axis, size in (("X", fan.X), ("Y", fan.Y)):
             if fan.reduces(axis):
-                names = [d for d in _axis_dims(fan, axis) if d in "CRS"]
+                names = [d for d in _axis_dims(fan, axis) if d in REDUCTION_DIMS]
                 per = {a * b for a in per for b in _reach(size, dims, names) if a * b <= most}
         options.append(sorted(per))
     return [c for c in itertools.product(*options) if most % math.prod(c) == 0]
@@ -142,12 +141,12 @@ def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
             continue
         dims = _axis_dims(fan, axis)
         if tensor == "Outputs":
-            names = [d for d in dims if d in "CRS"]
+            names = [d for d in dims if d in REDUCTION_DIMS]
         else:
             names = [d for d in dims if d not in RELEVANT[tensor]]
             if tensor == "Inputs":       # overlapping windows (p*stride + r) share words
                 both = set(fan.x_dims) | set(fan.y_dims)
-                names += [d for d in dims for x, y in (("P", "R"), ("Q", "S")) if d in (x, y) and {x, y} <= both]
+                names += [d for d in dims for x, y in SLIDING_PAIRS if d in (x, y) and {x, y} <= both]
         share *= _best_product(size, layer.dims, sorted(set(names)))
     return share
 
