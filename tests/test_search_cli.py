@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -275,12 +275,19 @@ def test_sigint_stops_and_writes_best_so_far(tmp_path):
                              "--algo", "random", "--patience", "100000000", "--workers", "2", "--json", "out.json"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    # Ctrl-C once the search reports progress (it is running, its handler installed), not
+    # after a fixed sleep: on a loaded machine 4 s may not even get Python started
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))
+    watchdog.start()
     try:
-        time.sleep(4)
-        assert proc.poll() is None, "the search ended before Ctrl-C: " + proc.stderr.read()
+        first = proc.stderr.readline()
+        assert proc.poll() is None, "the search ended before Ctrl-C: " + first + proc.stderr.read()
+        assert "evaluated" in first, first
         os.killpg(proc.pid, signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
+        stderr = first + stderr
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
