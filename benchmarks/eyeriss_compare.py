@@ -118,6 +118,11 @@ V1_NOTES = (
     "its network bandwidth is a 64-bit bus per data type (8 iacts or weights, 3 psums per cycle at "
     "v2's precision) taken from Timeloop's v1 model; v1's real bus width is not in our sources [U], "
     "and the layers it binds (depthwise, FC, the last pointwise layers) scale with it.",
+    "pointwise layers (about 95% of MobileNet's MACs) reuse each iact across the filters in the psum "
+    "SPad and each weight across an output row, so that bus keeps them compute-bound on v1-scaled "
+    "at the same 66.7% use as on v1.5 (12 rows, like 3-row PE clusters, hold at most 8 of a power-of-"
+    "two channel count): the NoC only separates the two on depthwise, FC and conv1 layers here, "
+    "while the paper's 5.6x from the NoC alone means v1 also starves on pointwise layers.",
     "cycles are bounded by average bandwidth (Eyexam step 6); stalls from instantaneous bandwidth "
     "(step 7) are not modelled on either chip.",
 )
