@@ -11,7 +11,11 @@ Under the counting rules of `mapper.model`, every mapping
   * needs at least MACs / usable PEs compute cycles (usable_pes), and at least the
     cycles the outermost level's bandwidth needs for that compulsory traffic;
   * pays leakage and the per-cycle energy for at least those cycles.
-All other terms are non-negative. When CP-SAT has no bound of its own (random search, a
+All other terms are non-negative. The bound is also taken per class of spatial mappings
+(`_signatures`): in a class, a word is needed by every instance of a buffer that differs
+from another only along dims the tensor does not depend on (each is filled, and each
+crossing of the fan-outs above counted), the partial-sum spread is fixed, and compute
+cycles are MACs / the class' MAC units; energy, cycles and EDP take the least over classes. When CP-SAT has no bound of its own (random search, a
 solve cut off early), this one keeps the reported gap meaningful. Tested against
 exhaustive optima and sampled mappings (tests/test_search.py).
 """
