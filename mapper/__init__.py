@@ -18,6 +18,27 @@ function is defined) and never again once it is in sys.modules. Only the attribu
 __version__ = "0.1.0"
 
 import os as _os
+import sys as _sys
+
+
+def _the_command() -> bool:
+    """Whether this process is the `mapper` command (its script, or `python -m mapper`),
+    not a program that imports the package."""
+    main = getattr(_sys.modules.get("__main__"), "__file__", None) or ""
+    return _os.path.basename(main) == "mapper" or list(getattr(_sys, "orig_argv", [])[1:3]) == ["-m", "mapper"]
+
+
+def _exit_interrupted(signum, frame) -> None:
+    _sys.stderr.write("error: interrupted\n")
+    _os._exit(130)
+
+
+if _the_command():
+    # Ctrl-C while the command is still importing (its first second): exit as an interrupted
+    # run does, not with an import traceback (nothing is written yet); cli.entry puts
+    # Python's own handler back before it starts work
+    import signal as _signal
+    _signal.signal(_signal.SIGINT, _exit_interrupted)
 
 from .arch import Arch, Fanout, Storage, load_arch, parse_arch  # noqa: E402
 from .mapping import Loop, Mapping, MappingError, check, loop_nest_text, normalize, parse_mapping  # noqa: E402

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .problem import DIMS, TENSORS
+from .problem import DIMS, PROJECTED, TENSORS
 from .spec import MAX_INT, Fields, MapperError, SpecError, as_int, as_number, closest, load_yaml, resolve, short
 
 ACTIONS = ("read", "write", "update")
@@ -265,8 +265,7 @@ def with_offchip_bandwidth(arch: Arch, words_per_cycle: float | None, unit: str 
 STORAGE_FIELDS = ("name", "capacity", "keeps", "may_bypass", "energy", "bandwidth",
                   "temporal_dims", "word_bits", "leakage", "capacity_unit", "columns", "notes")
 #: Dimensions that are a whole axis of each tensor (a CSC column can run along one).
-WHOLE_AXES = {"Weights": ("G", "M", "C", "R", "S"), "Inputs": ("N", "G", "C"),
-              "Outputs": ("N", "G", "M", "P", "Q")}
+WHOLE_AXES = PROJECTED
 FANOUT_FIELDS = ("name", "fanout", "spatial_dims", "energy", "multicast", "reduction", "modes",
                  "port_words", "ports", "notes")
 AXES = ("X", "Y")

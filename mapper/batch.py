@@ -9,7 +9,8 @@ slot, each fan-out an X and a Y slot (in arch order, outermost first). For n can
     keep:    bool  [n, storages, 3]  which tensors (order of TENSORS) each storage level keeps
 
 `evaluate_batch` returns the same numbers as `mapper.model.evaluate` (tested); the formulas
-are the ones documented there, written with arrays. Within a slot each dimension has one
+are the ones documented there, written with arrays, and which access terms a keep pattern
+charges comes from `mapper.access` (shared with the CP-SAT formulation). Within a slot each dimension has one
 loop, which is what makes the "innermost relevant loop" a small array computation.
 """
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .access import CHILD, DISTINCT, FETCHED, FILLS, MACS, OPS, PARENT, READS, TOUCHED, UPDATES, links
 from .arch import Arch, Fanout, Storage
-from .mapping import Loop, Mapping, normalize, tensor_axes
+from .mapping import Loop, Mapping, normalize
 from .model import Sparse, distinct_offsets
-from .problem import DIMS, RELEVANT, TENSORS, Layer
+from .problem import DIMS, RELEVANT, TENSORS, Layer, tensor_axes
 
 D = {d: i for i, d in enumerate(DIMS)}
 CHUNK = 4096
@@ -146,6 +148,19 @@ def objective_of(name: str, energy, cycles, compute):
 
 def _axes_index(layer: Layer, tensor: str):
     return [tuple((D[d], c) for d, c in axis) for axis in tensor_axes(layer, tensor)]
+
+
+def _tile_extents(layer: Layer, tensor: str, ext: np.ndarray, one: np.ndarray):
+    """(words, per-axis extents) of the tile of `tensor` spanning per-dimension extents
+    ext [8, n] (mapping.footprint on arrays); `one` is ones of the wanted dtype."""
+    tile, extents = one, []
+    for axis in _axes_index(layer, tensor):
+        e = one
+        for d, c in axis:
+            e = e + c * (ext[d] - 1)
+        extents.append(e)
+        tile = tile * e
+    return tile, extents
 
 
 def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
@@ -277,16 +292,7 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         return tiles[ti, slot]
 
     def _tile(ti: int, slot: int):
-        ext = inner[slot]
-        tile = np.ones(n)
-        extents = []
-        for axis in _axes_index(layer, TENSORS[ti]):
-            e = np.ones(n)
-            for d, c in axis:
-                e = e + c * (ext[d] - 1)
-            extents.append(e)
-            tile = tile * e
-        return tile, extents
+        return _tile_extents(layer, TENSORS[ti], inner[slot], np.ones(n))
 
     reuse_cache = {}
 
@@ -431,42 +437,41 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
                 total = total * fanout_part(ti, li, fan.credit(None))
         return total
 
-    for ti, t in enumerate(TENSORS):
-        chain = [si for si in range(n_st) if keep[si, ti]]
-        for k, p in enumerate(chain):
-            c = chain[k + 1] if k + 1 < len(chain) else None
-            groups = groups_of(ti, p, c)
-            p_level = enc.storage_levels[p]
-            c_level = len(arch.levels) if c is None else enc.storage_levels[c]
-            between = [i for i in range(p_level + 1, c_level) if isinstance(arch.levels[i], Fanout)]
-            if c is None:
-                work = sparse.operand(t)
-                if t == "Outputs":
-                    _, touched = fills_of(ti, p)
-                    updates[p, ti] += groups * (ops * work)
-                    reads[p, ti] += (groups * ops - instances_at[enc.storage_slot[p]] * touched) * work
-                    down = 2 * groups * (ops * work)
-                else:
-                    reads[p, ti] += groups * (ops * work)
-                    down = groups * (ops * work)
-                words = mac_units * ops * work
+    copies_of = {MACS: mac_units}
+    for link in links(arch, enc.storage_levels, keep, sparse):
+        ti = link.tensor
+        copies_of[DISTINCT] = groups_of(ti, link.parent, link.child)
+        copies_of[PARENT] = instances_at[enc.storage_slot[link.parent]]
+        if link.child is not None:
+            copies_of[CHILD] = instances_at[enc.storage_slot[link.child]]
+        quantities = {OPS: ops}
+        if link.child is not None or ti == T_INDEX["Outputs"]:
+            quantities[FETCHED], quantities[TOUCHED] = fills_of(ti, link.parent if link.child is None else link.child)
+
+        products = {}
+
+        def product(term):
+            """copies x quantity (each computed once per link: several terms share one)."""
+            key = term.copies, term.quantity
+            if key not in products:
+                products[key] = copies_of[term.copies] * quantities[term.quantity]
+            return products[key]
+
+        def total(terms):
+            return _weighted_sum([(t.coefficient, product(t)) for t in terms])
+
+        for x in link.counts:
+            counted = {READS: reads, FILLS: fills, UPDATES: updates}[x.kind][x.storage, ti]
+            c = x.term.coefficient
+            if c == 1.0:
+                counted += product(x.term)
+            elif c == -1.0:
+                counted -= product(x.term)
             else:
-                fetched, touched = fills_of(ti, c)
-                n_c = instances_at[enc.storage_slot[c]]
-                if t == "Outputs":
-                    reads[p, ti] += groups * (fetched - touched)
-                    fills[c, ti] += n_c * (fetched - touched)
-                    updates[p, ti] += groups * fetched
-                    words = n_c * (fetched - touched) + n_c * fetched
-                    down = groups * (2 * fetched - touched)
-                else:
-                    at_p = sparse.stored(arch.levels[enc.storage_levels[p]].name, t)
-                    at_c = sparse.stored(arch.levels[enc.storage_levels[c]].name, t)
-                    reads[p, ti] += groups * (fetched * at_p)
-                    fills[c, ti] += n_c * fetched * at_c
-                    words = n_c * fetched * at_c
-                    down = groups * (fetched * at_p)
-            for i in between:
+                counted += c * product(x.term)
+        if link.fanouts:
+            words, down = total(link.words), total(link.down)
+            for i in link.fanouts:
                 carried[i, ti] = carried.get((i, ti), 0.0) + words
                 fan_inst = instances_at[enc.slots.index((i, "X"))]
                 demand[i, ti] = demand.get((i, ti), 0.0) + down / fan_inst
@@ -524,6 +529,15 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     return energy[sel], cyc[sel], compute, counts, pick
 
 
+def _weighted_sum(terms):
+    """sum of coefficient x array, without multiplying by 1."""
+    out = None
+    for c, a in terms:
+        v = a if c == 1.0 else c * a
+        out = v if out is None else out + v
+    return out
+
+
 def _distinct_batch(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """distinct_offsets for every candidate: closed form for up to two non-trivial
     progressions, the scalar routine for the rare candidates with more."""
@@ -564,20 +578,14 @@ def capacity_ok(enc: Encoding, factors: np.ndarray, keep: np.ndarray) -> np.ndar
     for si, li in enumerate(enc.storage_levels):
         level: Storage = enc.arch.levels[li]
         ext = inner[enc.storage_slot[si]]
+        one = np.ones(n, dtype=np.int64)
         for t, most, along in level.columns:        # address storage of compressed tiles
-            tile = np.ones(n, dtype=np.int64)
-            for axis in _axes_index(enc.layer, t):
-                tile = tile * (1 + sum(c * (ext[d] - 1) for d, c in axis))
+            tile, _ = _tile_extents(enc.layer, t, ext, one)
             ok &= ~keep[:, si, T_INDEX[t]] | (tile // ext[D[along]] <= most)
         for tensors, capacity in level.partitions:
             words = np.zeros(n, dtype=np.int64)
             for t in tensors:
-                tile = np.ones(n, dtype=np.int64)
-                for axis in _axes_index(enc.layer, t):
-                    e = np.ones(n, dtype=np.int64)
-                    for d, c in axis:
-                        e = e + c * (ext[d] - 1)
-                    tile = tile * e
+                tile, _ = _tile_extents(enc.layer, t, ext, one)
                 factor = sparse.capacity(level.name, t)
                 if factor != 1.0:          # compressed storage (see mapping.tile_words)
                     tile = np.ceil(tile * factor - 1e-9).astype(np.int64)

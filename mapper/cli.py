@@ -305,6 +305,9 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
         if stopped:
             click.echo(f"partial: interrupted (Ctrl-C) with {len(results)} of {len(layers)} layers searched; "
                        "the totals above cover only those, some with their best so far (status budget)")
+    elif stopped and not results:
+        click.echo(f"partial: interrupted (Ctrl-C) before any of the {len(layers)} layers was searched; "
+                   "nothing to report")
     note = unit_note(arch_spec)
     if note:
         click.echo(note)
@@ -456,6 +459,7 @@ def space_cmd(arch, problem, layer, batch, diagnose, samples, seed, factorizatio
 
 def entry() -> None:
     """Console entry point: click's own usage errors become one `error:` line, exit code 2."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)     # see mapper/__init__.py
     try:
         main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

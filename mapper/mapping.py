@@ -23,20 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .arch import Arch, Fanout, Storage
-from .problem import DIMS, TENSORS, Layer, label
+from .problem import DIMS, OUTPUT_DIMS, TENSORS, Layer, label, tensor_axes  # noqa: F401 (also imported from here)
 from .spec import Fields, MapperError, SpecError, as_int, closest
-
-#: Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
-#: Inputs' rows and columns combine two dimensions each (the sliding window).
-def tensor_axes(layer: Layer, tensor: str) -> tuple[tuple[tuple[str, int], ...], ...]:
-    if tensor == "Weights":
-        return (("G", 1),), (("M", 1),), (("C", 1),), (("R", 1),), (("S", 1),)
-    if tensor == "Outputs":
-        return (("N", 1),), (("G", 1),), (("M", 1),), (("P", 1),), (("Q", 1),)
-    return ((("N", 1),), (("G", 1),), (("C", 1),),
-            (("P", layer.stride[0]), ("R", layer.dilation[0])),
-            (("Q", layer.stride[1]), ("S", layer.dilation[1])))
-
 
 def footprint(layer: Layer, tensor: str, extent: dict[str, int]) -> int:
     """Words of `tensor` touched by a block of iterations with these per-dimension extents."""
@@ -287,7 +275,7 @@ def problems_of(mapping: Mapping, layer: Layer, arch: Arch) -> list[tuple[str, s
                     out.append((f"level {level.name}", f"network mode '{mode}' for {t} is not offered "
                                 f"(modes: {', '.join(level.modes_of(t))})"))
             for l in mine:
-                if l.spatial and not level.reduces(l.spatial) and l.dim not in ("N", "G", "M", "P", "Q"):
+                if l.spatial and not level.reduces(l.spatial) and l.dim not in OUTPUT_DIMS:
                     out.append((f"level {level.name}", f"dim {l.dim} unrolled on {l.spatial} would need spatial "
                                 f"reduction of Outputs along {l.spatial}, which this network does not support "
                                 f"(reduction: {list(level.reduction)})"))

@@ -26,12 +26,62 @@ DIMS = ("N", "G", "M", "C", "P", "Q", "R", "S")
 TENSORS = ("Weights", "Inputs", "Outputs")
 LAYER_TYPES = ("conv", "depthwise", "fc", "matmul")
 
-#: The dimensions that index each tensor; a loop over any other dimension reuses the tensor.
-RELEVANT = {
-    "Weights": frozenset("GMCRS"),
-    "Inputs": frozenset("NGCPQRS"),
-    "Outputs": frozenset("NGMPQ"),
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis of a tensor: a projection (one dimension, coefficient 1) or a sliding
+    window (an output dimension at the layer's stride plus a filter dimension at its
+    dilation, `side` 0 for rows and 1 for columns)."""
+
+    dims: tuple[str, ...]
+    side: int | None = None          # None: a projection; 0 / 1: stride[side], dilation[side]
+
+    @property
+    def sliding(self) -> bool:
+        return self.side is not None
+
+    def coefficients(self, layer: "Layer") -> tuple[tuple[str, int], ...]:
+        """(dimension, coefficient) terms: the axis's index is their weighted sum."""
+        if self.side is None:
+            return ((self.dims[0], 1),)
+        out, filt = self.dims
+        return ((out, layer.stride[self.side]), (filt, layer.dilation[self.side]))
+
+
+#: The one table of which dimensions index each tensor and how (see the module docstring);
+#: every other module derives its rules from it.
+AXES: dict[str, tuple[Axis, ...]] = {
+    "Weights": (Axis(("G",)), Axis(("M",)), Axis(("C",)), Axis(("R",)), Axis(("S",))),
+    "Inputs": (Axis(("N",)), Axis(("G",)), Axis(("C",)), Axis(("P", "R"), 0), Axis(("Q", "S"), 1)),
+    "Outputs": (Axis(("N",)), Axis(("G",)), Axis(("M",)), Axis(("P",)), Axis(("Q",))),
 }
+
+#: The dimensions that index each tensor; a loop over any other dimension reuses the tensor.
+RELEVANT: dict[str, frozenset[str]] = {t: frozenset(d for a in axes for d in a.dims) for t, axes in AXES.items()}
+
+#: Dimensions that are a whole axis of each tensor on their own (projections), in DIMS order.
+PROJECTED: dict[str, tuple[str, ...]] = {
+    t: tuple(d for d in DIMS if any(a.dims == (d,) for a in axes)) for t, axes in AXES.items()}
+
+#: The (output, filter) dimension pairs that slide over one input axis: (P, R), (Q, S).
+SLIDING_PAIRS: tuple[tuple[str, str], ...] = tuple(a.dims for axes in AXES.values() for a in axes if a.sliding)
+
+#: Dimensions on some sliding axis (their loops can overlap consecutive input tiles).
+SLIDING_DIMS: frozenset[str] = frozenset(d for pair in SLIDING_PAIRS for d in pair)
+
+#: Dimensions that index Outputs, in DIMS order: unrolling any other one (C, R, S) sums
+#: partial results across instances (spatial reduction).
+OUTPUT_DIMS: tuple[str, ...] = tuple(d for d in DIMS if d in RELEVANT["Outputs"])
+
+#: Dimensions summed over into each output (those not indexing Outputs), in DIMS order.
+REDUCTION_DIMS: tuple[str, ...] = tuple(d for d in DIMS if d not in RELEVANT["Outputs"])
+
+
+def tensor_axes(layer: "Layer", tensor: str) -> tuple[tuple[tuple[str, int], ...], ...]:
+    """Each tensor as a product of axes; an axis is a sum of (dimension, coefficient) terms.
+    Inputs' rows and columns combine two dimensions each (the sliding window)."""
+    return tuple(a.coefficients(layer) for a in AXES[tensor])
 
 #: Density keys a problem file may give (the fraction of non-zero values).
 DENSITY_KEYS = ("weights", "inputs")
@@ -80,21 +130,22 @@ class Layer:
     def densities(self) -> dict[str, float]:
         return dict(self.density)
 
+    def axis_size(self, axis: Axis) -> int:
+        """Extent of one tensor axis over the whole layer: sum of c x (size - 1), plus 1."""
+        dims = self.dims
+        return sum(c * (dims[d] - 1) for d, c in axis.coefficients(self)) + 1
+
     @property
     def input_rows(self) -> int:
         """Rows of the (padded) input the layer reads: (P-1)*stride + (R-1)*dilation + 1."""
-        return (self.P - 1) * self.stride[0] + (self.R - 1) * self.dilation[0] + 1
+        return self.axis_size(AXES["Inputs"][3])
 
     @property
     def input_cols(self) -> int:
-        return (self.Q - 1) * self.stride[1] + (self.S - 1) * self.dilation[1] + 1
+        return self.axis_size(AXES["Inputs"][4])
 
     def tensor_size(self, tensor: str) -> int:
-        if tensor == "Weights":
-            return self.G * self.M * self.C * self.R * self.S
-        if tensor == "Outputs":
-            return self.N * self.G * self.M * self.P * self.Q
-        return self.N * self.G * self.C * self.input_rows * self.input_cols
+        return math.prod(self.axis_size(a) for a in AXES[tensor])
 
     def shape_key(self) -> tuple:
         """Everything the cost of a mapping depends on (not the name): equal keys, equal layers."""

@@ -125,7 +125,8 @@ class Board:
             self._manager = SyncManager()
             # Ctrl-C is for the search: a manager killed by it would leave the workers'
             # progress calls waiting for an answer (the board shuts it down on exit)
-            self._manager.start(_ignore_sigint)
+            from .workers import ignore_sigint
+            self._manager.start(ignore_sigint)
             self._queue = self._manager.Queue()
         return self._queue
 
@@ -212,11 +213,6 @@ class Board:
     def draw(self, force: bool = False) -> None:
         self._drain()
         self.progress.update(self.line(), force=force)
-
-
-def _ignore_sigint() -> None:
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def duration(seconds: float) -> str:

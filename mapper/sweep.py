@@ -1,7 +1,8 @@
 """Batch sweeps: every (architecture, network, layer) is one search job.
 
-Jobs run in parallel through joblib: processes on this machine (loky) or a Dask cluster
-(`backend="dask"`, `scheduler="tcp://host:port"`). Identical layers within a network are
+Jobs run in parallel: processes on this machine (loky, see workers.py) or a Dask cluster
+(`backend="dask"`, `scheduler="tcp://host:port"`; after Ctrl-C its unfinished jobs are
+cancelled). Identical layers within a network are
 searched once. Every result is written atomically as soon as its job finishes, so an
 interrupted sweep (Ctrl-C or a killed process) leaves only complete files, and
 `resume=True` skips jobs whose result exists with the same inputs hash.
@@ -19,6 +20,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,7 +214,7 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                     board.finished(label(job), s["status"] + (f" ({s['reason']})" if s.get("reason") else ""))
         finally:
             if client is not None:
-                client.close()
+                _close(client, bool(stop))
         interrupted = interrupted or bool(stop)
     # every layer that shares a finished job gets its own document
     for arch, net, layer, key in placements:
@@ -290,13 +292,7 @@ def _execute(todo: list[Job], workers: int, client, stop, board=None):
     if not todo:
         return
     if client is not None:
-        from joblib import Parallel, delayed, parallel_config
-        with parallel_config(backend="dask"):
-            runner = Parallel(n_jobs=-1, return_as="generator_unordered")
-            for i, doc in runner(delayed(_tagged)(i, job) for i, job in enumerate(todo)):
-                yield todo[i], doc
-                if stop():
-                    return          # closing the generator cancels the queued jobs
+        yield from _execute_on_dask(todo, client, stop)
         return
     if workers <= 1 or len(todo) == 1:
         for job in todo:
@@ -309,14 +305,50 @@ def _execute(todo: list[Job], workers: int, client, stop, board=None):
         yield todo[i], None if isinstance(doc, str) and doc == SKIPPED else doc
 
 
+def _execute_on_dask(todo: list[Job], client, stop):
+    """Yield (job, document) as the cluster's jobs finish. Ctrl-C (`stop()`, checked every
+    0.1 s rather than at the next result) cancels every job not finished, so the cluster
+    does not go on with them: a queued one never starts; a running one's result is
+    dropped (a Dask worker cannot stop a running Python call; it ends at its time limit)."""
+    futures = {client.submit(run_job, job, None, pure=False): job for job in todo}
+    pending = set(futures)
+    try:
+        while pending and not stop():
+            finished = [f for f in pending if f.done()]
+            if not finished:
+                time.sleep(0.1)
+                continue
+            for f in finished:
+                pending.discard(f)
+                yield futures[f], f.result()          # a job's error is raised here
+                if stop():
+                    return
+    finally:
+        if pending:
+            client.cancel(list(pending), force=True)
+
+
 def _run_queued(item: tuple[Job, Any]) -> dict[str, Any]:
     """run_job in a worker process, its progress sent to the sweep's Board queue."""
     job, queue = item
     return run_job(job, queue)
 
 
-def _tagged(i: int, job: Job, queue=None):
-    return i, run_job(job, queue)
+def _close(client, interrupted: bool) -> None:
+    """Disconnect from the cluster. After Ctrl-C, the worker processes of a local cluster
+    (ours) are killed first: their running searches were cancelled but go on in threads,
+    and the nanny would wait 4 s for each before killing it."""
+    if interrupted and client.cluster is not None:
+        import os
+        import signal
+        for nanny in list(getattr(client.cluster, "workers", {}).values()):
+            pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    client.close()
 
 
 def _dask_client(scheduler: str | None, workers: int):
@@ -328,7 +360,9 @@ def _dask_client(scheduler: str | None, workers: int):
     try:
         if scheduler:
             return Client(scheduler, timeout="8s")
-        return Client(processes=True, n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        import logging
+        return Client(processes=True, n_workers=workers, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR)     # not a warning per job cancelled after Ctrl-C
     except (OSError, TimeoutError) as exc:
         raise MapperError(f"--scheduler {scheduler}: cannot reach the Dask scheduler within 8 s ({exc})") from None
     except (ValueError, TypeError) as exc:

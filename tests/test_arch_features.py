@@ -417,10 +417,19 @@ for _lv in TINY["levels"]:
         _lv["capacity"] = {"Inputs": 64, "Outputs": 32}
 
 
-@pytest.mark.parametrize("objective", ["energy", "delay", "edp"])
-@pytest.mark.parametrize("layer", [layer_from_dims("pw", M=4, C=4, P=2, Q=2).with_density({"weights": 0.5,
-                                                                                            "inputs": 0.8}),
-                                   layer_from_dims("dw", G=4, P=2, Q=2, R=3, S=1)], ids=["pw", "dw"])
+PW = layer_from_dims("pw", M=4, C=4, P=2, Q=2).with_density({"weights": 0.5, "inputs": 0.8})
+DW = layer_from_dims("dw", G=4, P=2, Q=2, R=3, S=1)
+
+
+# the sparse pointwise layer's exhaustive search is the slow part: EDP (energy and cycles
+# together) in the fast tier, energy and delay alone in the slow tier
+@pytest.mark.parametrize("layer,objective", [
+    pytest.param(PW, "energy", marks=pytest.mark.slow, id="pw-energy"),
+    pytest.param(PW, "delay", marks=pytest.mark.slow, id="pw-delay"),
+    pytest.param(PW, "edp", id="pw-edp"),
+    pytest.param(DW, "energy", id="dw-energy"),
+    pytest.param(DW, "delay", id="dw-delay"),
+    pytest.param(DW, "edp", id="dw-edp")])
 def test_cpsat_matches_exhaustive_with_new_fields(layer, objective):
     arch = parse_arch(TINY, "<tiny>")
     exact = search(layer, arch, algorithm="exhaustive", objective=objective)

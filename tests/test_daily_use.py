@@ -59,7 +59,24 @@ def test_energy_unit_is_parsed_and_checked():
         parse_arch(data, "x.yaml")
 
 
-def test_summary_default_and_verbose_outputs(tiny):
+@pytest.fixture
+def searched_once(monkeypatch):
+    """Each distinct layer search runs once in the test; a repeat (the same layer, arch and
+    settings, here the same network printed three ways) reuses its result."""
+    import sys
+    module = sys.modules["mapper.search"]        # the package (mapper.search is also the function)
+    real, memo = module.search, {}
+
+    def once(layer, arch, progress=None, **settings):
+        key = (repr(layer), arch.name, repr(sorted(settings.items())))
+        if key not in memo:
+            memo[key] = real(layer, arch, progress=progress, **settings)
+        return memo[key]
+    monkeypatch.setattr(module, "search", once)
+    return memo
+
+
+def test_summary_default_and_verbose_outputs(tiny, searched_once):
     common = ("search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--workers", "1", "-q")
     summary = cli(*common, "--summary", cwd=tiny)
     default = cli(*common, cwd=tiny)
@@ -67,6 +84,7 @@ def test_summary_default_and_verbose_outputs(tiny):
     for r in (summary, default, verbose):
         assert r.exit_code == 0, r.output
         assert r.output.count("network: ") == 1
+    assert len(searched_once) == 3          # the three layers, searched once for all three outputs
     # --summary: the network table only (no per-layer blocks)
     assert "===" not in summary.output and "search:" not in summary.output
     assert [l.split()[0] for l in summary.output.splitlines() if l.split() and l.split()[0] in

@@ -200,11 +200,21 @@ def test_steps_3_and_4_match_a_brute_force(arch, layer):
         assert L.dims[d] % used == 0
 
 
-def test_steps_3_and_4_by_hand():
+def test_steps_3_and_4_by_hand_on_conv3_bounds():
     # AlexNet conv3 on Eyeriss v1: the best product <= 168 of divisors of P=13, M=384, C=256,
     # R=3 is 13 x 12 = 156 (168 = 8 x 3 x 7 needs a 7), and 13 fits X (14), 12 fits Y (12).
+    # The bounds alone (the whole Eyexam of conv3, three full searches, is in the slow tier).
+    L, A = layer_of("conv3"), arch_of("eyeriss_v1")
+    assert pe_bound(L, A)[0] == 156 and array_bound(L, A)[0] == 156
+
+
+@pytest.mark.slow
+def test_steps_3_and_4_by_hand_on_conv3():
     assert result_of("eyeriss_v1", "conv3").step(3).bound == 156
     assert result_of("eyeriss_v1", "conv3").step(4).bound == 156
+
+
+def test_steps_3_and_4_by_hand():
     # The toy: noc takes M 2 x P 3; the array, per fan-out, M 2 x C 6 = 12 (P 2 x M 2 x C 4
     # is not a divisor split); per axis X may only hold P (2 left) and Y M 2 x C 2.
     assert result_of("toy_8", "toy").step(3).bound == 6 * 12

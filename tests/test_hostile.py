@@ -20,6 +20,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -344,19 +345,39 @@ def test_many_prime_factors_count_without_materializing():
 # ---------------------------------------------------------------------------------------
 # Ctrl-C (SIGINT to the process group of a CLI in a pseudo-terminal)
 
-def _interrupt(args, cwd, after, twice=False):
+def _workers_of(pid: int) -> list[int]:
+    """Pids of the loky worker processes that process `pid` has started (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"popen_loky" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _interrupt(args, cwd, after, twice=False, start_on=None):
     """Run the CLI in a pseudo-terminal, send SIGINT to its process group `after` seconds
-    (and again 0.3 s later if `twice`); return (exit code, all output)."""
+    from its start (from when its first worker process appeared if `start_on` is
+    "workers", from when its output first shows those bytes if they are given), and again
+    0.3 s later if `twice`; return (exit code, all output, seconds from the
+    Ctrl-C to the exit). A run still going 20 s after the Ctrl-C fails (a hang)."""
     master, slave = os.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(CLI + args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
                             start_new_session=True)
     os.close(slave)
     out = b""
-    start, sent = time.monotonic(), False
+    start, sent = time.monotonic(), None
+    clock = start if start_on is None else None
     try:
         while True:
-            ready, _, _ = select.select([master], [], [], 0.05)
+            ready, _, _ = select.select([master], [], [], 0.02)
             if ready:
                 try:
                     chunk = os.read(master, 65536)
@@ -367,29 +388,40 @@ def _interrupt(args, cwd, after, twice=False):
                 out += chunk
             elif proc.poll() is not None:
                 break
-            if not sent and time.monotonic() - start >= after:
+            if clock is None and (_workers_of(proc.pid) if start_on == "workers" else start_on in out):
+                clock = time.monotonic()
+            if sent is None and clock is not None and time.monotonic() - clock >= after:
                 assert proc.poll() is None, "ended before Ctrl-C: " + out.decode(errors="replace")[-2000:]
                 os.killpg(proc.pid, signal.SIGINT)
+                sent = time.monotonic()
                 if twice:
                     time.sleep(0.3)
                     os.killpg(proc.pid, signal.SIGINT)
-                sent = True
-            if time.monotonic() - start > after + 30:
-                raise AssertionError("still running 30 s after Ctrl-C")
-        proc.wait(timeout=30)
+            if sent is None and time.monotonic() - start > 120:
+                raise AssertionError(f"no {start_on!r} within 120 s: " + out.decode(errors="replace")[-2000:])
+            if sent is not None and time.monotonic() - sent > 20:
+                raise AssertionError("still running 20 s after Ctrl-C")
+        proc.wait(timeout=20)
+        latency = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(master)
-    return proc.returncode, out.decode(errors="replace")
+    # the issue asks for 2 s; on a loaded machine that is not a safe assertion, so the
+    # measured time is printed (pytest -s) and only a hang fails
+    print(f"{' '.join(args[:1])}: exit {latency:.2f} s after Ctrl-C")
+    return proc.returncode, out.decode(errors="replace"), latency
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers, after", [(1, 5), (2, 5), (2, 9)])
+@pytest.mark.parametrize("workers, after", [(1, 0.3), (2, 0.3), (2, 4)])
 def test_ctrl_c_stops_a_network_search(tmp_path, workers, after):
-    code, out = _interrupt(["search", "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "20", "-q",
-                            "--workers", str(workers), "--json", "out.json"], tmp_path, after)
+    # `after` counts from the first progress line with a best mapping (wall-clock time from
+    # the start says nothing about how far a run on a loaded machine has got)
+    code, out, _ = _interrupt(["search", "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "20",
+                               "--workers", str(workers), "--json", "out.json"], tmp_path, after,
+                              start_on=b"best edp")
     assert code == 130, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     assert "partial: interrupted" in out
@@ -400,11 +432,12 @@ def test_ctrl_c_stops_a_network_search(tmp_path, workers, after):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers, after, twice", [(1, 5, False), (2, 5, False), (2, 9, False), (2, 6, True),
-                                                   (1, 6, True)])
+@pytest.mark.parametrize("workers, after, twice", [(1, 0.3, False), (2, 0.3, False), (2, 4, False),
+                                                   (2, 1, True), (1, 1, True)])
 def test_ctrl_c_stops_a_sweep(tmp_path, workers, after, twice):
-    code, out = _interrupt(["sweep", "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "20", "-q",
-                            "--workers", str(workers), "--out", "out"], tmp_path, after, twice)
+    code, out, _ = _interrupt(["sweep", "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "20",
+                               "--workers", str(workers), "--out", "out"], tmp_path, after, twice,
+                              start_on=b"best edp")
     assert code == 130, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     folder = tmp_path / "out"
@@ -416,3 +449,124 @@ def test_ctrl_c_stops_a_sweep(tmp_path, workers, after, twice):
         assert summary["networks"]["alexnet"]["eyeriss_v1"]["complete"] is False
         assert "(partial)" in out
         assert any(d.get("interrupted") and d["search"]["status"] == "budget" for d in docs)
+
+
+def _check_search_output(tmp_path, out):
+    """What an interrupted network search promises: the partial line, and a JSON file (if
+    any layer finished) whose every document is a layer with a status."""
+    assert "partial: interrupted" in out, out[-3000:]
+    assert not list(tmp_path.glob(".*.tmp"))
+    path = tmp_path / "out.json"
+    if path.exists():
+        docs = json.loads(path.read_text())
+        assert 1 <= len(docs) < 8
+        assert all(d["search"]["status"] in ("optimal", "feasible", "budget") for d in docs)
+
+
+def _check_sweep_output(folder, out):
+    """What an interrupted sweep promises: every file complete JSON, no temporary file, the
+    summaries written, every network in them marked incomplete, the note to resume."""
+    assert "interrupted" in out, out[-3000:]
+    assert not list(folder.rglob(".*.tmp"))
+    docs = [json.loads(p.read_text()) for p in (folder / "eyeriss_v1" / "alexnet").glob("*.json")]
+    assert len(docs) < 8
+    summary = json.loads((folder / "summary.json").read_text())
+    assert all(not v["complete"] for net in summary["networks"].values() for v in net.values())
+    assert (folder / "summary.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["search", "sweep"])
+@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0, 2.5])
+def test_ctrl_c_while_workers_start(tmp_path, kind, delay):
+    """Ctrl-C while the worker processes start (from the moment the first one exists: still
+    importing, not yet able to take Ctrl-C, or just picking up a job) stops the run as at
+    any other point: exit 130, no traceback, nothing half-written, the result marked
+    partial. (Before the fix such a run waited for the workers to start: up to 5 s.)"""
+    dest = ["--json", "out.json"] if kind == "search" else ["--out", "out"]
+    code, out, _ = _interrupt([kind, "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "20", "-q",
+                               "--workers", "2", *dest], tmp_path, delay, start_on="workers")
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out and "Error" not in out, out[-3000:]
+    assert "leaked" not in out, out[-3000:]                 # loky's resource tracker had to clean up
+    if kind == "search":
+        _check_search_output(tmp_path, out)
+    else:
+        _check_sweep_output(tmp_path / "out", out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["search", "sweep"])
+def test_ctrl_c_mid_search_keeps_best_of_running_layers(tmp_path, kind):
+    """Ctrl-C once a search has a best mapping (its progress line shows one): the running
+    layers are kept with status budget and the totals marked partial."""
+    dest = ["--json", "out.json"] if kind == "search" else ["--out", "out"]
+    code, out, _ = _interrupt([kind, "-a", "eyeriss_v1", "-p", "alexnet", "--time-limit", "30",
+                               "--workers", "2", *dest], tmp_path, 0.3, start_on=b"best edp")
+    assert code == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    if kind == "search":
+        _check_search_output(tmp_path, out)
+        docs = json.loads((tmp_path / "out.json").read_text())
+        assert "budget" in {d["search"]["status"] for d in docs}
+    else:
+        _check_sweep_output(tmp_path / "out", out)
+        docs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "eyeriss_v1" / "alexnet").glob("*.json")]
+        assert any(d.get("interrupted") and d["search"]["status"] == "budget" for d in docs)
+        assert "(partial)" in out
+
+
+# the Dask test's stand-in for a layer's search: module-level, so Dask can pickle it by name
+_DASK_RAN: list[int] = []
+_DASK_RELEASE = threading.Event()
+
+
+def _fake_job(item, queue):
+    _DASK_RAN.append(item)
+    if item == "fail":
+        raise ValueError("a job's error")
+    if item:                                # the first job answers; the others wait
+        _DASK_RELEASE.wait(30)
+    return {"job": item}
+
+
+def test_interrupted_dask_sweep_cancels_the_jobs_not_finished(monkeypatch):
+    """After Ctrl-C a Dask sweep takes no further result and cancels its outstanding jobs on
+    the cluster (queued ones never run), rather than leaving the cluster to finish them."""
+    distributed = pytest.importorskip("dask.distributed")
+    from mapper import sweep as sweep_module
+    monkeypatch.setattr(sweep_module, "run_job", _fake_job)
+    _DASK_RAN.clear()
+    _DASK_RELEASE.clear()
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        stop, got = [], []
+        for item, doc in sweep_module._execute_on_dask(list(range(6)), client, lambda: bool(stop)):
+            got.append(doc)
+            stop.append(1)                 # Ctrl-C after the first result
+        deadline = time.monotonic() + 10
+        while cluster.scheduler.tasks:      # the scheduler forgets a task once it is cancelled
+            assert time.monotonic() < deadline, f"jobs still on the cluster: {list(cluster.scheduler.tasks)}"
+            time.sleep(0.05)
+        _DASK_RELEASE.set()
+    assert got == [{"job": 0}]
+    assert len(_DASK_RAN) < 6               # the queued jobs never started
+
+
+def test_dask_sweep_cancels_the_jobs_left_when_a_job_fails(monkeypatch):
+    """A job's error ends the sweep with the other jobs cancelled on the cluster at once
+    (not only once the error, whose traceback holds them, is gone)."""
+    distributed = pytest.importorskip("dask.distributed")
+    from mapper import sweep as sweep_module
+    monkeypatch.setattr(sweep_module, "run_job", _fake_job)
+    _DASK_RELEASE.clear()
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        with pytest.raises(ValueError, match="a job's error") as info:
+            list(sweep_module._execute_on_dask(["fail", 1, 2, 3], client, lambda: False))
+        deadline = time.monotonic() + 10
+        while [t for t in cluster.scheduler.tasks.values() if t.state != "erred"]:
+            assert time.monotonic() < deadline, f"jobs still on the cluster: {list(cluster.scheduler.tasks)}"
+            time.sleep(0.05)
+        assert info.value is not None       # the error (and its traceback) is still alive here
+        _DASK_RELEASE.set()

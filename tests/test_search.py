@@ -121,7 +121,11 @@ CASES = [
 CASE = {cid: (key, layer) for cid, key, layer in CASES}
 
 def quality_params():
-    return [pytest.param(cid, obj, id=f"{cid}-{obj}") for cid, _, _ in CASES for obj in OBJECTIVES]
+    """Every case with every objective. The fast tier takes one objective per case, in turn
+    (so each case and each objective is covered there); the other two run in the slow tier."""
+    return [pytest.param(cid, obj, id=f"{cid}-{obj}",
+                         marks=() if j == i % len(OBJECTIVES) else pytest.mark.slow)
+            for i, (cid, _, _) in enumerate(CASES) for j, obj in enumerate(OBJECTIVES)]
 
 
 @lru_cache(maxsize=None)
@@ -324,7 +328,7 @@ def brute_force(layer, a) -> dict[str, float]:
 @pytest.mark.parametrize("key,layer", [
     ("v1t", L("t_stride", stride=(2, 1), M=2, C=2, P=2, Q=1, R=2, S=2)),
     ("v1t", L("t_dilation", dilation=(1, 2), M=2, C=1, P=2, Q=2, R=1, S=2)),
-    ("v2t", L("t_conv", M=2, C=2, P=2, Q=2, R=1, S=2)),
+    pytest.param("v2t", L("t_conv", M=2, C=2, P=2, Q=2, R=1, S=2), marks=pytest.mark.slow),   # v2t: t_batch
     ("v2t", L("t_batch", stride=(1, 2), N=2, M=2, C=1, P=1, Q=2, R=2, S=1)),
 ], ids=lambda x: x if isinstance(x, str) else x.name)
 def test_exhaustive_matches_unpruned_brute_force(key, layer):
@@ -561,13 +565,19 @@ def r_pinned_arch():
                         fields={"DRAM": {"temporal_dims": free}, "GLB": {"temporal_dims": free}})
 
 
-@PROPERTY
-@given(dims=shapes, stride=strides, dilation=strides)
-@example(dims=dict(N=1, G=1, M=2, C=2, P=3, Q=3, R=5, S=3), stride=(1, 1), dilation=(1, 1))
-def test_property_dimension_that_cannot_be_placed(dims, stride, dilation):
+def dimension_that_cannot_be_placed(dims, stride, dilation):
     layer = layer_from_dims("prop", stride=stride, dilation=dilation, **dims)
     # R fits on Y (3) only if R <= 3; everything else can stay in DRAM
     check_hybrid_property(layer, r_pinned_arch(), expect_feasible=dims["R"] <= 3)
+
+
+PLACED_CASES = lambda f: given(dims=shapes, stride=strides, dilation=strides)(example(  # noqa: E731
+    dims=dict(N=1, G=1, M=2, C=2, P=3, Q=3, R=5, S=3), stride=(1, 1), dilation=(1, 1))(f))
+# a few examples (and the named one) in the fast tier, the full run in the slow tier
+test_property_dimension_that_cannot_be_placed = settings(PROPERTY, max_examples=4)(
+    PLACED_CASES(dimension_that_cannot_be_placed))
+test_property_dimension_that_cannot_be_placed_many = pytest.mark.slow(PROPERTY(
+    PLACED_CASES(dimension_that_cannot_be_placed)))
 
 
 @pytest.mark.parametrize("algorithm", ["hybrid", "exhaustive"])

@@ -50,10 +50,7 @@ def test_density_one_is_the_dense_model(arch, layer):
         assert a.to_dict() == b.to_dict()
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.sampled_from([0, 1]), st.sampled_from(range(3)), st.integers(0, 10 ** 6),
-       st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
-def test_lower_density_never_raises_cost(arch_i, layer_i, seed, dw, di, shrink_w, shrink_i):
+def lower_density_never_raises_cost(arch_i, layer_i, seed, dw, di, shrink_w, shrink_i):
     arch, layer = (V1, V2)[arch_i], LAYERS[layer_i]
     enc, f, o, k = candidates(layer, arch, n=5, seed=seed)
     high = layer.with_density({"weights": dw, "inputs": di})
@@ -69,6 +66,15 @@ def test_lower_density_never_raises_cost(arch_i, layer_i, seed, dw, di, shrink_w
         assert b.cycles <= a.cycles
         compared += 1
     assert compared > 0          # (candidates fit dense, so they fit at any lower density)
+
+
+DENSITY_CASES = given(st.sampled_from([0, 1]), st.sampled_from(range(3)), st.integers(0, 10 ** 6),
+                      st.floats(0.05, 1.0), st.floats(0.05, 1.0), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+# a few examples in the fast tier, the full run in the slow tier
+test_lower_density_never_raises_cost = settings(max_examples=6, deadline=None)(
+    DENSITY_CASES(lower_density_never_raises_cost))
+test_lower_density_never_raises_cost_many = pytest.mark.slow(settings(max_examples=25, deadline=None)(
+    DENSITY_CASES(lower_density_never_raises_cost)))
 
 
 def test_sparse_scalar_and_batch_agree():

@@ -8,10 +8,10 @@ from functools import lru_cache
 
 from ..arch import Arch, Fanout
 from ..mapping import Loop, Mapping, normalize, problems_of
-from ..problem import DIMS, Layer
+from ..problem import DIMS, OUTPUT_DIMS, Layer
 
 #: Dimensions a fan-out without spatial reduction may still unroll (they do not reduce Outputs).
-NO_REDUCTION_DIMS = ("N", "G", "M", "P", "Q")
+NO_REDUCTION_DIMS = OUTPUT_DIMS
 
 #: Step 5's exact check counts assignments whose leftover factor no storage level may loop over.
 TEMPORAL = "temporal_dims"

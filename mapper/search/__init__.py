@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -129,9 +129,10 @@ def check_settings(algorithm: str, objective: str, workers: int, time_limit: flo
 def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
            workers: int = 1, time_limit: float | None = None, budget: int | None = None,
            patience: int | None = None, top: int = 1, progress: Progress | None = None,
-           factorization: str = "perfect") -> SearchResult:
+           stop: Callable[[], bool] | None = None, factorization: str = "perfect") -> SearchResult:
     """Find the best mappings of `layer` on `arch` (see the module docstring) in the
-    `factorization` space: perfect (the default) or imperfect (remainder tiles too)."""
+    `factorization` space: perfect (the default) or imperfect (remainder tiles too). `stop`
+    says whether an enclosing run already took a Ctrl-C (then the search returns at once)."""
     check_settings(algorithm, objective, workers, time_limit, top, budget, factorization)
     settings = {"algorithm": algorithm, "objective": objective, "seed": seed, "workers": workers,
                 "time_limit": time_limit, "budget": budget, "patience": patience, "top": top,
@@ -149,6 +150,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         raise
     run = _Run(space, objective, top, progress, start, deadline, layer.name)
     with interruptible(run):
+        if stop is not None and stop():
+            run.interrupt()          # Ctrl-C came while the mapspace was being built
         try:
             if algorithm == "exhaustive":
                 run.exhaustive()
@@ -164,6 +167,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
         run.notes.append("interrupted (Ctrl-C): best mapping found so far")
     progress.done()
     if not len(run.pool.values):
+        if run.interrupted:
+            raise KeyboardInterrupt     # Ctrl-C before any mapping was found: nothing to keep
         raise MapperError(f"no valid mapping of layer {layer.name} on {arch.name} was found "
                           f"in {run.evaluated:,} candidates; raise --time-limit or --budget")
     found = []
@@ -218,14 +223,20 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
                     done[(res.layer.type, res.layer.shape_key())] = res
                     board.finished(res.layer.name, f"{res.status} ({res.reason})")
         elif len(jobs) == 1:        # one search: its own progress line, all the workers
-            res = search(jobs[0], arch, progress=progress, workers=workers, **settings)
+            res = search(jobs[0], arch, progress=progress, workers=workers, stop=lambda: bool(stop), **settings)
             done[(res.layer.type, res.layer.shape_key())] = res
         else:
             with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit")) as board:
                 for layer in jobs:
                     if stop:
                         break
-                    res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers, **settings)
+                    try:
+                        res = search(layer, arch, progress=Reporter(board, layer.name), workers=workers,
+                                     stop=lambda: bool(stop), **settings)
+                    except KeyboardInterrupt:
+                        if stop:            # interrupted before it found anything: the rest is kept
+                            break
+                        raise
                     done[(layer.type, layer.shape_key())] = res
                     board.finished(layer.name, f"{res.status} ({res.reason})")
                     if interrupted(res):
@@ -263,35 +274,100 @@ def interrupted(res: SearchResult) -> bool:
     return res.reason == "interrupted"
 
 
+#: Seconds after the first Ctrl-C at which a search in this process still running (in a step
+#: that does not check for it, such as building a CP-SAT model) is stopped where it is.
+ESCALATE = 0.6
+
+
 @contextmanager
-def on_sigint(callback):
+def on_sigint(callback, escalate: bool = False):
     """While the block runs, the first Ctrl-C calls `callback` (ask the work to stop and keep
-    its best result) instead of raising; a second Ctrl-C raises KeyboardInterrupt."""
+    its best result) instead of raising; a second Ctrl-C raises KeyboardInterrupt. With
+    `escalate`, a block still running ESCALATE seconds after the first Ctrl-C gets that
+    second one itself (the work is stopped where it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    import _thread
+
+    from ..workers import claim_sigint, stop_requested
     hits = []
+    state = {"active": True, "timer": None, "fired": False}
+    lock = threading.Lock()
 
     def handler(signum, frame):
         if hits:
+            fired, state["fired"] = state["fired"], False
+            if fired and not state["active"]:
+                return          # the escalation's, arriving as the block ends: it is done anyway
+            if fired and _unsafe_to_stop(frame):
+                arm(0.2)        # not now: try again shortly
+                return
+            # a repeat: stop where the work is (a search keeps its best so far); in a worker
+            # of mapper.workers the parent repeats Ctrl-C when a job has not answered
             raise KeyboardInterrupt
         hits.append(1)
         callback()
+        if escalate:
+            arm(ESCALATE)
         # pass the first Ctrl-C on to an enclosing handler (a sweep's, a worker's), so the
         # work around this block learns of it too
         if callable(previous) and previous is not signal.default_int_handler:
             previous(signum, frame)
 
+    def arm(seconds):
+        with lock:
+            if state["active"]:
+                state["timer"] = threading.Timer(seconds, fire)
+                state["timer"].daemon = True
+                state["timer"].start()
+
+    def fire():
+        with lock:
+            if state["active"]:
+                state["fired"] = True
+                _thread.interrupt_main(signal.SIGINT)       # handled by `handler` (main thread)
+
+    claim_sigint()              # before the handler is in place: it chains to the worker's
     previous = signal.signal(signal.SIGINT, handler)
+    if stop_requested():
+        # Ctrl-C reached this worker after its job started but before this handler was in
+        # place (or the parent asked it to stop): stop at once
+        hits.append(1)
+        callback()
     try:
         yield
     finally:
+        with lock:
+            state["active"] = False
+            if state["timer"] is not None:
+                state["timer"].cancel()
+        _let_signals_run()      # a simulated Ctrl-C already pending reaches `handler`, not `previous`
         signal.signal(signal.SIGINT, previous)
 
 
+def _let_signals_run() -> None:
+    """Python runs pending signal handlers at the start of a Python call: this is one."""
+
+
+def _unsafe_to_stop(frame) -> bool:
+    """Whether the main thread is where a KeyboardInterrupt would do harm: importing a
+    module (an extension's import then fails for good: ImportError) or waiting for a
+    CP-SAT solve (which it stops on Ctrl-C within 0.1 s; leaving that wait would leave the
+    solver's thread running)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "_solve_interruptibly" or code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def interruptible(run: "_Run"):
-    """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted)."""
-    return on_sigint(run.interrupt)
+    """Ctrl-C asks a search run to stop (its loops and CP-SAT check run.interrupted); one
+    still running ESCALATE s later is stopped where it is, keeping its best so far."""
+    from ..workers import in_worker
+    return on_sigint(run.interrupt, escalate=not in_worker())       # a worker's parent escalates
 
 
 def explain_if_empty(space: Space) -> None:
@@ -328,7 +404,7 @@ def _outermost(space: Space):
 @dataclass(eq=False)
 class _Run:
     """Shared state of one search, read and updated by every phase (random, refine,
-    exhaustive here; CP-SAT in cpsat.py): the pool of best candidates, counters, bounds,
+    exhaustive here; CP-SAT in cpsat/): the pool of best candidates, counters, bounds,
     the deadline and why the search stopped."""
 
     space: Space
@@ -451,6 +527,7 @@ class _Run:
 
     def random(self, seed: int, workers: int, budget: int | None, patience: int | None,
                label: str = "random", perfect_only: bool = False) -> None:
+        from ..workers import map_short
         from .random import run_round, start_states
         space = self.space.perfect_subspace() if perfect_only else self.space
         if patience is None and budget is None:
@@ -459,28 +536,19 @@ class _Run:
         shares = None if budget is None else [budget // workers + (w < budget % workers) for w in range(workers)]
         layer, arch = space.layer, space.arch
         self.seed_baseline()
-        if workers == 1:
-            runner = None
-        else:
-            from joblib import Parallel
-            runner = Parallel(n_jobs=workers, backend="loky")
         try:
             while not all(s.done for s in states):
                 if self.out_of_time():
                     break
-                if runner is None:
-                    states = [run_round(layer, arch, self.objective, s, None if shares is None else shares[s.worker],
-                                        patience) for s in states]
+                jobs = [(layer, arch, self.objective, s, None if shares is None else shares[s.worker], patience)
+                        for s in states]
+                if workers == 1:
+                    states = [run_round(*job) for job in jobs]
                 else:
-                    from joblib import delayed
-                    try:
-                        states = runner(delayed(run_round)(layer, arch, self.objective, s,
-                                                           None if shares is None else shares[s.worker], patience)
-                                        for s in states)
-                    except Exception:
-                        if self.interrupted:      # Ctrl-C also reached the workers
-                            break
-                        raise
+                    done = map_short(run_round, jobs, workers, stop=lambda: self.interrupted)
+                    if done is None:            # Ctrl-C: this round's samples are dropped
+                        break
+                    states = done
                 self.evaluated = self._base_eval + sum(s.evaluated for s in states)
                 self.valid = self._base_valid + sum(s.valid for s in states)
                 merged = self.pool

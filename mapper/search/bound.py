@@ -11,7 +11,11 @@ Under the counting rules of `mapper.model`, every mapping
   * needs at least MACs / usable PEs compute cycles (usable_pes), and at least the
     cycles the outermost level's bandwidth needs for that compulsory traffic;
   * pays leakage and the per-cycle energy for at least those cycles.
-All other terms are non-negative. When CP-SAT has no bound of its own (random search, a
+All other terms are non-negative. The bound is also taken per class of spatial mappings
+(`_signatures`): in a class, a word is needed by every instance of a buffer that differs
+from another only along dims the tensor does not depend on (each is filled, and each
+crossing of the fan-outs above counted), the partial-sum spread is fixed, and compute
+cycles are MACs / the class' MAC units; energy, cycles and EDP take the least over classes. When CP-SAT has no bound of its own (random search, a
 solve cut off early), this one keeps the reported gap meaningful. Tested against
 exhaustive optima and sampled mappings (tests/test_search.py).
 """
@@ -22,9 +26,8 @@ import math
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
-from ..mapping import tensor_axes
 from ..model import Sparse, distinct_offsets
-from ..problem import RELEVANT, TENSORS, Layer
+from ..problem import OUTPUT_DIMS, REDUCTION_DIMS, RELEVANT, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
 
 
 def used_words(layer: Layer, tensor: str) -> int:
@@ -38,7 +41,7 @@ def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
     """Dims a mapping may unroll on one axis of a fan-out (no reduction dim where the axis
     does not reduce partial sums)."""
     allowed = fan.x_dims if axis == "X" else fan.y_dims
-    return tuple(d for d in allowed if fan.reduces(axis) or d in "NGMPQ")
+    return tuple(d for d in allowed if fan.reduces(axis) or d in OUTPUT_DIMS)
 
 
 def _reach(size: int, dims: dict[str, int], names) -> set[int]:
@@ -67,7 +70,7 @@ def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
         per = {1}
         for axis, size in (("X", fan.X), ("Y", fan.Y)):
             if fan.reduces(axis):
-                names = [d for d in _axis_dims(fan, axis) if d in "CRS"]
+                names = [d for d in _axis_dims(fan, axis) if d in REDUCTION_DIMS]
                 per = {a * b for a in per for b in _reach(size, dims, names) if a * b <= most}
         options.append(sorted(per))
     return [c for c in itertools.product(*options) if most % math.prod(c) == 0]
@@ -142,18 +145,26 @@ def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
             continue
         dims = _axis_dims(fan, axis)
         if tensor == "Outputs":
-            names = [d for d in dims if d in "CRS"]
+            names = [d for d in dims if d in REDUCTION_DIMS]
         else:
             names = [d for d in dims if d not in RELEVANT[tensor]]
             if tensor == "Inputs":       # overlapping windows (p*stride + r) share words
                 both = set(fan.x_dims) | set(fan.y_dims)
-                names += [d for d in dims for x, y in (("P", "R"), ("Q", "S")) if d in (x, y) and {x, y} <= both]
+                names += [d for d in dims for x, y in SLIDING_PAIRS if d in (x, y) and {x, y} <= both]
         share *= _best_product(size, layer.dims, sorted(set(names)))
     return share
 
 
 def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     """(energy in pJ, cycles, compute cycles) that no valid mapping can go below."""
+    options = _bounds(layer, arch)
+    return (min(e for e, _, _ in options), min(c for _, c, _ in options), min(k for _, _, k in options))
+
+
+def _bounds(layer: Layer, arch: Arch) -> list[tuple[float, int, int]]:
+    """(energy, cycles, compute cycles) lower bounds, one per class of spatial mappings
+    (`_signatures`): every valid mapping costs at least the energy and the cycles of the
+    class its spatial factors fall in. One entry (no classes) when the classes are too many."""
     sparse = Sparse.of(layer, arch)
     top = arch.levels[0]
     storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
@@ -161,6 +172,10 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
     reads = writes = 0.0
     network_cycles = 0.0
     energy = layer.macs * arch.mac_energy * sparse.mac_energy
+    # per class: (tensor, level index, coefficient): energy += coefficient x (R - 1) where R is
+    # the class' replication of the tensor above that level (see _replicated)
+    extra: list[tuple[str, int, float]] = []
+    outputs_at: dict = {}
     for t in TENSORS:
         action = 2 if t == "Outputs" else 0          # outputs are updated, operands read
         # Levels that must keep t: where one lies below a fan-out, the words crossing it
@@ -193,50 +208,154 @@ def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
                 holders_above = [j for j in storages if j < i and t in arch.levels[j].keeps]
                 holders_below = [j for j in storages if j > i and t in arch.levels[j].keeps]
                 if t != "Outputs":          # partial sums: per innermost level, below
-                    energy += used * factor(i, holders_below) * fan.energy_of(t)
+                    f = factor(i, holders_below)
+                    energy += used * f * fan.energy_of(t)
+                    # The first level below that keeps t, if it must: every word crosses
+                    # the fan-out once per instance of that level that needs it, at the
+                    # fraction that level stores (so R x stored >= f words per used word).
+                    if holders_below and holders_below[0] in always:
+                        c = holders_below[0]
+                        stored = sparse.stored(arch.levels[c].name, t)
+                        energy += used * (stored - f) * fan.energy_of(t)
+                        extra.append((t, c, used * stored * fan.energy_of(t)))
                 bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
                 if all(bws):
                     network_cycles = max(network_cycles, used * factor(i, holders_above) / (max(bws) * fan.instances))
-            # a level below the top that must keep an operand is filled with each used word
+            # a level below the top that must keep an operand is filled with each used word,
+            # once per instance of it that needs the word
             if t != "Outputs":
                 for i in storages[1:]:
                     level = arch.levels[i]
                     if t in level.keeps and t not in level.may_bypass:
-                        energy += used * sparse.stored(level.name, t) * level.energy_of(t)[1]
+                        fill = used * sparse.stored(level.name, t) * level.energy_of(t)[1]
+                        energy += fill
+                        extra.append((t, i, fill))
+
         # The innermost level L holding t serves every MAC: at least MACs x density /
         # (the MAC-side accesses below L one access can serve, _sharing) accesses.
         # (L lies at or below the innermost level that cannot bypass t)
-        best = math.inf
-        for i in storages:
-            level = arch.levels[i]
-            if t not in level.keeps or (always and i < always[-1]):
-                continue
-            below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
-            served = layer.macs * sparse.operand(t) / below
-            per_mac = served * level.energy_of(t)[action]
-            if t == "Outputs":
-                per_mac += _partial_sums(layer, arch, sparse, i, below, from_top)
-            # a level between the top and L that must keep t passes each used word on at
-            # least once (operands: reads; partial sums: updates from below)
-            for j in always:
-                if 0 < j < i:
-                    f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
-                    per_mac += used_words(layer, t) * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
-            at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
-            best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
-        energy += 0.0 if best == math.inf else best
+        def innermost(reps=None, t=t, action=action, always=always, compulsory=compulsory, from_top=from_top):
+            best = math.inf
+            for i in storages:
+                level = arch.levels[i]
+                if t not in level.keeps or (always and i < always[-1]):
+                    continue
+                below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
+                served = layer.macs * sparse.operand(t) / below
+                per_mac = served * level.energy_of(t)[action]
+                if t == "Outputs":
+                    per_mac += _partial_sums(layer, arch, sparse, i, below, from_top, reps)
+                # a level between the top and L that must keep t passes each used word on at
+                # least once (operands: reads; partial sums: updates from below)
+                for j in always:
+                    if 0 < j < i:
+                        f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
+                        per_mac += used_words(layer, t) * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
+                at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
+                best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
+            return 0.0 if best == math.inf else best
+
+        base = innermost()
+        energy += base
+        if t == "Outputs":
+            outputs_at = {"base": base, "of": innermost}
     compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch)
     cycles = max(compute, network_cycles)
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
             if bw:
                 cycles = max(cycles, words / bw)
-    cycles, compute = math.ceil(cycles - 1e-9), math.ceil(compute - 1e-9)
-    energy += cycles * (sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy)
-    return energy, cycles, compute
+    per_cycle = sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy
+
+    def total(e: float, cyc: float, comp: float) -> tuple[float, int, int]:
+        cyc, comp = math.ceil(cyc - 1e-9), math.ceil(comp - 1e-9)
+        return e + cyc * per_cycle, cyc, comp
+
+    out = [total(energy, cycles, compute)]
+    classes = _signatures(layer, arch)
+    if not classes:
+        return out
+    fan_index = {i: k for k, i in enumerate(fanouts)}
+    psums: dict = {}
+    refined = []
+    for sig in classes:
+        units = math.prod(sig[k][0] for k in range(len(fanouts)))
+        e = energy
+        for t, c, coef in extra:
+            e += coef * (_replicated(sig, fan_index, t, c) - 1)
+        if outputs_at:
+            inner_fans = tuple(sig[fan_index[i]][1 + TENSORS.index("Outputs")] for i in fanouts)
+            if inner_fans not in psums:
+                psums[inner_fans] = outputs_at["of"](dict(zip(fanouts, inner_fans)))
+            e += psums[inner_fans] - outputs_at["base"]
+        comp = max(compute, layer.macs * sparse.mac_cycles / units)
+        refined.append(total(e, max(cycles, comp), comp))
+    return refined
 
 
-def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int, from_top: bool) -> float:
+IRRELEVANT = {t: frozenset(d for d in "NGMCPQRS" if d not in RELEVANT[t]) for t in TENSORS}
+
+
+def _replicated(sig: tuple, fan_index: dict[int, int], tensor: str, level: int) -> int:
+    """How many instances of the level at index `level` need each word of `tensor`, at least,
+    in the spatial class `sig`: the product over the fan-outs above it of their factors over
+    dims the tensor does not depend on (every value of such a dim uses every word)."""
+    slot = 1 + TENSORS.index(tensor)
+    return math.prod(sig[k][slot] for i, k in fan_index.items() if i < level)
+
+
+def _signatures(layer: Layer, arch: Arch, limit: int = 20_000) -> list[tuple] | None:
+    """Every distinct class of spatial mappings: per fan-out (outermost first), the product of
+    its spatial factors and, per tensor (Weights, Inputs, Outputs), the product of its factors
+    over dims that tensor does not depend on. Factors are divisors that fit their axis, each
+    dim's factors over all axes divide the dim (as in usable_pes). None if the search visits
+    more than `limit` nodes."""
+    fans = list(arch.fanouts)
+    axes = [(k, size, _axis_dims(fan, axis)) for k, fan in enumerate(fans)
+            for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1]
+    names = sorted({d for _, _, ds in axes for d in ds})
+    dims = layer.dims
+    visited = [0]
+    memo: dict[tuple, frozenset] = {}
+    one = tuple((1, 1, 1, 1) for _ in fans)
+
+    def choices(size, allowed, left):
+        out = [((1, 1, 1, 1), left)]
+        for d in allowed:
+            i = names.index(d)
+            flags = [d in IRRELEVANT[t] for t in TENSORS]
+            out = [((p[0] * k,) + tuple(v * k if fl else v for v, fl in zip(p[1:], flags)),
+                    rest[:i] + (rest[i] // k,) + rest[i + 1:])
+                   for p, rest in out for k in range(1, min(rest[i], size // p[0]) + 1) if rest[i] % k == 0]
+        return out
+
+    def walk(a: int, left: tuple) -> frozenset:
+        if a == len(axes):
+            return frozenset([one])
+        key = (a, left)
+        if key not in memo:
+            visited[0] += 1
+            if visited[0] > limit:
+                raise _TooLong
+            k, size, allowed = axes[a]
+            found = set()
+            for p, rest in choices(size, allowed, left):
+                for sig in walk(a + 1, rest):
+                    cur = sig[k]
+                    found.add(sig[:k] + (tuple(x * y for x, y in zip(cur, p)),) + sig[k + 1:])
+                    if len(found) > limit:
+                        raise _TooLong
+            memo[key] = frozenset(found)
+        return memo[key]
+
+    try:
+        return sorted(walk(0, tuple(dims[d] for d in names)))
+    except _TooLong:
+        return None
+
+
+def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int, from_top: bool,
+                  fixed: dict[int, int] | None = None) -> float:
     """Energy of the partial sums with level `inner` the innermost holding Outputs, beyond
     its updates: the words crossing each fan-out, and the read-backs at `inner`.
 
@@ -244,7 +363,9 @@ def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: i
     each output has r_1 x .. x r_j partial sums below fan-out j, each written back across it
     at least once; and `inner` reads a partial sum back for every update but each instance's
     first touch of an output, of which there are (outputs x r_1 x .. x r_k). Spreading the
-    reduction saves read-backs and costs network words: the cheapest choice bounds both."""
+    reduction saves read-backs and costs network words: the cheapest choice bounds both.
+    With `fixed` (fan-out level index -> its reduction factor, from a spatial class), only
+    that choice is counted."""
     used = used_words(layer, "Outputs")
     fans = [i for i in range(1, inner) if isinstance(arch.levels[i], Fanout)]
     below_fans = [i for i in range(inner + 1, len(arch.levels)) if isinstance(arch.levels[i], Fanout)]
@@ -252,7 +373,8 @@ def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: i
     base = sum(words * arch.levels[i].energy_of("Outputs") for i in below_fans) if from_top else 0.0
     read = arch.levels[inner].energy_of("Outputs")[0] * sparse.operand("Outputs")
     best = math.inf
-    for reps in _replications(layer, [arch.levels[i] for i in fans]):
+    options = [tuple(fixed[i] for i in fans)] if fixed is not None else _replications(layer, [arch.levels[i] for i in fans])
+    for reps in options:
         network, spread = 0.0, 1
         for i, r in zip(fans, reps):
             spread *= r
@@ -262,5 +384,7 @@ def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: i
 
 
 def objective_bound(layer: Layer, arch: Arch, objective: str) -> float:
-    """The lower bound of `objective` (energy, delay, edp or compute) over all mappings."""
-    return float(objective_of(objective, *lower_bound(layer, arch)))
+    """The lower bound of `objective` (energy, delay, edp or compute) over all mappings: the
+    least over the spatial classes of the objective of their bounds (energy and cycles of
+    one class hold together, so EDP uses their product)."""
+    return float(min(objective_of(objective, *b) for b in _bounds(layer, arch)))

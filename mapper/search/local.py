@@ -4,7 +4,8 @@ A move shifts one prime factor of one dimension from one slot to another, switch
 level's loop order, or flips a keep/bypass choice. All neighbours are evaluated in one
 numpy batch; the best valid one is taken while it improves the objective. When no single
 move improves, pairs of factor moves are tried (a factor can only leave a full buffer or
-fan-out axis if another one makes room at once, which no single move does).
+fan-out axis if another one makes room at once, which no single move does), and then pairs
+that also put the moved loops innermost or outermost at the levels they land in.
 """
 from __future__ import annotations
 
@@ -79,6 +80,50 @@ def pair_neighbours(space: Space, factors: np.ndarray, rng: np.random.Generator)
     return out
 
 
+def reordered_pairs(space: Space, factors: np.ndarray, orders: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    """Pair factor moves that also move the moved dims to the innermost, or the outermost,
+    loop of each storage level they land in (factors, orders; at most PAIRS candidates).
+
+    A factor moved into a level keeps the candidate's loop order there, which is often the
+    wrong place for it: e.g. an output-row loop moved from DRAM into the GLB only saves the
+    weights' refetches if it goes inside the GLB's weight loops, and it only fits if another
+    loop leaves the GLB at once (a pair). Neither the pair moves nor the order moves alone
+    reach such a candidate."""
+    moves = factor_moves(space, factors)
+    n = len(moves)
+    if n < 2:
+        return None
+    storage_of = {space.enc.storage_slot[si]: si for si in range(len(space.enc.storage_slot))}
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)
+             if moves[i][2] in storage_of or moves[j][2] in storage_of]
+    if not pairs:
+        return None
+    if 2 * len(pairs) > PAIRS:
+        pick = np.sort(rng.choice(len(pairs), PAIRS // 2, replace=False))
+        pairs = [pairs[k] for k in pick]
+    fs, os_ = [], []
+    for i, j in pairs:
+        new = factors.copy()
+        for d, a, b, p in (moves[i], moves[j]):
+            if new[a, d] % p:
+                break
+            new[a, d] //= p
+            new[b, d] *= p
+        else:
+            for inner in (True, False):
+                order = orders.copy()
+                for d, _, b, _ in (moves[i], moves[j]):
+                    if b in storage_of:
+                        row = [x for x in order[storage_of[b]] if x != d]
+                        order[storage_of[b]] = row + [d] if inner else [d] + row
+                fs.append(new)
+                os_.append(order)
+    if not fs:
+        return None
+    return np.stack(fs), np.stack(os_)
+
+
 def refine(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray, keep: np.ndarray,
            modes: np.ndarray, value: float, max_steps: int = 200, deadline: float | None = None):
     """Steepest descent from one candidate (network modes are re-chosen for every neighbour);
@@ -99,6 +144,12 @@ def refine(space: Space, objective: str, factors: np.ndarray, orders: np.ndarray
             if pf is not None:
                 step, n = _best_step(space, objective, pf, np.repeat(orders[None], len(pf), axis=0),
                                      np.repeat(keep[None], len(pf), axis=0), value)
+                evaluated += n
+        if step is None and (deadline is None or time.monotonic() < deadline):
+            rp = reordered_pairs(space, factors, orders, rng)
+            if rp is not None:
+                step, n = _best_step(space, objective, rp[0], rp[1], np.repeat(keep[None], len(rp[0]), axis=0),
+                                     value)
                 evaluated += n
         if step is None:
             break

@@ -21,17 +21,6 @@ from .space import Space, space_of
 ROUND = 8192          # candidates each worker samples per round
 
 
-def _ignore_sigint_in_worker() -> None:
-    """Worker processes of a random search leave Ctrl-C to the parent, which stops after the
-    current round (a search running in a worker of a sweep has its own handler: kept)."""
-    import multiprocessing
-    import signal
-    import threading
-    if multiprocessing.parent_process() is not None and threading.current_thread() is threading.main_thread() \
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @dataclass
 class WorkerState:
     """Everything a worker carries from one round to the next (picklable)."""
@@ -73,7 +62,6 @@ def run_round(layer, arch, objective: str, state: WorkerState, budget: int | Non
     """One round of one worker: sample, prune, evaluate, update its pool and counters."""
     if state.done:
         return state
-    _ignore_sigint_in_worker()
     space = space_of(layer, arch, state.factorization)
     rng = np.random.default_rng()
     rng.bit_generator.state = state.rng_state

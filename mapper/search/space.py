@@ -51,9 +51,8 @@ import numpy as np
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import Encoding, capacity_ok
-from ..mapping import tensor_axes
 from ..model import Sparse
-from ..problem import DIMS, RELEVANT, TENSORS, Layer
+from ..problem import DIMS, OUTPUT_DIMS, RELEVANT, SLIDING_DIMS, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
 from ..spec import MAX_DIM, MapperError
 
 GROUPS = {"A": ("N", "P", "Q"), "B": ("M",), "C": ("C", "R", "S")}
@@ -209,7 +208,7 @@ def canonical_orders(allowed: tuple[str, ...], below: frozenset[str] = frozenset
     # Only the subsets of loops with factor > 1 that contain the pair need them (for the
     # others the orders above already suffice), so they are deduplicated on those alone.
     bases = [[DIMS[i] for i in o if DIMS[i] in allowed_set] for o in out]
-    for x, y in (("R", "P"), ("P", "R"), ("S", "Q"), ("Q", "S")):
+    for x, y in [xy for a, b in SLIDING_PAIRS for xy in ((b, a), (a, b))]:
         if not {x, y} <= allowed_set:
             continue
         pair = frozenset((x, y))
@@ -250,12 +249,12 @@ def _reuse_key(seq: list[str], below: frozenset[str], must: frozenset[str] = fro
                     break
                 tail.append(d)
             last_rel = next((d for d in reversed(present) if d in rel), None)
-            slide = last_rel if (t == "Inputs" and last_rel in ("P", "Q", "R", "S")) else None
+            slide = last_rel if (t == "Inputs" and last_rel in SLIDING_DIMS) else None
             # Inputs: the loop before the sliding one, if it is the other loop over the same
             # axis, and what lies inside it (its step may bring back the held tile)
             pair = None
             rels = [i for i, d in enumerate(present) if d in rel]
-            if slide and len(rels) > 1 and {present[rels[-2]], slide} in ({"P", "R"}, {"Q", "S"}):
+            if slide and len(rels) > 1 and {present[rels[-2]], slide} in [set(p) for p in SLIDING_PAIRS]:
                 pair = (present[rels[-2]], frozenset(present[rels[-2] + 1:]))
             entry.append((frozenset(tail), slide, pair))
         key.append(tuple(entry))
@@ -295,10 +294,10 @@ class Space:
                 if kind == "T" and d in level.temporal_dims:
                     slots.append(s)
                     limits.append(None)
-                elif kind == "X" and d in level.x_dims and (level.reduces("X") or d in "NGMPQ"):
+                elif kind == "X" and d in level.x_dims and (level.reduces("X") or d in OUTPUT_DIMS):
                     slots.append(s)
                     limits.append(level.X)
-                elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in "NGMPQ"):
+                elif kind == "Y" and d in level.y_dims and (level.reduces("Y") or d in OUTPUT_DIMS):
                     slots.append(s)
                     limits.append(level.Y)
             if factorization == "perfect":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..problem import DIMS, TENSORS
+from ..problem import DIMS, PROJECTED, SLIDING_PAIRS, TENSORS
 from ..spec import SpecError, as_int, closest
 from .common import TIMELOOP_DIMS, _comment, _flow, _list_of, _mapping_of, _number, _section
 
@@ -115,11 +115,7 @@ def _data_spaces(shape: dict, src: str) -> _Spaces:
 
 def _check_weights_and_outputs(spaces: _Spaces, has_g: bool, src: str) -> None:
     """Weights and Outputs are indexed as in CNN_Layer: one dimension per axis."""
-    g = {("G", None)} if has_g else set()
-    expected = {
-        "Weights": {("C", None), ("M", None), ("R", None), ("S", None)} | g,
-        "Outputs": {("N", None), ("M", None), ("P", None), ("Q", None)} | g,
-    }
+    expected = {t: {(d, None) for d in PROJECTED[t] if has_g or d != "G"} for t in ("Weights", "Outputs")}
     for t, want in expected.items():
         axes, _, where = spaces[t]
         got = [tuple(a) for a in axes]
@@ -133,16 +129,15 @@ def _input_roles(spaces: _Spaces, has_g: bool, src: str) -> dict[str, str | None
     axes, _, where = spaces["Inputs"]
     singles = sorted(a[0][0] for a in axes if len(a) == 1 and a[0][1] is None)
     pairs = [dict((d, c) for d, c in a) for a in axes if len(a) == 2]
-    want_singles = sorted(["N", "C"] + (["G"] if has_g else []))
-    ok = singles == want_singles and len(pairs) == 2 and len(axes) == len(want_singles) + 2
+    want_singles = sorted(d for d in PROJECTED["Inputs"] if has_g or d != "G")
+    ok = singles == want_singles and len(pairs) == len(SLIDING_PAIRS) and len(axes) == len(want_singles) + len(pairs)
     roles = {}
     if ok:
         for pr in pairs:
-            if set(pr) == {"P", "R"}:
-                roles["Pstride"], roles["Rdil"] = pr["P"], pr["R"]
-            elif set(pr) == {"Q", "S"}:
-                roles["Qstride"], roles["Sdil"] = pr["Q"], pr["S"]
-        ok = len(roles) == 4
+            for out, filt in SLIDING_PAIRS:       # (P, R), (Q, S): stride and dilation names
+                if set(pr) == {out, filt}:
+                    roles[f"{out}stride"], roles[f"{filt}dil"] = pr[out], pr[filt]
+        ok = len(roles) == 2 * len(SLIDING_PAIRS)
     if not ok:
         raise SpecError(src, f"{where}.projection", f"Inputs is indexed by {axes}, not as in CNN_Layer "
                         "(N, C, [R*dilation + P*stride], [S*dilation + Q*stride])")
