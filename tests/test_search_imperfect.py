@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -123,11 +124,15 @@ def best(res, objective="edp"):
     return res.best.cost.objective(objective)
 
 
-@pytest.mark.parametrize("cid", SMALL)
-def test_exhaustive_imperfect_is_never_worse_than_perfect_and_is_a_proof(cid):
+@lru_cache(maxsize=None)
+def exhaustive(cid: str, factorization: str):
     key, layer = CASE[cid]
-    per = search(layer, arch(key), algorithm="exhaustive")
-    imp = search(layer, arch(key), algorithm="exhaustive", factorization="imperfect")
+    return search(layer, arch(key), algorithm="exhaustive", factorization=factorization)
+
+
+@pytest.mark.parametrize("cid", ["v1s-fc", pytest.param("v2s-fc", marks=pytest.mark.slow)])
+def test_exhaustive_imperfect_is_never_worse_than_perfect_and_is_a_proof(cid):
+    per, imp = exhaustive(cid, "perfect"), exhaustive(cid, "imperfect")
     assert imp.status == "optimal" and imp.reason == "exhaustive"
     assert best(imp) <= best(per) * (1 + REL)
     assert imp.evaluated > per.evaluated
@@ -168,7 +173,7 @@ def test_hybrid_imperfect_status_and_quality(cid):
     assert doc["perfect_subspace_bound"] == imp.subspace_bound and doc["bound"] is None
 
 
-@pytest.mark.parametrize("algorithm,budget", [("random", 3000), ("hybrid", None)])
+@pytest.mark.parametrize("algorithm,budget", [("random", 800), ("hybrid", None)])
 def test_imperfect_search_is_reproducible_by_seed(algorithm, budget):
     key, layer = CASE["v1s-fc"]
     runs = [search(layer, arch(key), algorithm=algorithm, seed=5, budget=budget, factorization="imperfect")
@@ -177,12 +182,13 @@ def test_imperfect_search_is_reproducible_by_seed(algorithm, budget):
     assert best(runs[0]) == best(runs[1])
 
 
-def test_random_imperfect_is_never_worse_than_random_perfect_with_the_same_samples_of_the_subset():
-    """Random over the imperfect space samples remainder rows too; with the perfect candidates
-    of a fixed budget evaluated as well (the hybrid's perfect phase) it cannot be worse."""
+def test_random_imperfect_samples_remainders_and_claims_no_bound():
+    """Random over the imperfect space evaluates remainder candidates (exactly: search()
+    re-checks the best with the scalar model), is bounded below by the imperfect exhaustive
+    optimum, and claims no bound (the analytic one assumes divisor factors)."""
     key, layer = CASE["v1s-fc"]
-    per = search(layer, arch(key), algorithm="random", seed=2, budget=4000)
-    imp = search(layer, arch(key), algorithm="random", seed=2, budget=4000, factorization="imperfect")
-    ex = search(layer, arch(key), algorithm="exhaustive", factorization="imperfect")
-    assert best(ex) <= best(imp) * (1 + REL) and best(ex) <= best(per) * (1 + REL)
+    imp = search(layer, arch(key), algorithm="random", seed=2, budget=1500, factorization="imperfect", top=5)
+    ex = exhaustive("v1s-fc", "imperfect")
+    assert best(ex) <= best(imp) * (1 + REL)
     assert imp.status != "optimal" and imp.bound is None
+    assert any(not f.mapping.is_perfect(layer) for f in imp.found)
