@@ -275,24 +275,26 @@ def default_workers(workers):
               help="The energy-cycles trade-off front of each layer (and of the network) instead of one best.")
 @user_errors
 def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
-               time_limit, budget, patience, top, json_out, quiet, detail, pareto):
+               time_limit, factorization, budget, patience, top, json_out, quiet, detail, pareto):
     """Find the best mapping of a layer (or of every layer of a network)."""
     from .progress import Progress
     from .search import check_settings, search_network
     workers = default_workers(workers)
-    check_settings(algorithm, objective, workers, time_limit, top, budget)
+    check_settings(algorithm, objective, workers, time_limit, top, budget, factorization)
     arch_spec = load_arch(arch)
     net, layers = load_layers(problem, batch, density, density_preset, layer)
     if json_out:
         _check_writable(json_out)
     if pareto:
+        if factorization != "perfect":
+            raise MapperError("--pareto searches perfect factorizations only; drop --factorization imperfect")
         return pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet, detail)
     progress = Progress(enabled=not quiet)
     import time
     start = time.monotonic()
     results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
                              workers=workers, time_limit=time_limit, budget=budget, patience=patience,
-                             top=top, progress=progress)
+                             top=top, progress=progress, factorization=factorization)
     wall = time.monotonic() - start
     detail = detail or ("verbose" if layer else "layers")
     if detail != "summary":

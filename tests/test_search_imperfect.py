@@ -192,3 +192,41 @@ def test_random_imperfect_samples_remainders_and_claims_no_bound():
     assert best(ex) <= best(imp) * (1 + REL)
     assert imp.status != "optimal" and imp.bound is None
     assert any(not f.mapping.is_perfect(layer) for f in imp.found)
+
+
+# ---------------------------------------------------------------------------------------
+# The CLI option
+
+PRIME_PROBLEM = """\
+name: primes
+layers:
+  - {name: fc, type: fc, C: 7, M: 5}
+"""
+
+
+def cli(*args, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "mapper", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_factorization_option(tmp_path):
+    import json
+    (tmp_path / "p.yaml").write_text(PRIME_PROBLEM)
+    res = cli("search", "-a", "eyeriss_v1", "-p", "p.yaml", "-l", "fc", "--factorization", "imperfect",
+              "--time-limit", "20", "--json", "r.json", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["search"]["factorization"] == "imperfect"
+    assert doc["search"]["status"] != "optimal" and doc["search"]["bound"] is None
+    assert doc["search"]["reason"] in ("perfect subspace proof", "time limit")
+    assert "status feasible (perfect subspace proof)" in res.stdout or "time limit" in res.stdout
+    per = cli("search", "-a", "eyeriss_v1", "-p", "p.yaml", "-l", "fc", "--time-limit", "20", "--json", "p.json",
+              "--quiet", cwd=tmp_path)
+    assert json.loads((tmp_path / "p.json").read_text())["search"]["factorization"] == "perfect"
+    assert doc["cost"]["edp"] <= json.loads((tmp_path / "p.json").read_text())["cost"]["edp"] * (1 + 1e-9)
+    sp = cli("space", "-a", "eyeriss_v1", "-p", "p.yaml", "-l", "fc", "--factorization", "imperfect", cwd=tmp_path)
+    assert sp.returncode == 0 and "factorization (imperfect" in sp.stdout and "perfect)" in sp.stdout
+    bad = cli("search", "-a", "eyeriss_v1", "-p", "p.yaml", "--factorization", "ragged", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "factorization" in bad.stderr

@@ -615,49 +615,50 @@ class _Run:
         else:
             self.subspace_bound = max(sub.bound or 0.0, min(sub.floor, sub.pool.best))
 
-    def remainders(self, chunk: int = 8, label: str = "remainders") -> None:
+    def remainders(self, label: str = "remainders") -> None:
         """Descent over remainder moves from the best candidate (imperfect space only): one
         dimension's factorization replaced by another row of the space differing in at most
-        two slots, moves touching a fan-out slot first (filling the array is where
-        remainders pay, cf. Ruby). Remainder candidates are counted one at a time (exact,
-        slow: mapper.remainder_batch), so they are evaluated `chunk` at a time, the deadline
-        checked between chunks, and the first improving chunk's best is taken."""
+        two slots. Remainder candidates are counted one at a time (exact, slow:
+        mapper.remainder_batch), so the moves are tried best-first by how few temporal
+        steps they leave (fewer compute cycles: filling the array is where remainders pay,
+        cf. Ruby), one at a time, the first improving one taken; a move is not started when
+        the time left is below what the last one took."""
         space = self.space
         if space.factorization == "perfect" or not len(self.pool.values):
             return
-        spatial = [s for s, (_, kind) in enumerate(space.enc.slots) if kind != "T"]
-        f, o, k, md = (self.pool.factors[0], self.pool.orders[0], self.pool.keep[0], self.pool.modes[0])
+        temporal = [s for s, (_, kind) in enumerate(space.enc.slots) if kind == "T"]
+        f, o, k = self.pool.factors[0], self.pool.orders[0], self.pool.keep[0]
         value = float(self.pool.values[0])
-        seen = set()
+        seen, took = set(), 0.0
         while not self.out_of_time():
             nb = space.factor_neighbours(f)
             if not len(nb):
                 return
-            touches = (nb[:, spatial, :] != f[None, spatial, :]).any(axis=(1, 2)) if spatial else \
-                np.zeros(len(nb), dtype=bool)
-            nb = nb[np.argsort(~touches, kind="stable")]
-            keep_nb = np.repeat(k[None], len(nb), axis=0)
-            nb = nb[space.valid(nb, keep_nb)]
-            fresh = [i for i in range(len(nb)) if nb[i].tobytes() not in seen]
-            nb = nb[fresh]
+            nb = nb[space.valid(nb, np.repeat(k[None], len(nb), axis=0))]
+            steps = np.prod(nb[:, temporal, :].reshape(len(nb), -1).astype(np.float64), axis=1)
+            nb = nb[np.argsort(steps, kind="stable")]
             improved = False
-            for lo in range(0, len(nb), chunk):
-                if self.out_of_time():
-                    break
-                part = nb[lo:lo + chunk]
-                seen.update(x.tobytes() for x in part)
-                os_ = np.repeat(o[None], len(part), axis=0)
-                ks = np.repeat(k[None], len(part), axis=0)
-                vals, modes = score(space.enc, part, os_, ks, self.objective)
-                self.evaluated += len(part)
-                self.valid += len(part)
-                j = int(np.argmin(vals))
-                if vals[j] < value * (1 - 1e-12):
-                    f, md, value = part[j], modes[j], float(vals[j])
-                    self.offer(vals[j:j + 1], part[j:j + 1], os_[j:j + 1], ks[j:j + 1], modes[j:j + 1], label)
+            for cand in nb:
+                tag = cand.tobytes()
+                if tag in seen:
+                    continue
+                left = self.time_left()
+                if self.interrupted or (left is not None and left < took):
+                    self.stopped_by_limit = not self.interrupted
+                    return
+                seen.add(tag)
+                t0 = time.monotonic()
+                vals, modes = score(space.enc, cand[None], o[None], k[None], self.objective)
+                took = time.monotonic() - t0
+                self.evaluated += 1
+                self.valid += 1
+                self._base_eval, self._base_valid = self.evaluated, self.valid
+                if vals[0] < value * (1 - 1e-12):
+                    f, value = cand, float(vals[0])
+                    self.offer(vals, cand[None], o[None], k[None], modes, label)
+                    self.show(label)
                     improved = True
                     break
-                self.show(label)
             if not improved:
                 return
         self._base_eval, self._base_valid = self.evaluated, self.valid
@@ -685,7 +686,7 @@ class _Run:
 
     def hybrid_imperfect(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         """Hybrid over the imperfect space: the perfect phases (random, refine, CP-SAT on the
-        perfect subspace with half the time left, refine), then remainder descent from the
+        perfect subspace with 60% of the time left, refine), then remainder descent from the
         best with the rest. Remainder candidates are evaluated one at a time, so sampling
         the whole imperfect space at random would spend the budget on a few hundred."""
         quick = min(budget, 60000) if budget is not None else 60000
@@ -696,14 +697,14 @@ class _Run:
         deadline = self.deadline
         left = self.time_left()
         if left is not None:
-            self.deadline = time.monotonic() + left / 2
+            self.deadline = time.monotonic() + 0.6 * left
         try:
             self.cpsat(workers, hints=True)
             self.refine("refine")
         finally:
             self.deadline = deadline
         if not self.interrupted:
-            cut = self.stopped_by_limit and not self.perfect_proven     # CP-SAT's half ran out
+            cut = self.stopped_by_limit and not self.perfect_proven     # CP-SAT's share ran out
             self.stopped_by_limit = False
             self.remainders()
             self.stopped_by_limit |= cut
