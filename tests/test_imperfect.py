@@ -379,3 +379,21 @@ def test_result_for_other_sizes_is_not_taken_for_remainders(tmp_path):
     # the plain mapping file (no recorded sizes) is read as a mapping with remainders
     ok = cli("evaluate", "-a", "eyeriss_v1", "-p", net, "-l", "conv3", "-m", path)
     assert ok.returncode == 0 and "for M in [0:380) step 16 (24 steps, last 12)" in ok.stdout
+
+
+@pytest.mark.parametrize("family", ["v1", "v2"])
+def test_numpy_remainder_sums_equal_the_models(family, monkeypatch):
+    """mapper.remainder_batch.FastRemainders (numpy per-group sums, forced for every group
+    here) gives the model's numbers on the imperfect samples, network modes included."""
+    from mapper.remainder_batch import FastRemainders
+    monkeypatch.setattr(FastRemainders, "SMALL", 0)
+    checked = 0
+    for a in (V1 if family == "v1" else V2):
+        for shape in SHAPES:
+            layer, arch = layer_from_dims(shape, **SHAPES[shape]), arch_of(a)
+            for m in imperfect_mappings(a, shape, 2):
+                want = evaluate(layer, arch, m).to_dict()
+                got = evaluate(layer, arch, m, remainders=FastRemainders).to_dict()
+                assert got == want, describe(layer, arch, m)
+                checked += 1
+    assert checked >= 15

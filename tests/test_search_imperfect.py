@@ -230,3 +230,14 @@ def test_cli_factorization_option(tmp_path):
     assert sp.returncode == 0 and "factorization (imperfect" in sp.stdout and "perfect)" in sp.stdout
     bad = cli("search", "-a", "eyeriss_v1", "-p", "p.yaml", "--factorization", "ragged", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "factorization" in bad.stderr
+
+
+def test_cpsat_over_the_imperfect_space_proves_the_perfect_subspace_only():
+    key, layer = CASE["v1s-fc"]
+    per = search(layer, arch(key), algorithm="cpsat")
+    imp = search(layer, arch(key), algorithm="cpsat", factorization="imperfect")
+    assert per.status == "optimal"
+    assert imp.status == "feasible" and imp.reason == "perfect subspace proof"
+    assert imp.bound is None and imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
+    assert best(imp) == pytest.approx(best(per), rel=REL)     # CP-SAT alone finds no remainder mapping
+    assert any("perfect mappings" in n for n in imp.notes)
