@@ -142,10 +142,10 @@ def _files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
 
-def _run(args: list[str], work: Path, subprocess_: bool) -> tuple[int, str, str]:
+def _run(args: list[str], work: Path, subprocess_: bool, timeout: float = 60) -> tuple[int, str, str]:
     if subprocess_:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        res = subprocess.run(CLI + args, cwd=work, capture_output=True, text=True, timeout=60, env=env)
+        res = subprocess.run(CLI + args, cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
     else:
         res = run_in_process(*args, cwd=work)
     return res.returncode, res.stdout, res.stderr
@@ -252,7 +252,9 @@ def test_hostile_names_stay_inside_out_and_never_collide(tmp_path):
     assert file_name("conv1") == "conv1"         # plain names are kept as they are
 
 
-def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path):
+@pytest.mark.parametrize("in_subprocess", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["in-process", "subprocess"])
+def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path, in_subprocess):
     prob = tmp_path / "evil.yaml"
     prob.write_text('name: "../../escaped"\nlayers:\n'
                     '  - {name: "../../../x", type: fc, C: 4, M: 4}\n'
@@ -260,12 +262,10 @@ def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path):
                     '  - {name: "a\\0b", type: fc, C: 8, M: 4}\n')
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = _files(tmp_path)
-    res = subprocess.run(CLI + ["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "5",
-                                "--workers", "1", "-q"], cwd=work, capture_output=True, text=True, timeout=300,
-                         env=env)
-    assert res.returncode == 0, res.stderr
+    code, _, err = _run(["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "5",
+                         "--workers", "1", "-q"], work, in_subprocess, timeout=300)
+    assert code == 0, err
     new = _files(tmp_path) - before
     assert new and all(p.is_relative_to(work / "out") for p in new), sorted(map(str, new))
     docs = [json.loads(p.read_text()) for p in (work / "out").rglob("*.json")
