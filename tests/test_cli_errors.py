@@ -1,8 +1,12 @@
 """The `mapper` command: user errors are one line on stderr, exit code 2, no traceback and
 no output file; and the happy paths (version, help, layers, evaluate, reading a result back).
 
-Runs the installed command in a subprocess so stderr, the exit code and any traceback are
-exactly what a user sees. Bad inputs are small YAML files written into tmp_path.
+Every test takes the `run` fixture: in the fast tier it runs the command in-process through
+the console script's own entry point (tests/cli_helper.py: the same exit code and stderr,
+without a second of start-up per case); the slow tier repeats every test with the installed
+command in a subprocess, so stderr, the exit code and any traceback are exactly what a user
+sees. A few cases run both ways in the fast tier and must agree. Bad inputs are small YAML
+files written into tmp_path.
 
 Valid mapping used throughout (AlexNet conv3 on Eyeriss v1; N=G=1, M=384, C=256,
 P=Q=13, R=S=3), built by hand from the arch's constraints:
@@ -31,6 +35,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helper import run_in_process
 
 MAPPER = shutil.which("mapper") or str(Path(sys.executable).parent / "mapper")
 
@@ -58,11 +63,18 @@ def replace_loop(old, new):
     return [new if l == old else l for l in GOOD_LOOPS]
 
 
-def run(*args, cwd=None) -> subprocess.CompletedProcess:
+def run_installed(*args, cwd=None) -> subprocess.CompletedProcess:
+    """The installed `mapper` script in a subprocess: exactly what a user sees."""
     return subprocess.run([MAPPER, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def assert_user_error(res: subprocess.CompletedProcess, *fragments: str, out: Path | None = None) -> str:
+@pytest.fixture(params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+def run(request):
+    """How a test runs `mapper ARGS`: in-process (fast tier) or the installed command (slow tier)."""
+    return run_in_process if request.param == "in-process" else run_installed
+
+
+def assert_user_error(res, *fragments: str, out: Path | None = None) -> str:
     """One line on stderr starting with 'error:', containing every fragment; exit code 2;
     no traceback; and `out` (the --json target) not created, nor a temporary file beside it."""
     assert "Traceback" not in res.stderr, res.stderr
@@ -122,7 +134,7 @@ def problem_file(tmp_path, layer_text: str) -> Path:
     (LAYER_OK % ", density: {weights: 1.5}", ["layers[0].density.weights", "1.5"]),
     ("just a string", ["layers[0]", "mapping"]),
 ])
-def test_problem_file_errors(tmp_path, good_mapping, layer_text, fragments):
+def test_problem_file_errors(tmp_path, good_mapping, layer_text, fragments, run):
     prob = problem_file(tmp_path, layer_text)
     out = tmp_path / "out.json"
     line = assert_user_error(run(*evaluate_args(good_mapping, out, problem=prob, layer="a")), *fragments, out=out)
@@ -131,7 +143,7 @@ def test_problem_file_errors(tmp_path, good_mapping, layer_text, fragments):
     assert run("layers", prob).stderr.strip() == line
 
 
-def test_malformed_yaml_problem(tmp_path, good_mapping):
+def test_malformed_yaml_problem(tmp_path, good_mapping, run):
     prob = tmp_path / "broken.yaml"
     prob.write_text("name: net\nlayers:\n  - {name: a, type: conv, C: 3\n")
     out = tmp_path / "out.json"
@@ -140,17 +152,17 @@ def test_malformed_yaml_problem(tmp_path, good_mapping):
     assert_user_error(run("layers", prob), "broken.yaml", "malformed YAML")
 
 
-def test_missing_top_level_field(tmp_path):
+def test_missing_top_level_field(tmp_path, run):
     prob = tmp_path / "nolayers.yaml"
     prob.write_text("name: net\n")
     assert_user_error(run("layers", prob), "nolayers.yaml", "layers", "missing")
 
 
-def test_missing_problem_file(tmp_path):
+def test_missing_problem_file(tmp_path, run):
     assert_user_error(run("layers", tmp_path / "nope.yaml"), "nope.yaml", "not found")
 
 
-def test_unknown_builtin_problem(tmp_path, good_mapping):
+def test_unknown_builtin_problem(tmp_path, good_mapping, run):
     out = tmp_path / "out.json"
     line = assert_user_error(run(*evaluate_args(good_mapping, out, problem="alexnett")),
                              "--problem", "alexnett", out=out)
@@ -159,7 +171,7 @@ def test_unknown_builtin_problem(tmp_path, good_mapping):
     assert "alexnet, bert_base, mobilenet_v1" in line
 
 
-def test_unknown_builtin_arch(tmp_path, good_mapping):
+def test_unknown_builtin_arch(tmp_path, good_mapping, run):
     out = tmp_path / "out.json"
     line = assert_user_error(run(*evaluate_args(good_mapping, out, arch="eyeriss_v3")), "--arch", "eyeriss_v3",
                              out=out)
@@ -169,7 +181,7 @@ def test_unknown_builtin_arch(tmp_path, good_mapping):
     assert "eyeriss_v1, eyeriss_v1_5, eyeriss_v1_scaled, eyeriss_v2" in line
 
 
-def test_unknown_layer_on_evaluate(tmp_path, good_mapping):
+def test_unknown_layer_on_evaluate(tmp_path, good_mapping, run):
     out = tmp_path / "out.json"
     line = assert_user_error(run(*evaluate_args(good_mapping, out, layer="conv33")), "--layer", "conv33",
                              "alexnet", out=out)
@@ -178,7 +190,7 @@ def test_unknown_layer_on_evaluate(tmp_path, good_mapping):
         assert name in line
 
 
-def test_unknown_layer_on_search(tmp_path):
+def test_unknown_layer_on_search(tmp_path, run):
     out = tmp_path / "out.json"
     line = assert_user_error(run("search", "-a", "eyeriss_v1", "-p", "mobilenet_v1", "-l", "dw14", "--json", out),
                              "--layer", "dw14", out=out)
@@ -194,7 +206,7 @@ def write_mapping(tmp_path, text, name="m.yaml") -> Path:
     return path
 
 
-def test_mapping_overflows_a_buffer(tmp_path):
+def test_mapping_overflows_a_buffer(tmp_path, run):
     # psum_spad M 24 (DRAM M 16 keeps M = 384): weights_spad tile = M24 * C4 * S3 = 288
     # words against 224: over by 64. (psum_spad's own tile is 24 <= 24, ifmap 12 <= 12.)
     loops = [("DRAM", "M", 16, None)] + GOOD_LOOPS[1:-1] + [("psum_spad", "M", 24, None)]
@@ -204,7 +216,7 @@ def test_mapping_overflows_a_buffer(tmp_path):
     assert "288" in line and "224" in line
 
 
-def test_mapping_overflows_glb_weights(tmp_path):
+def test_mapping_overflows_glb_weights(tmp_path, run):
     # C 16 moved from DRAM to GLB: GLB Weights = M16 * C256 * 9 = 36864 > 4096 (over by 32768);
     # GLB Inputs+Outputs = 256*15*15 + 16*13*13 = 57600 + 2704 = 60304 > 51200 (over by 9104).
     loops = [("DRAM", "M", 24, None), ("GLB", "C", 16, None)] + GOOD_LOOPS[2:]
@@ -214,14 +226,14 @@ def test_mapping_overflows_glb_weights(tmp_path):
     assert "over by 9104" in line or "over by 32768" in line
 
 
-def test_mapping_factors_do_not_multiply(tmp_path):
+def test_mapping_factors_do_not_multiply(tmp_path, run):
     m = write_mapping(tmp_path, mapping_yaml(replace_loop(("DRAM", "M", 24, None), ("DRAM", "M", 12, None))))
     out = tmp_path / "out.json"
     # 12 * 16 = 192, not 384
     assert_user_error(run(*evaluate_args(m, out)), "m.yaml", "M", "192", "384", out=out)
 
 
-def test_mapping_unknown_level(tmp_path):
+def test_mapping_unknown_level(tmp_path, run):
     m = write_mapping(tmp_path, mapping_yaml(replace_loop(("weights_spad", "S", 3, None),
                                                           ("weight_spad", "S", 3, None))))
     out = tmp_path / "out.json"
@@ -246,14 +258,14 @@ def test_mapping_unknown_level(tmp_path):
     (GOOD_LOOPS, "{GLB: [Weights, Inputs, Outputs, Psums]}", ["keep.GLB", "Psums"]),
     (GOOD_LOOPS, "{GLBB: [Weights]}", ["keep.GLBB", "did you mean 'GLB'"]),
 ])
-def test_mapping_rule_violations(tmp_path, loops, keep, fragments):
+def test_mapping_rule_violations(tmp_path, loops, keep, fragments, run):
     text = mapping_yaml(loops) if keep is None else mapping_yaml(loops, keep)
     m = write_mapping(tmp_path, text)
     out = tmp_path / "out.json"
     assert_user_error(run(*evaluate_args(m, out)), "m.yaml", *fragments, out=out)
 
 
-def test_malformed_mapping(tmp_path):
+def test_malformed_mapping(tmp_path, run):
     m = write_mapping(tmp_path, "loops: [\n", "broken.yaml")
     out = tmp_path / "out.json"
     assert_user_error(run(*evaluate_args(m, out)), "broken.yaml", "malformed YAML", out=out)
@@ -261,7 +273,7 @@ def test_malformed_mapping(tmp_path):
     assert_user_error(run(*evaluate_args(m, out)), "list.yaml", out=out)
 
 
-def test_misspelled_arch_field(tmp_path, good_mapping):
+def test_misspelled_arch_field(tmp_path, good_mapping, run):
     source = Path(__file__).resolve().parents[1] / "arch" / "eyeriss_v1.yaml"
     text = source.read_text()
     assert "    capacity: 224" in text
@@ -273,7 +285,7 @@ def test_misspelled_arch_field(tmp_path, good_mapping):
     assert re.search(r"levels\[\d\]\.capacty", line)
 
 
-def test_arch_bad_value(tmp_path, good_mapping):
+def test_arch_bad_value(tmp_path, good_mapping, run):
     source = Path(__file__).resolve().parents[1] / "arch" / "eyeriss_v1.yaml"
     arch = tmp_path / "my_arch.yaml"
     arch.write_text(source.read_text().replace("fanout: {X: 14, Y: 12}", "fanout: {X: 14, Y: 0}"))
@@ -302,7 +314,7 @@ SEARCH = ["search", "-a", "eyeriss_v1", "-p", "alexnet", "-l", "conv3", "--quiet
     (["--density", "weights=lots"], ["--density", "lots"]),
     (["--density-preset", "sparse"], ["--density-preset", "sparse"]),
 ])
-def test_search_option_errors(tmp_path, option, fragments):
+def test_search_option_errors(tmp_path, option, fragments, run):
     out = tmp_path / "out.json"
     assert_user_error(run(*SEARCH, *option, "--json", out), *fragments, out=out)
 
@@ -311,18 +323,18 @@ def test_search_option_errors(tmp_path, option, fragments):
 # Errors that once escaped as tracebacks or as click's multi-line usage errors
 
 @pytest.mark.parametrize("value", [".inf", ".nan"])
-def test_non_finite_size(tmp_path, value):
+def test_non_finite_size(tmp_path, value, run):
     prob = problem_file(tmp_path, f"{{name: a, type: conv, C: {value}, M: 4, H: 8, W: 8, R: 3, S: 3}}")
     assert_user_error(run("layers", prob), "net.yaml", "layers[0].C")
 
 
-def test_non_finite_mapping_factor(tmp_path):
+def test_non_finite_mapping_factor(tmp_path, run):
     m = write_mapping(tmp_path, mapping_yaml().replace("factor: 13, spatial: null", "factor: .inf, spatial: null"))
     out = tmp_path / "out.json"
     assert_user_error(run(*evaluate_args(m, out)), "m.yaml", "factor", out=out)
 
 
-def test_evaluate_json_into_a_folder(tmp_path, good_mapping):
+def test_evaluate_json_into_a_folder(tmp_path, good_mapping, run):
     folder = tmp_path / "results"
     folder.mkdir()
     assert_user_error(run(*evaluate_args(good_mapping, folder)), "results")
@@ -332,21 +344,39 @@ def test_evaluate_json_into_a_folder(tmp_path, good_mapping):
     ["layers", "alexnet", "--batch", "0"],
     SEARCH + ["--workers", "two"],
 ])
-def test_click_option_validation_is_one_line(args):
+def test_click_option_validation_is_one_line(args, run):
     assert_user_error(run(*args))
+
+
+# ---------------------------------------------------------------------------------------
+# The in-process runner is what a user sees: a representative of each kind of exit, run both ways
+
+@pytest.mark.parametrize("case", ["spec_error", "click_usage_error", "unknown_arch", "version"])
+def test_installed_command_and_in_process_runner_agree(tmp_path, case):
+    prob = problem_file(tmp_path, LAYER_OK % ", strid: 2")
+    args = {"spec_error": ["layers", prob],
+            "click_usage_error": SEARCH + ["--workers", "two"],
+            "unknown_arch": ["search", "-a", "tpu", "-p", "alexnet", "-l", "conv3"],
+            "version": ["--version"]}[case]
+    real, inside = run_installed(*args, cwd=tmp_path), run_in_process(*args, cwd=tmp_path)
+    assert (inside.returncode, inside.stdout, inside.stderr) == (real.returncode, real.stdout, real.stderr)
+    if case == "version":
+        assert real.returncode == 0 and real.stdout.startswith("mapper, version ")
+    else:
+        assert_user_error(real)
 
 
 # ---------------------------------------------------------------------------------------
 # Happy paths
 
-def test_version():
+def test_version(run):
     res = run("--version")
     assert res.returncode == 0 and res.stderr == ""
     import mapper
     assert res.stdout.strip() == f"mapper, version {mapper.__version__}"
 
 
-def test_help():
+def test_help(run):
     res = run("--help")
     assert res.returncode == 0
     for command in ("layers", "evaluate", "search", "space"):
@@ -355,7 +385,7 @@ def test_help():
     assert "--mapping" in run("evaluate", "--help").stdout
 
 
-def test_layers_alexnet_prints_total():
+def test_layers_alexnet_prints_total(run):
     res = run("layers", "alexnet")
     assert res.returncode == 0 and res.stderr == ""
     total = [l for l in res.stdout.splitlines() if l.startswith("total")]
@@ -365,7 +395,7 @@ def test_layers_alexnet_prints_total():
     assert conv3[-1] == f"{CONV3_MACS:,}"
 
 
-def test_layers_mobilenet_json():
+def test_layers_mobilenet_json(run):
     res = run("layers", "mobilenet_v1", "--json")
     assert res.returncode == 0
     data = json.loads(res.stdout)
@@ -376,7 +406,7 @@ def test_layers_mobilenet_json():
     assert dw2["stride"] == [2, 2]
 
 
-def test_layers_batch_option():
+def test_layers_batch_option(run):
     res = run("layers", "alexnet", "--batch", "2", "--json")
     data = json.loads(res.stdout)
     assert data["macs"] == 2 * 724_406_816
@@ -389,7 +419,7 @@ def totals(stdout: str) -> str:
     return lines[0]
 
 
-def test_evaluate_writes_result_document_and_reads_it_back(tmp_path, good_mapping):
+def test_evaluate_writes_result_document_and_reads_it_back(tmp_path, good_mapping, run):
     out = tmp_path / "result.json"
     res = run(*evaluate_args(good_mapping, out))
     assert res.returncode == 0, res.stderr
@@ -444,7 +474,7 @@ def test_evaluate_writes_result_document_and_reads_it_back(tmp_path, good_mappin
     assert json.loads(out2.read_text()) == doc
 
 
-def test_result_document_of_other_layer_is_rejected(tmp_path, good_mapping):
+def test_result_document_of_other_layer_is_rejected(tmp_path, good_mapping, run):
     """A result for conv3 read back for conv4 (G 2, C 192 per group): the factors no longer multiply."""
     out = tmp_path / "result.json"
     assert run(*evaluate_args(good_mapping, out)).returncode == 0
@@ -452,13 +482,13 @@ def test_result_document_of_other_layer_is_rejected(tmp_path, good_mapping):
     assert_user_error(res, "result.json", "conv4", "factors multiply to")
 
 
-def test_space_command():
+def test_space_command(run):
     res = run("space", "-a", "eyeriss_v1", "-p", "alexnet", "-l", "conv3")
     assert res.returncode == 0, res.stderr
     assert "loop order at GLB" in res.stdout
 
 
-def test_duplicate_field_is_an_error(tmp_path):
+def test_duplicate_field_is_an_error(tmp_path, run):
     """YAML silently keeps the last of two equal keys; a spec file must not."""
     prob = problem_file(tmp_path, "{name: a, type: conv, C: 3, M: 4, H: 8, W: 8, R: 3, S: 3, C: 5}")
     assert_user_error(run("layers", prob), "net.yaml", "'C' is given twice")

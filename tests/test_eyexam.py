@@ -350,7 +350,11 @@ def test_network_eyexam_reuses_identical_layers(monkeypatch):
 # ---------------------------------------------------------------------------------------
 # JSON and text
 
-def test_json_round_trip(tmp_path):
+# the second result of the network file: one already examined in the fast tier; conv3's
+# (three full searches, ~30 s) in the slow tier
+@pytest.mark.parametrize("second", [("toy_8", "toy"), pytest.param(("eyeriss_v1", "conv3"), marks=pytest.mark.slow)],
+                         ids=["toy", "conv3"])
+def test_json_round_trip(tmp_path, second):
     r = result_of("eyeriss_v1", "tiny")
     d = r.to_dict()
     for key in ("version", "inputs_sha256", "layer", "arch", "settings", "steps"):
@@ -362,7 +366,7 @@ def test_json_round_trip(tmp_path):
     assert EyexamResult.from_dict(json.loads(json.dumps(d))) == r
     save_json(tmp_path / "one.json", r)
     assert load_json(tmp_path / "one.json") == r
-    rs = [r, result_of("eyeriss_v1", "conv3")]
+    rs = [r, result_of(*second)]
     save_json(tmp_path / "net.json", rs)
     assert load_json(tmp_path / "net.json") == rs
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob(".*tmp"))

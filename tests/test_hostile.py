@@ -5,9 +5,12 @@ The corpus is tests/hostile/ (small files, one folder per reader, the expected w
 each error in expect.json; regenerate with tests/hostile/make_corpus.py). Inputs too big
 to store (alias bombs, deep nesting, huge integers, oversized files) and files that are
 not regular files (FIFOs, /dev/zero, folders) are made here for every reader. An eighth
-of the stored cases, a sixth of the generated ones and every FIFO or device run the CLI
-in a subprocess (exactly what a user sees, with a timeout); the rest call the same entry
-point in-process, which is faster.
+of the stored cases, a sixth of the generated ones, a third of the option cases and every
+FIFO or device also run the CLI in a subprocess (exactly what a user sees, with a timeout)
+in the slow tier; in the fast tier every case calls the same entry point in-process
+(tests/cli_helper.py), which is faster, except FIFOs and devices (a reader that blocks on
+one would hang the test run, not just the case) and a few representatives of each reader,
+which stay subprocesses.
 
 The Ctrl-C tests at the end (marked slow) run the CLI in a pseudo-terminal in its own
 session and send SIGINT to the whole process group, as a terminal does.
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from mapper.cli import entry
+from cli_helper import run_in_process
 from mapper.spec import MAX_DEPTH, MAX_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,15 +85,32 @@ def _generated(kind: str) -> dict[str, tuple[str, object, list[str]]]:
     return cases
 
 
+# The subprocess cases that stay in the fast tier: a stored file, an option, and FIFOs and
+# devices for four readers (a reader that blocked on them could not be run in-process at all).
+FAST_SUBPROCESS = {"arch/bandwidth_huge.yaml", "fc8 -q --json out/s.json --seed -1", "arch/generated/fifo",
+                   "mapping/generated/dev_zero", "problem/generated/fifo", "result/generated/dev_urandom"}
+
+
+def _tiers(values: tuple, case_id: str, in_subprocess: bool, blocks: bool = False) -> list:
+    """A case's params: in-process in the fast tier; a subprocess case also in a subprocess,
+    in the slow tier unless it is one of FAST_SUBPROCESS. A case that can block the process
+    (`blocks`) only ever runs in a subprocess."""
+    if not in_subprocess:
+        return [pytest.param(*values, False, id=case_id)]
+    slow = () if case_id in FAST_SUBPROCESS else (pytest.mark.slow,)
+    sub = pytest.param(*values, True, id=f"{case_id}/subprocess", marks=slow)
+    return [sub] if blocks else [pytest.param(*values, False, id=case_id), sub]
+
+
 def _cases():
     out = []
     for i, (name, words) in enumerate(sorted(EXPECT.items())):
         kind = name.split("/")[0]
-        out.append(pytest.param(kind, ("corpus", name), words, i % 8 == 0, id=name))
+        out += _tiers((kind, ("corpus", name), words), name, i % 8 == 0)
     for kind in COMMANDS:
         for j, (name, (how, content, words)) in enumerate(_generated(kind).items()):
-            sub = how in ("fifo", "link") or j % 6 == 0
-            out.append(pytest.param(kind, (how, content), words, sub, id=f"{kind}/generated/{name}"))
+            blocks = how in ("fifo", "link")
+            out += _tiers((kind, (how, content), words), f"{kind}/generated/{name}", blocks or j % 6 == 0, blocks)
     return out
 
 
@@ -122,30 +142,23 @@ def _files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
 
-def _run(args: list[str], work: Path, subprocess_: bool, capsys, monkeypatch) -> tuple[int, str, str]:
+def _run(args: list[str], work: Path, subprocess_: bool, timeout: float = 60) -> tuple[int, str, str]:
     if subprocess_:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        res = subprocess.run(CLI + args, cwd=work, capture_output=True, text=True, timeout=60, env=env)
-        return res.returncode, res.stdout, res.stderr
-    monkeypatch.chdir(work)
-    monkeypatch.setattr(sys, "argv", ["mapper", *args])
-    code = 0
-    try:
-        entry()
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+        res = subprocess.run(CLI + args, cwd=work, capture_output=True, text=True, timeout=timeout, env=env)
+    else:
+        res = run_in_process(*args, cwd=work)
+    return res.returncode, res.stdout, res.stderr
 
 
 @pytest.mark.parametrize("kind, source, words, in_subprocess", _cases())
-def test_hostile_input(tmp_path, capsys, monkeypatch, kind, source, words, in_subprocess):
+def test_hostile_input(tmp_path, kind, source, words, in_subprocess):
     work = tmp_path / "work"
     work.mkdir()
     path = _place(kind, source, work)
     args = [str(path) if a == "FILE" else a for a in COMMANDS[kind]]
     before = _files(tmp_path)
-    code, out, err = _run(args, work, in_subprocess, capsys, monkeypatch)
+    code, out, err = _run(args, work, in_subprocess)
     assert "Traceback" not in err, err
     lines = err.splitlines()
     assert len(lines) == 1, err[:3000]
@@ -199,12 +212,12 @@ OPTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args, words", OPTION_CASES, ids=[" ".join(a[6:] if a[0] == "search" else a[-2:])
-                                                           for a, _ in OPTION_CASES])
-def test_bad_option(tmp_path, capsys, monkeypatch, args, words):
+@pytest.mark.parametrize("args, words, in_subprocess", [
+    p for k, (a, w) in enumerate(OPTION_CASES)
+    for p in _tiers((a, w), " ".join(a[6:] if a[0] == "search" else a[-2:]), k % 3 == 0)])
+def test_bad_option(tmp_path, args, words, in_subprocess):
     before = _files(tmp_path)
-    in_subprocess = OPTION_CASES.index((args, words)) % 3 == 0
-    code, out, err = _run(args, tmp_path, in_subprocess, capsys, monkeypatch)
+    code, out, err = _run(args, tmp_path, in_subprocess)
     lines = err.splitlines()
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), err[:2000]
     for w in words:
@@ -213,12 +226,12 @@ def test_bad_option(tmp_path, capsys, monkeypatch, args, words):
     assert _files(tmp_path) == before
 
 
-def test_two_files_with_one_name_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+def test_two_files_with_one_name_are_refused_before_anything_is_written(tmp_path):
     text = "name: same\nlayers:\n  - {name: a, type: fc, C: 4, M: 4}\n"
     (tmp_path / "one.yaml").write_text(text)
     (tmp_path / "two.yaml").write_text(text.replace("M: 4", "M: 8"))
     args = ["sweep", "-a", "eyeriss_v1", "-p", "one.yaml", "-p", "two.yaml", "--out", "out", "-q"]
-    code, _, err = _run(args, tmp_path, False, capsys, monkeypatch)
+    code, _, err = _run(args, tmp_path, False)
     assert code == 2 and "network 'same'" in err
     assert not (tmp_path / "out").exists()
 
@@ -239,7 +252,9 @@ def test_hostile_names_stay_inside_out_and_never_collide(tmp_path):
     assert file_name("conv1") == "conv1"         # plain names are kept as they are
 
 
-def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path):
+@pytest.mark.parametrize("in_subprocess", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["in-process", "subprocess"])
+def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path, in_subprocess):
     prob = tmp_path / "evil.yaml"
     prob.write_text('name: "../../escaped"\nlayers:\n'
                     '  - {name: "../../../x", type: fc, C: 4, M: 4}\n'
@@ -247,12 +262,10 @@ def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path):
                     '  - {name: "a\\0b", type: fc, C: 8, M: 4}\n')
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = _files(tmp_path)
-    res = subprocess.run(CLI + ["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "5",
-                                "--workers", "1", "-q"], cwd=work, capture_output=True, text=True, timeout=300,
-                         env=env)
-    assert res.returncode == 0, res.stderr
+    code, _, err = _run(["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "5",
+                         "--workers", "1", "-q"], work, in_subprocess, timeout=300)
+    assert code == 0, err
     new = _files(tmp_path) - before
     assert new and all(p.is_relative_to(work / "out") for p in new), sorted(map(str, new))
     docs = [json.loads(p.read_text()) for p in (work / "out").rglob("*.json")

@@ -339,6 +339,8 @@ def test_conventions_are_discriminated():
     per_child = per_fanout = 0
     for a, s in CASES:
         for i in range(len(mappings_for(a, s))):
+            if per_child >= 10 and (per_fanout >= 1 or a != "v2_bypass_exact"):
+                break           # enough found here; the rest cannot change the outcome
             base = oracle_of(a, s, i)
             if base.fills != oracle_of(a, s, i, Conventions(psum_fill_every_child=False)).fills:
                 per_child += 1
@@ -358,6 +360,8 @@ def test_comparison_is_sensitive():
         if any(f.modes for f in arch_of(a).fanouts):
             continue        # the original contract predates network modes
         for i, m in enumerate(mappings_for(a, s)):
+            if disagreeing >= 10:
+                break           # enough found; the rest cannot change the outcome
             if differences(layer_of(s), arch_of(a), m, oracle_of(a, s, i, ORIGINAL)):
                 disagreeing += 1
     assert disagreeing >= 10, disagreeing

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_daily_use import cli
+from cli_helper import run_in_process as cli
 
 
 def test_front_plot_title_wraps_a_long_guarantee(tmp_path):
@@ -67,7 +67,7 @@ def two_layer_result(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TWO_LAYERS)
     r = _cli(["search", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--workers", "1", "-q", "--summary",
               "--json", "net.json"], tmp_path)
-    assert r.exit_code == 0, r.output
+    assert r.returncode == 0, r.output
     return tmp_path, json.loads((tmp_path / "net.json").read_text())
 
 
@@ -84,12 +84,12 @@ def test_network_export_with_an_inexpressible_layer_writes_nothing_and_names_it(
     fc["mapping"]["loops"] = loops
     (folder / "bad.json").write_text(json.dumps(docs))
     ok = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "bad.json", "-l", "fc"], folder)
-    assert ok.exit_code == 0, ok.output                  # a valid mapping of ours
+    assert ok.returncode == 0, ok.output                  # a valid mapping of ours
     r = _cli(["export", "timeloop", "bad.json", "-o", "maps"], folder)
-    assert r.exit_code == 2
+    assert r.returncode == 2
     assert "bad.json" in r.output and "layer fc" in r.output and "twice" in r.output
     assert not (folder / "maps").exists()                # c1's map is not written either
-    assert _cli(["export", "timeloop", "bad.json", "-l", "c1", "-o", "maps"], folder).exit_code == 0
+    assert _cli(["export", "timeloop", "bad.json", "-l", "c1", "-o", "maps"], folder).returncode == 0
 
 
 def test_totals_line_shows_the_chip_split_and_small_latencies(two_layer_result):
@@ -116,12 +116,12 @@ def test_evaluate_a_timeloop_map_on_a_one_layer_network_needs_no_layer(two_layer
     folder, docs = two_layer_result
     (folder / "one.yaml").write_text(TWO_LAYERS.replace(
         "  - {name: c1, type: conv, C: 2, M: 4, H: 6, W: 6, R: 3, S: 3, stride: 1, pad: 0}\n", ""))
-    assert _cli(["export", "timeloop", "net.json", "-l", "fc", "-o", "fc.yaml"], folder).exit_code == 0
+    assert _cli(["export", "timeloop", "net.json", "-l", "fc", "-o", "fc.yaml"], folder).returncode == 0
     r = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "one.yaml", "-m", "fc.yaml"], folder)
-    assert r.exit_code == 0, r.output
+    assert r.returncode == 0, r.output
     assert f"energy {docs[1]['cost']['energy_pj']:,.1f} pJ" in r.output
     r = _cli(["evaluate", "-a", "eyeriss_v1", "-p", "tiny.yaml", "-m", "fc.yaml"], folder)
-    assert r.exit_code == 2 and "give --layer" in r.output      # two layers: which one is still asked
+    assert r.returncode == 2 and "give --layer" in r.output      # two layers: which one is still asked
 
 
 def test_energy_plot_keeps_headroom_and_wraps_a_long_title(tmp_path):
@@ -149,12 +149,12 @@ def test_evaluate_of_a_sparse_result_keeps_its_densities(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TWO_LAYERS)
     r = _cli(["search", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-l", "fc", "--density", "weights=0.5,inputs=0.5",
               "--workers", "1", "--time-limit", "2", "-q", "--json", "sp.json"], tmp_path)
-    assert r.exit_code == 0, r.output
+    assert r.returncode == 0, r.output
     doc = json.loads((tmp_path / "sp.json").read_text())
     ev = _cli(["evaluate", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-m", "sp.json", "--json", "ev.json"], tmp_path)
-    assert ev.exit_code == 0, ev.output
+    assert ev.returncode == 0, ev.output
     assert json.loads((tmp_path / "ev.json").read_text())["cost"]["energy_pj"] == doc["cost"]["energy_pj"]
     dense = _cli(["evaluate", "-a", "eyeriss_v2", "-p", "tiny.yaml", "-m", "sp.json", "--density",
                   "weights=1,inputs=1", "--json", "dense.json"], tmp_path)
-    assert dense.exit_code == 0, dense.output
+    assert dense.returncode == 0, dense.output
     assert json.loads((tmp_path / "dense.json").read_text())["cost"]["energy_pj"] > doc["cost"]["energy_pj"]

@@ -120,11 +120,18 @@ CASES = [
 ]
 CASE = {cid: (key, layer) for cid, key, layer in CASES}
 
+# The fast tier's quality cases: each layer kind once (on the cheaper of v1s and v2s, both
+# families kept), and the two full-size archs; the others run in the slow tier.
+FAST_QUALITY = {"v2s-stride2", "v1s-depthwise", "v1s-1x1", "v2s-fc", "v2s-batch2", "v1s-dilation2",
+                "v2s-grouped", "v1-stride2-dilation2", "v2-fc-batch2"}
+
+
 def quality_params():
-    """Every case with every objective. The fast tier takes one objective per case, in turn
-    (so each case and each objective is covered there); the other two run in the slow tier."""
+    """Every case with every objective. The fast tier takes one objective per FAST_QUALITY
+    case, in turn (so each layer kind, arch family and objective is covered there); the rest
+    run in the slow tier."""
     return [pytest.param(cid, obj, id=f"{cid}-{obj}",
-                         marks=() if j == i % len(OBJECTIVES) else pytest.mark.slow)
+                         marks=() if j == i % len(OBJECTIVES) and cid in FAST_QUALITY else pytest.mark.slow)
             for i, (cid, _, _) in enumerate(CASES) for j, obj in enumerate(OBJECTIVES)]
 
 
@@ -326,7 +333,8 @@ def brute_force(layer, a) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("key,layer", [
-    ("v1t", L("t_stride", stride=(2, 1), M=2, C=2, P=2, Q=1, R=2, S=2)),
+    pytest.param("v1t", L("t_stride", stride=(2, 1), M=2, C=2, P=2, Q=1, R=2, S=2),    # t_batch strides
+                 marks=pytest.mark.slow),
     ("v1t", L("t_dilation", dilation=(1, 2), M=2, C=1, P=2, Q=2, R=1, S=2)),
     pytest.param("v2t", L("t_conv", M=2, C=2, P=2, Q=2, R=1, S=2), marks=pytest.mark.slow),   # v2t: t_batch
     ("v2t", L("t_batch", stride=(1, 2), N=2, M=2, C=1, P=1, Q=2, R=2, S=1)),
@@ -341,7 +349,7 @@ def test_exhaustive_matches_unpruned_brute_force(key, layer):
             f"{objective}: exhaustive {value(res)} vs brute force {truth[objective]}"
 
 
-@pytest.mark.parametrize("arch_name", ["eyeriss_v1", "eyeriss_v2"])
+@pytest.mark.parametrize("arch_name", ["eyeriss_v1", pytest.param("eyeriss_v2", marks=pytest.mark.slow)])
 def test_exhaustive_kept_orders_beat_every_order(arch_name):
     """For sampled factorizations, the best of the loop orders the space keeps is as cheap
     (energy) as the best of all permutations of each level's loops. The unchanged-tile rule
@@ -392,7 +400,8 @@ def test_exhaustive_kept_orders_beat_every_order(arch_name):
 DET_LAYER = L("det", M=8, C=4, P=6, Q=6, R=3, S=3)
 
 
-@pytest.mark.parametrize("algorithm,workers", [("random", 1), ("random", 2), ("hybrid", 1), ("hybrid", 2)])
+@pytest.mark.parametrize("algorithm,workers", [("random", 1), pytest.param("random", 2, marks=pytest.mark.slow),
+                                               pytest.param("hybrid", 1, marks=pytest.mark.slow), ("hybrid", 2)])
 def test_same_seed_same_mapping(algorithm, workers):
     a = arch("v1")
     kw = dict(algorithm=algorithm, objective="edp", seed=7, workers=workers)
