@@ -55,12 +55,15 @@ SEARCH_SECONDS = 60.0
 
 def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str = "edp", seed: int = 0,
            workers: int | None = None, time_limit: float | None = SEARCH_SECONDS, budget: int | None = None,
-           patience: int | None = None, top: int = 1, progress: Progress | None = None) -> SearchResult:
+           patience: int | None = None, top: int = 1, progress: Progress | None = None,
+           factorization: str = "perfect") -> SearchResult:
     """The best mappings of one layer on one arch, with `mapper search`'s defaults: 60 s,
-    every core (`time_limit=None` searches until done). See `mapper.search.search`."""
+    every core (`time_limit=None` searches until done), perfect factorization (`"imperfect"`
+    adds remainder tiles). See `mapper.search.search`."""
     workers = max(1, _os.cpu_count() or 1) if workers is None else workers
     return _search(layer, arch, algorithm=algorithm, objective=objective, seed=seed, workers=workers,
-                   time_limit=time_limit, budget=budget, patience=patience, top=top, progress=progress)
+                   time_limit=time_limit, budget=budget, patience=patience, top=top, progress=progress,
+                   factorization=factorization)
 
 
 __all__ = ["Arch", "Fanout", "Storage", "load_arch", "parse_arch", "Loop", "Mapping", "MappingError",
