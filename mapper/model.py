@@ -380,20 +380,25 @@ class _Remainders:
         return tuple(key)
 
     # -- counts -----------------------------------------------------------------------------
-    def sums(self, tensor: str, parent: int, child: int | None) -> dict:
-        """Per event: products over groups of (all children, distinct groups) sums of the
-        tile size, the overlap with the held tile, the size where the tile is the held one,
-        and the first touches (Outputs)."""
-        nlev = len(self.arch.levels)
-        c = nlev if child is None else child
+    def link_loops(self, tensor: str, parent: int, child: int | None):
+        """The loops of one (tensor, parent, child) link: those above the child (all, temporal,
+        spatial above the parent, spatial between), the child's nominal tile per dimension,
+        the innermost relevant temporal loop (None if none) and the events to sum over."""
+        c = len(self.arch.levels) if child is None else child
         outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
         temporal = [k for k in outer if self.loops[k][3] is None]
         parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
         between = [k for k in outer if self.loops[k][3] is not None and parent < self.loops[k][0]]
         nominal = {d: math.prod(f for lvl, d2, f, _ in self.loops if d2 == d and lvl >= c) for d in DIMS}
         relevant = [k for k in temporal if self.loops[k][1] in RELEVANT[tensor]]
-        r = relevant[-1] if relevant else None
         events = ["first"] + temporal if child is not None else ["all"]
+        return outer, temporal, parent_sp, between, nominal, (relevant[-1] if relevant else None), events
+
+    def sums(self, tensor: str, parent: int, child: int | None) -> dict:
+        """Per event: products over groups of (all children, distinct groups) sums of the
+        tile size, the overlap with the held tile, the size where the tile is the held one,
+        and the first touches (Outputs)."""
+        outer, temporal, parent_sp, between, nominal, r, events = self.link_loops(tensor, parent, child)
         out = {}
         for e in events:
             prod_all = {x: 1 for x in ("size", "ov", "eq", "first")}

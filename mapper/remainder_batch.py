@@ -155,16 +155,7 @@ class FastRemainders(_Remainders):
         return prev
 
     def _numpy_sums(self, tensor: str, parent: int, child: int | None) -> dict:
-        nlev = len(self.arch.levels)
-        c = nlev if child is None else child
-        outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
-        temporal = [k for k in outer if self.loops[k][3] is None]
-        parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
-        between = [k for k in outer if self.loops[k][3] is not None and parent < self.loops[k][0]]
-        nominal = {d: math.prod(f for lvl, d2, f, _ in self.loops if d2 == d and lvl >= c) for d in DIMS}
-        relevant = [k for k in temporal if self.loops[k][1] in RELEVANT[tensor]]
-        r = relevant[-1] if relevant else None
-        events = ["first"] + temporal if child is not None else ["all"]
+        outer, temporal, parent_sp, between, nominal, r, events = self.link_loops(tensor, parent, child)
         fans = sorted({self.loops[k][0] for k in between})
         credits = {}
         for fan in fans:
