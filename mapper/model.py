@@ -311,21 +311,19 @@ class _Remainders:
         used = {d for _, ds in out for d in ds}
         return out + [((), (d,)) for d in DIMS if d not in used]
 
+    def event_range(self, k: int, event) -> tuple[int, int]:
+        """(first, stop) of loop k's index in a step of `event` (see `tuples`)."""
+        temporal = self.loops[k][3] is None
+        if event == "first" and temporal or (isinstance(event, int) and temporal and k > event):
+            return 0, 1
+        return (1 if event == k else 0), self.loops[k][2]
+
     def tuples(self, dims: tuple[str, ...], outer: list[int], event):
         """Valid index tuples (dict loop -> index) of the loops in `outer` over `dims` for a
         step of `event` ('first': every temporal loop at 0; 'all': no constraint; a loop
         index k: k >= 1 and the temporal loops inside k at 0)."""
         mine = [k for k in outer if self.loops[k][1] in dims]
-        ranges = []
-        for k in mine:
-            temporal = self.loops[k][3] is None
-            f = self.loops[k][2]
-            if event == "first" and temporal or (isinstance(event, int) and temporal and k > event):
-                ranges.append(range(1))
-            elif event == k:
-                ranges.append(range(1, f))
-            else:
-                ranges.append(range(f))
+        ranges = [range(*self.event_range(k, event)) for k in mine]
         for idx in itertools.product(*ranges):
             ix = dict(zip(mine, idx))
             if all(self.offset(ix, d) < self.size[d] for d in dims):

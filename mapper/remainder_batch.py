@@ -97,16 +97,7 @@ class FastRemainders(_Remainders):
     def _grid(self, dims, outer, event):
         """(loops, index array [T, loops]) of the valid tuples (as `tuples`)."""
         mine = [k for k in outer if self.loops[k][1] in dims]
-        ranges = []
-        for k in mine:
-            temporal = self.loops[k][3] is None
-            f = self.loops[k][2]
-            if event == "first" and temporal or (isinstance(event, int) and temporal and k > event):
-                ranges.append(np.arange(1))
-            elif event == k:
-                ranges.append(np.arange(1, f))
-            else:
-                ranges.append(np.arange(f))
+        ranges = [np.arange(*self.event_range(k, event)) for k in mine]
         if mine:
             ix = np.stack([g.reshape(-1) for g in np.meshgrid(*ranges, indexing="ij")], axis=1).astype(np.int64)
         else:
