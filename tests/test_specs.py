@@ -1,7 +1,8 @@
 """Problem and architecture files: what the parser derives from them.
 
-Every expected number here is derived in this file from shapes transcribed from
-../shared/reference/workloads.md (AlexNet table 4.1, MobileNet v1 table 4.2) or from the
+Every expected number here is derived in this file from shapes transcribed from the
+published layer shapes (AlexNet: Krizhevsky et al. 2012, grouped, as the Eyeriss JSSC
+paper's Table III lists it; MobileNet v1: Howard et al. 2017, 224 x 224, alpha 1.0) or from the
 Eyeriss papers' organisation as quoted in the shipped arch files; none is copied from the
 parser's output. The published totals (724,406,816 / 665,784,864 / 568,740,352 MACs) are
 asserted as well, so a transcription slip in the tables below would also fail.

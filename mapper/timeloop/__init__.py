@@ -4,7 +4,7 @@ mappings and result export.
 Plain functions, no global state. Every user error is a `SpecError` naming the file and
 the part of it that is wrong.
 
-Conventions (Timeloop's, as in ../shared/reference/timeloop/README.md and its source):
+Conventions (Timeloop's, as its documentation and source define them):
 
 * Problems (`CNN_Layer`): dimensions map to ours by identical names (N, G, C, M, P, Q, R, S).
   Timeloop's Inputs projection pairs P with R through Wstride/Wdilation and Q with S through
