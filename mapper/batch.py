@@ -352,38 +352,10 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         return fetched, tile * touched
 
     def unchanged_steps(ti: int, si: int):
-        """Steps of the loops outside storage si that bring back exactly the held tile of ti
-        (model._Nest.unchanged: the moves of a two-dimension axis cancel), counted per
-        instance; each saves a whole tile. Only loops over a sliding axis's dimensions can."""
-        axes = _axes_index(layer, TENSORS[ti])
-        window = sorted({d for axis in axes if len(axis) > 1 for d, _ in axis})
-        saved = np.zeros(n)
-        # term[so][d]: how far level so's loop over d resets when a loop outside it steps
-        term = [(level_f[so] - 1) * inner[st_slots[so] + 1] for so in range(si)]
-        between = np.zeros((ND, n))           # resets of the levels strictly inside so, outside si
-        for so in range(si - 1, -1, -1):
-            pos = positions(so)
-            for dk in window:
-                b = level_f[so, dk]
-                inside = pos < pos[dk]                              # [8, n] loops nested in k
-                move = -(between + term[so] * inside)
-                move[dk] += inner[st_slots[so] + 1, dk]
-                same = b > 1
-                for axis in axes:
-                    same &= sum(c * move[d] for d, c in axis) == 0
-                if same.any():
-                    count = outer_prod[so] * np.prod(np.where(pos > pos[dk], level_f[so], 1.0), axis=0) * (b - 1)
-                    saved += np.where(same, count, 0.0)
-            between = between + term[so]
-        return saved
-
-    position_cache = {}
-
-    def positions(so: int):
-        """pos[d, n]: the position of dimension d in level so's order (0 = innermost)."""
-        if so not in position_cache:
-            position_cache[so] = np.argsort(O[so], axis=0)
-        return position_cache[so]
+        """Steps of the loops outside storage si that bring back exactly the held tile of ti,
+        counted per instance (see _unchanged_steps)."""
+        return _unchanged_steps(_axes_index(layer, TENSORS[ti]), si, st_slots, level_f, inner, outer_prod,
+                                O, iterating)
 
     exact_cache = {}
 
@@ -527,6 +499,70 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         counts = np.stack([reads[:, :, pick, rows], fills, updates[:, :, pick, rows]],
                           axis=-1).transpose(2, 0, 1, 3)
     return energy[sel], cyc[sel], compute, counts, pick
+
+
+def _unchanged_steps(axes, si: int, st_slots, level_f, inner, outer_prod, O, iterating) -> np.ndarray:
+    """[n]: steps of the loops outside storage si that bring back exactly the held tile of a
+    tensor with `axes` (model._Nest.unchanged: the moves of a two-dimension axis cancel),
+    counted per instance; each saves a whole tile.
+
+    Such a step is rare, so a cheap bitmask test first finds the candidates that may have
+    one, and the exact arithmetic runs on those only. A step of loop k over dimension dk
+    moves dk forward (by more than its own resets, which telescope) and resets the loops
+    inside k; every axis must end where it was, so the resetting loops may only be over dk
+    and dimensions sharing an axis with dk, and at least one of those partners must reset.
+    """
+    n = level_f.shape[-1]
+    saved = np.zeros(n)
+    weighted = [(d, c) for axis in axes for d, c in axis if c]
+    multi = [axis for axis in axes if len(axis) > 1]
+    if not multi or si == 0:
+        return saved
+    bit = lambda ds: sum(1 << d for d in set(ds))            # noqa: E731
+    counted = np.uint8(bit(d for d, _ in weighted))           # dims whose resets move the tile
+    allowed = np.zeros(len(DIMS), dtype=np.uint8)             # dk and the dims sharing an axis
+    partner = np.zeros(len(DIMS), dtype=np.uint8)
+    for axis in multi:
+        for d, _ in axis:
+            allowed[d] |= bit(e for e, _ in axis)
+            partner[d] |= bit(e for e, _ in axis if e != d)
+    # dims iterating at each storage level, one bit each
+    level_bits = np.einsum("sdn,d->sn", (level_f[:si] > 1).view(np.uint8), _POSITION_BITS)
+    maybe = np.zeros(n, dtype=bool)
+    between = np.zeros(n, dtype=np.uint8)          # dims iterating at the levels inside so, outside si
+    for so in range(si - 1, -1, -1):
+        bits = np.where(iterating[so], np.left_shift(np.uint8(1), O[so].astype(np.uint8)), np.uint8(0))
+        inside = np.zeros_like(bits)               # dims iterating at level so's positions inside q
+        np.bitwise_or.accumulate(bits[:-1], axis=0, out=inside[1:])
+        resets = (inside | between) & counted
+        ok = iterating[so] & ((resets & ~allowed.take(O[so])) == 0) & ((resets & partner.take(O[so])) != 0)
+        maybe |= ok.any(axis=0)
+        between |= level_bits[so]
+    rows = np.nonzero(maybe)[0]
+    if not len(rows):
+        return saved
+    level_f, inner, outer_prod, O = level_f[..., rows], inner[..., rows], outer_prod[..., rows], O[..., rows]
+    window = sorted({d for axis in multi for d, _ in axis})
+    part = np.zeros(len(rows))
+    # term[so][d]: how far level so's loop over d resets when a loop outside it steps
+    term = [(level_f[so] - 1) * inner[st_slots[so] + 1] for so in range(si)]
+    between = np.zeros((len(DIMS), len(rows)))   # resets of the levels strictly inside so, outside si
+    for so in range(si - 1, -1, -1):
+        pos = np.argsort(O[so], axis=0)          # pos[d]: dimension d's position (0 = innermost)
+        for dk in window:
+            b = level_f[so, dk]
+            inside = pos < pos[dk]                              # [8, rows] loops nested in k
+            move = -(between + term[so] * inside)
+            move[dk] += inner[st_slots[so] + 1, dk]
+            same = b > 1
+            for axis in axes:
+                same &= sum(c * move[d] for d, c in axis) == 0
+            if same.any():
+                count = outer_prod[so] * np.prod(np.where(pos > pos[dk], level_f[so], 1.0), axis=0) * (b - 1)
+                part += np.where(same, count, 0.0)
+        between = between + term[so]
+    saved[rows] = part
+    return saved
 
 
 def _weighted_sum(terms):
