@@ -18,7 +18,8 @@ import time
 
 class Progress:
     """Call `update(text)` often; it prints at most every `interval` seconds (always on a
-    terminal line it rewrites in place), and `done()` ends the line."""
+    terminal line it rewrites in place), and `done()` ends the line, first printing the
+    latest text if it was held back (so the last state shown is the last one given)."""
 
     def __init__(self, enabled: bool = True, interval: float | None = None, stream=None):
         self.stream = stream or sys.stderr
@@ -27,14 +28,17 @@ class Progress:
         self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
         self.last = 0.0
         self.width = 0
+        self.pending: str | None = None     # the latest text held back by the interval
 
     def update(self, text: str, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
         if not force and now - self.last < self.interval:
+            self.pending = text
             return
         self.last = now
+        self.pending = None
         if self.tty:
             text = text[:max(20, shutil.get_terminal_size((120, 20)).columns - 1)]
             pad = max(0, self.width - len(text))
@@ -47,6 +51,8 @@ class Progress:
     def done(self, text: str | None = None) -> None:
         if not self.enabled:
             return
+        if text is None:
+            text = self.pending
         if text is not None:
             self.update(text, force=True)
         if self.tty and self.width:
@@ -63,18 +69,22 @@ class QueueProgress:
         self.queue, self.key, self.interval = queue, key, interval
         self.last = 0.0
         self.enabled = True
+        self.pending: str | None = None     # the latest text held back by the interval
 
     def update(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self.last < self.interval:
+            self.pending = text
             return
         self.last = now
+        self.pending = None
         try:
             self.queue.put_nowait((self.key, text))
         except Exception:           # the parent has gone (Ctrl-C): progress is not worth failing for
             pass
 
     def done(self, text: str | None = None) -> None:
+        text = self.pending if text is None else text
         if text is not None:
             self.update(text, force=True)
 
@@ -116,6 +126,10 @@ class Board:
         self._manager = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # One line drawn at a time, none after the board ends: a line the thread composed
+        # before a job finished must not overwrite (or follow) the line that counts it.
+        self._draw_lock = threading.Lock()
+        self._closed = False
         self._thread = None
 
     def queue(self):
@@ -141,7 +155,12 @@ class Board:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        self.progress.done()
+        with self._draw_lock:
+            if self.progress.tty:
+                self._drain()
+                self.progress.update(self.line(), force=True)    # the final count
+            self._closed = True
+            self.progress.done()
         if self._manager is not None:
             try:
                 self._manager.shutdown()
@@ -185,7 +204,10 @@ class Board:
         if self.progress.tty:
             self.draw(force=True)
         else:
-            self.progress.update(f"[{self.title}] {self.done_count}/{self.total} done: {key} {status}", force=True)
+            with self._draw_lock:
+                if not self._closed:
+                    self.progress.update(f"[{self.title}] {self.done_count}/{self.total} done: {key} {status}",
+                                         force=True)
 
     def time_left(self) -> float | None:
         """An upper bound on the seconds left: jobs still queued run in waves of `processes`,
@@ -211,8 +233,11 @@ class Board:
         return " | ".join(parts)
 
     def draw(self, force: bool = False) -> None:
-        self._drain()
-        self.progress.update(self.line(), force=force)
+        with self._draw_lock:
+            if self._closed:
+                return
+            self._drain()
+            self.progress.update(self.line(), force=force)
 
 
 def duration(seconds: float) -> str:

@@ -181,6 +181,52 @@ def test_board_line_counts_jobs_bounds_time_and_drops_finished_jobs():
     assert "\r" not in stream.text
 
 
+def test_progress_done_prints_the_latest_text_the_interval_held_back():
+    """Throttled updates are dropped, but the last one must still be what the line ends on."""
+    from mapper.progress import Progress
+    for tty in (False, True):
+        stream = _Stream(tty=tty)
+        p = Progress(stream=stream, interval=1e9)       # every update after the first is held back
+        p.update("[x] random: best 7")
+        p.update("[x] cpsat: best 5")
+        p.done()
+        last = stream.text.rstrip("\n").split("\r" if tty else "\n")[-1].rstrip()
+        assert last == "[x] cpsat: best 5", stream.text
+
+
+def test_board_ends_on_its_final_count_and_draws_nothing_after():
+    """A terminal board's last frame counts every job; a draw from its thread after the end
+    (it composed its line before the last job finished) must not overwrite that frame."""
+    from mapper.progress import Board, Progress
+    stream = _Stream(tty=True)
+    with Board(Progress(stream=stream), "net", total=2, time_limit=10.0) as board:
+        board.report("a", "[a] cpsat: best edp 5")
+        board.finished("a", "optimal")
+        board.report("b", "[b] cpsat: best edp 7")
+        board.finished("b", "optimal")
+    ended = stream.text
+    board.draw(force=True)                  # what the thread would do if it drew late
+    assert stream.text == ended
+    assert ended.endswith("\n")
+    assert ended.rstrip("\n").split("\r")[-1].startswith("[net] 2/2 done"), ended
+
+
+def test_search_progress_ends_on_the_result(tmp_path):
+    """The last progress state is the result: best value, status and reason, candidates;
+    never the last phase's state from before the proof (or before the last improvement)."""
+    from mapper.progress import Progress
+    (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
+    lay = load_network(tmp_path / "tiny.yaml").layer("c1")
+    stream = _Stream(tty=False)
+    res = search(lay, load_arch("eyeriss_v1"), workers=1, time_limit=60, progress=Progress(stream=stream))
+    last = stream.text.splitlines()[-1]
+    assert last.startswith("[c1] done: ")
+    best = res.best.cost.objective("edp")
+    assert f"best edp {best:.4g} pJ*cycles" in last
+    assert f"status {res.status} ({res.reason})" in last
+    assert f"{res.evaluated:,} candidates evaluated" in last
+
+
 @pytest.mark.slow
 def test_network_search_progress_moves_before_a_layer_finishes(monkeypatch):
     from mapper.progress import Progress

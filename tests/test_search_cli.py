@@ -259,6 +259,65 @@ def test_progress_on_a_pipe_is_plain_lines(tmp_path):
     assert "\r" not in res.stdout
 
 
+def _final_progress(stderr: str, tty: bool) -> str:
+    """The progress line left on screen: a terminal shows the last frame of the rewritten line."""
+    if tty:
+        return stderr.rstrip("\n").split("\r")[-1].rstrip()
+    return stderr.splitlines()[-1]
+
+
+def _assert_progress_ends_on_result(last: str, doc: dict) -> None:
+    s = doc["search"]
+    edp = doc["cost"]["energy_pj"] * doc["cost"]["cycles"]
+    assert last.startswith("[c1] done: "), last
+    assert f"best edp {edp:.4g} pJ*cycles" in last, last
+    assert f"status {s['status']} ({s['reason']})" in last, last
+    assert f"{s['evaluated']:,} candidates evaluated" in last, last
+
+
+def test_progress_on_a_pipe_ends_on_the_result(tmp_path):
+    """The last progress line is the result written, not the last phase's throttled state."""
+    (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
+    res = run("search", "--arch", "eyeriss_v1", "--problem", "tiny.yaml", "--layer", "c1", "--workers", "1",
+              "--json", "out.json", cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    _assert_progress_ends_on_result(_final_progress(res.stderr, tty=False),
+                                    json.loads((tmp_path / "out.json").read_text()))
+
+
+def test_progress_on_a_terminal_ends_on_the_result(tmp_path):
+    """On a terminal (a pty as stderr) the rewritten line's last frame is the result, and
+    the line is ended before the output."""
+    import pty
+    (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([MAPPER, "search", "--arch", "eyeriss_v1", "--problem", "tiny.yaml", "--layer",
+                                 "c1", "--workers", "1", "--json", "out.json"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=slave, text=True,
+                                env={**os.environ, "COLUMNS": "1000"})   # a wide terminal: no cut
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:             # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = proc.communicate(timeout=120)[0]
+    finally:
+        os.close(master)
+    stderr = b"".join(chunks).decode().replace("\r\n", "\n")     # the pty's own line ending
+    assert proc.returncode == 0, stderr
+    assert "\r" in stderr, "not drawn as a terminal line"
+    assert stderr.endswith("\n")
+    _assert_progress_ends_on_result(_final_progress(stderr, tty=True),
+                                    json.loads((tmp_path / "out.json").read_text()))
+    assert "search: hybrid" in stdout
+
+
 def test_quiet_means_no_progress(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY_PROBLEM)
     res = run("search", "--arch", "eyeriss_v1", "--problem", "tiny.yaml", "--layer", "c1", "--workers", "1",

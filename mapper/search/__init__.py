@@ -165,7 +165,22 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
             run.interrupted = True
     if run.interrupted:
         run.notes.append("interrupted (Ctrl-C): best mapping found so far")
-    progress.done()
+    try:
+        res = _result(run, settings, start, budget)
+    except BaseException:
+        progress.done()              # end the live line (with its latest state) before the error
+        raise
+    # The phases' lines are throttled and come before the status is settled (a proof, the
+    # analytic bound): the line left on screen must be the result, not a phase's last state.
+    progress.done(done_text(res))
+    return res
+
+
+def _result(run: "_Run", settings: dict[str, Any], start: float, budget: int | None) -> SearchResult:
+    """A finished run's result: its pool's mappings re-evaluated by the scalar model, the
+    status (optimal also when the best meets the analytic bound) and the bound."""
+    space, objective, algorithm = run.space, run.objective, settings["algorithm"]
+    layer, arch = space.layer, space.arch
     if not len(run.pool.values):
         if run.interrupted:
             raise KeyboardInterrupt     # Ctrl-C before any mapping was found: nothing to keep
@@ -193,6 +208,20 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
                         time.monotonic() - start, status, bound, run.notes, run.reason(status, budget),
                         subspace_bound=run.subspace_bound)
+
+
+def objective_unit(arch: Arch, objective: str) -> str:
+    """The unit an objective's values are in (the arch's energy unit, cycles, or both)."""
+    return {"energy": arch.energy_unit, "delay": "cycles", "edp": f"{arch.energy_unit}*cycles"}.get(objective, "cycles")
+
+
+def done_text(res: SearchResult) -> str:
+    """The final progress line of a search: its best value, status and reason, gap, counts."""
+    objective = res.settings["objective"]
+    gap = "" if res.gap is None else f", gap {100 * res.gap:.1f}% to the lower bound"
+    return (f"[{res.layer.name}] done: best {objective} {res.best.cost.objective(objective):.4g} "
+            f"{objective_unit(res.arch, objective)}, status {res.status} ({res.reason}){gap}; "
+            f"{res.evaluated:,} candidates evaluated in {res.seconds:.2f} s")
 
 
 def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
@@ -466,8 +495,7 @@ class _Run:
         candidates evaluated and the time left."""
         left = self.time_left()
         tl = f", {left:.0f}s left" if left is not None else ""
-        unit = {"energy": self.space.arch.energy_unit, "delay": "cycles",
-                "edp": f"{self.space.arch.energy_unit}*cycles"}.get(self.objective, "cycles")
+        unit = objective_unit(self.space.arch, self.objective)
         if len(self.pool.values):
             best = self.pool.best
             low = max(self.floor, self.bound or 0.0, bound or 0.0, self.cp_bound or 0.0)
