@@ -426,7 +426,7 @@ DW = layer_from_dims("dw", G=4, P=2, Q=2, R=3, S=1)
 @pytest.mark.parametrize("layer,objective", [
     pytest.param(PW, "energy", marks=pytest.mark.slow, id="pw-energy"),
     pytest.param(PW, "delay", marks=pytest.mark.slow, id="pw-delay"),
-    pytest.param(PW, "edp", id="pw-edp"),
+    pytest.param(PW, "edp", marks=pytest.mark.slow, id="pw-edp"),
     pytest.param(DW, "energy", id="dw-energy"),
     pytest.param(DW, "delay", id="dw-delay"),
     pytest.param(DW, "edp", id="dw-edp")])

@@ -326,6 +326,7 @@ def test_network_summary_by_hand():
     assert len(marked) == 1 and marked[0].split()[1] == "3"
 
 
+@pytest.mark.slow
 def test_network_eyexam_reuses_identical_layers(monkeypatch):
     import mapper.eyexam as module
     L = layer_of("tiny")

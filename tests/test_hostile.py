@@ -328,6 +328,7 @@ def test_resume_redoes_doubtful_documents(tmp_path, damage):
     assert not list(folder.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_mapspace_counts_are_combinatorial_and_match_enumeration():
     from mapper.arch import load_arch
     from mapper.problem import load_network

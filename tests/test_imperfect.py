@@ -244,7 +244,7 @@ def batch_of(layer, arch, mappings, objective="edp"):
     return enc, evaluate_batch(enc, f, o, k, modes, objective=objective, with_counts=True)
 
 
-@pytest.mark.parametrize("family", ["v1", "v2"])
+@pytest.mark.parametrize("family", ["v1", pytest.param("v2", marks=pytest.mark.slow)])
 def test_batch_counts_remainder_mappings_exactly(family):
     """The batch (mapper.batch, remainder rows via mapper.remainder_batch) equals the model
     on the imperfect samples, access counts included, mixed with perfect mappings."""
@@ -381,7 +381,7 @@ def test_result_for_other_sizes_is_not_taken_for_remainders(tmp_path):
     assert ok.returncode == 0 and "for M in [0:380) step 16 (24 steps, last 12)" in ok.stdout
 
 
-@pytest.mark.parametrize("family", ["v1", "v2"])
+@pytest.mark.parametrize("family", ["v1", pytest.param("v2", marks=pytest.mark.slow)])
 def test_numpy_remainder_sums_equal_the_models(family, monkeypatch):
     """mapper.remainder_batch.FastRemainders (numpy per-group sums, forced for every group
     here) gives the model's numbers on the imperfect samples, network modes included."""

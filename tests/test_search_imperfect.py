@@ -140,6 +140,7 @@ def test_exhaustive_imperfect_is_never_worse_than_perfect_and_is_a_proof(cid):
     assert per.documents()[0]["search"]["factorization"] == "perfect"
 
 
+@pytest.mark.slow
 def test_pruned_imperfect_space_loses_nothing_on_a_tiny_layer():
     """The balanced-factor rule (space.py) against every remainder nest, by exhaustive search."""
     from mapper.search import _Run
@@ -173,7 +174,7 @@ def test_hybrid_imperfect_status_and_quality(cid):
     assert doc["perfect_subspace_bound"] == imp.subspace_bound and doc["bound"] is None
 
 
-@pytest.mark.parametrize("algorithm,budget", [("random", 800), ("hybrid", None)])
+@pytest.mark.parametrize("algorithm,budget", [pytest.param("random", 800, marks=pytest.mark.slow), ("hybrid", None)])
 def test_imperfect_search_is_reproducible_by_seed(algorithm, budget):
     key, layer = CASE["v1s-fc"]
     runs = [search(layer, arch(key), algorithm=algorithm, seed=5, budget=budget, factorization="imperfect")
