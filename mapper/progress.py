@@ -128,7 +128,7 @@ class Board:
         self._lock = threading.Lock()
         # One line drawn at a time, none after the board ends: a line the thread composed
         # before a job finished must not overwrite (or follow) the line that counts it.
-        self._draw_lock = threading.Lock()
+        self._draw_lock = threading.RLock()
         self._closed = False
         self._thread = None
 
@@ -157,8 +157,7 @@ class Board:
             self._thread.join(2.0)
         with self._draw_lock:
             if self.progress.tty:
-                self._drain()
-                self.progress.update(self.line(), force=True)    # the final count
+                self.draw(force=True)                          # the final count
             self._closed = True
             self.progress.done()
         if self._manager is not None:
