@@ -115,13 +115,17 @@ def map_short(fn: Callable, items: Iterable[tuple], workers: int, stop: Callable
         if main:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     pending = set(futures)
-    while pending:
-        if stop():
-            executor.shutdown(wait=False, kill_workers=True)
-            return None
-        done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
-        for f in done:
-            f.result()              # a job's exception is the caller's
+    try:
+        while pending:
+            if stop():
+                _kill(executor)
+                return None
+            done, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
+            for f in done:
+                f.result()          # a job's exception is the caller's
+    except BaseException:           # a KeyboardInterrupt raised here, or a job's exception
+        _kill(executor)
+        raise
     return [f.result() for f in futures]
 
 
