@@ -8,6 +8,8 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 import mapper
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -21,6 +23,7 @@ def readme_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow          # a real search (about 5-10 s): the slow tier runs it
 def test_readme_example_runs():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

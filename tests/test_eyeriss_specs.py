@@ -28,7 +28,7 @@ def test_every_shipped_arch_parses(name):
     assert arch.name == name and arch.pes >= 1 and isinstance(arch.levels[0], Storage)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "eyeriss_v1_5" else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("eyeriss_v1_5", "eyeriss_v2") else n
                                   for n in PAPER_ARCHS])
 def test_small_layer_searches_to_a_valid_mapping(name):
     arch = load_arch(name)

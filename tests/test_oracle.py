@@ -312,6 +312,7 @@ def unchanged_tile_cases():
     return [(a, s, i) for a, s in CASES for i in range(len(mappings_for(a, s))) if lands_on_held_tile(a, s, i)]
 
 
+@pytest.mark.slow          # every sweep mapping simulated twice more (about 10 s)
 def test_unchanged_input_tile_is_counted_exactly():
     """On every mapping where a step outside r lands an input tile on the rows (or columns)
     its buffer already holds, the model matches the content-tracking oracle exactly, and
