@@ -16,7 +16,7 @@ import click
 from . import __version__
 from .arch import load_arch
 from .mapping import check, loop_nest_text, parse_mapping
-from .model import evaluate
+from .model import evaluate, network_utilization
 from .problem import DENSITY_KEYS, load_network
 from .report import breakdown_table, layer_table, table, totals_line, unit_note
 from .result import document, write_json
@@ -419,8 +419,9 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
                      f"{100 * c.utilization:.1f}%", status_text(r), gap, f"{r.seconds:.2f}"))
     latency_ms = cycles / (arch_spec.clock_mhz * 1e3)
     per_layer = sum(r.seconds for r in results)
+    util = network_utilization(((r.best.cost.performed_macs, r.best.cost.cycles) for r in results), arch_spec.pes)
     rows.append(("total", f"{macs:,}", f"{energy:,.0f}", f"{energy / macs:.3f}", f"{cycles:,}",
-                 f"{100 * macs / (cycles * arch_spec.pes):.1f}%", "", "",
+                 f"{100 * util:.1f}%", "", "",
                  f"{per_layer:.2f}" if wall is None else f"{wall:.2f} wall"))
     lines = table(rows, right=range(1, len(rows[0])))
     per_j = f"{1e12 / energy:.1f} inferences/J" if u == "pJ" else f"{1 / energy:.3g} inferences/{u}"

@@ -52,7 +52,13 @@ copy of L below the fan-outs, and only instances that receive work are counted):
   MACs per active MAC unit and a level's cycles = its per-instance reads / read bandwidth,
   (fills + updates) / write bandwidth, or their sum / shared bandwidth, whichever is largest;
   a fan-out with `port_words` bounds each tensor's words per fan-out instance by
-  Fanout.bandwidth (streams of the network mode x ports x words per port). Utilization = MACs / (cycles x all MAC units). EDP = energy (pJ) x cycles.
+  Fanout.bandwidth (streams of the network mode x ports x words per port). EDP = energy (pJ) x cycles.
+* Utilization = performed MACs / (cycles x all MAC units) (`utilization`; a network's is
+  `network_utilization`). Performed MACs are the MACs that take a MAC unit's cycle: the
+  layer's MACs x the fraction the arch does not skip in cycles (`Sparse.mac_cycles`: the
+  effectual fraction where zeros are skipped, 1 where they are only gated), the count the
+  compute cycles are made of. So utilization is at most 1, and equals MACs / (cycles x MAC
+  units) when nothing is skipped; `Cost.macs` stays the layer's (dense) MAC count.
 """
 from __future__ import annotations
 
@@ -60,6 +66,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any
 
 from .arch import Arch, Fanout, Storage
@@ -91,6 +98,7 @@ class Cost:
     compute_cycles: int
     utilization: float
     active_pes: int
+    performed_macs: float       # the MACs that take a MAC unit's cycle (see `utilization`)
     levels: dict[str, dict[str, Counts]] = field(default_factory=dict)
     network_pj: dict[str, float] = field(default_factory=dict)
     mac_pj: float = 0.0
@@ -130,6 +138,7 @@ class Cost:
             "energy_pj": self.energy_pj, "pj_per_mac": self.pj_per_mac, "cycles": self.cycles,
             "compute_cycles": self.compute_cycles, "utilization": self.utilization,
             "active_pes": self.active_pes, "edp": self.edp, "macs": self.macs,
+            "performed_macs": self.performed_macs,
             "mac_energy_pj": self.mac_pj,
             "network_energy_pj": dict(self.network_pj),
             "leakage_energy_pj": self.leakage_pj,
@@ -560,10 +569,38 @@ def evaluate(layer: Layer, arch: Arch, mapping: Mapping, validate: bool = True, 
     cycle_pj = arch.cycle_energy * cycles
     energy += leak + cycle_pj
     offchip = sum(c.energy_pj for c in levels[arch.levels[0].name].values()) + arch.levels[0].leakage * cycles
+    performed = scaled(layer.macs, sparse.mac_cycles)
     return Cost(macs=layer.macs, energy_pj=energy, cycles=cycles, compute_cycles=math.ceil(compute - 1e-9),
-                utilization=layer.macs / (cycles * arch.pes), active_pes=nest.mac_units,
+                utilization=utilization(performed, cycles, arch.pes), active_pes=nest.mac_units,
+                performed_macs=performed,
                 levels=levels, network_pj=network, mac_pj=mac_pj, level_cycles=level_cycles,
                 leakage_pj=leak, cycle_pj=cycle_pj, offchip_pj=offchip)
+
+
+def utilization(performed_macs: float, cycles: int, mac_units: int) -> float:
+    """The share of the MAC units' cycles that do a MAC: performed MACs / (cycles x MAC
+    units), with `mac_units` every MAC lane of the arch (`Arch.pes`, SIMD lanes included)
+    and `performed_macs` the MACs that take a lane's cycle (`Cost.performed_macs`: skipped
+    zero MACs take none). The one definition every output uses, so it is at most 1 and a
+    sparse layer's reads as the busy share of the hardware, not dense-equivalent MACs.
+
+    `evaluate` rounds compute cycles up with a 1e-9 tolerance for float noise in density
+    products (a cycle count within 1e-9 above an integer is that integer), so a
+    compute-bound mapping on every lane can come out about 1e-9 above 1; only ratios within
+    1e-8 above 1 are clamped (anything larger is left visible, as the bug it would be)."""
+    ratio = performed_macs / (cycles * mac_units)
+    return 1.0 if 1.0 < ratio <= 1.0 + 1e-8 else ratio
+
+
+def network_utilization(layers: Iterable[tuple[float, int]], mac_units: int) -> float:
+    """Utilization of layers run one after another on one arch, from (performed MACs,
+    cycles) per layer: all the performed MACs over all the cycles x MAC units (the
+    cycle-weighted mean of the layers' `utilization`, by the same rule)."""
+    performed = cycles = 0
+    for p, c in layers:
+        performed += p
+        cycles += c
+    return utilization(performed, cycles, mac_units)
 
 
 @dataclass(frozen=True)

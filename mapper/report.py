@@ -73,15 +73,19 @@ def time_text(seconds: float) -> str:
 
 def totals_line(cost: Cost, arch: Arch) -> str:
     """Energy (with its on-chip / off-chip split), cycles and what bounds them, latency,
-    utilization and EDP of one mapping, in one line."""
+    utilization (of performed MACs, see model.utilization) and EDP of one mapping, in one line."""
     seconds = cost.cycles / (arch.clock_mhz * 1e6)
     level, _ = cost.bottleneck()
     limit = "compute" if level == "compute" else f"{level} bandwidth"
     u = arch.energy_unit
+    # utilization counts performed MACs (model.utilization); say so where zeros were skipped
+    skipped = f"; {cost.performed_macs:,.0f} of {cost.macs:,} MACs performed, zeros skipped" \
+        if cost.performed_macs != cost.macs else ""
     return (f"energy {cost.energy_pj:,.1f} {u} ({cost.pj_per_mac:.3f} {u}/MAC; on chip {cost.chip_energy_pj:,.0f}, "
             f"off chip {cost.offchip_pj:,.0f})  cycles {cost.cycles:,} "
             f"({limit}-bound; {time_text(seconds)} at {arch.clock_mhz:g} MHz)  utilization "
-            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} {arch.unit_name} active)  EDP {cost.edp:.4g} {u}*cycles")
+            f"{100 * cost.utilization:.1f}% ({cost.active_pes}/{arch.pes} {arch.unit_name} active{skipped})  "
+            f"EDP {cost.edp:.4g} {u}*cycles")
 
 
 def layer_table(layers: list[Layer]) -> str:

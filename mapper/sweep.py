@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .arch import Arch, Storage
+from .model import network_utilization
 from .problem import Layer, Network
 from .progress import Board, Progress, QueueProgress, Reporter
 from .result import TEMP_MARK, inputs_sha256, write_json, write_text
@@ -396,14 +397,15 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
             if isinstance(level, Storage) and level.name not in levels:
                 levels.append(level.name)
     # energy_pj = the energy_<level>_pj columns + mac + network + leakage + cycle = dram + chip
-    fields = ["network", "arch", "layer", "macs", "energy_pj", "pj_per_mac", "cycles", "utilization", "edp",
-              "status", "reason", "seconds"] + [f"energy_{lv}_pj" for lv in levels] + list(COMPONENTS)
+    fields = ["network", "arch", "layer", "macs", "performed_macs", "energy_pj", "pj_per_mac", "cycles",
+              "utilization", "edp", "status", "reason", "seconds"] + [f"energy_{lv}_pj" for lv in levels] + list(COMPONENTS)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     totals: dict[str, dict[str, dict[str, float]]] = {}
     owner: dict[tuple, tuple] = {}
     partial: set[tuple[str, str]] = set()
+    runs: dict[tuple[str, str], list[tuple[float, int]]] = {}     # (performed MACs, cycles) per layer
     for arch, net, layer, key in placements:
         owner.setdefault(key, (arch.name, net, layer.name))
     for arch, net, layer, key in placements:
@@ -412,6 +414,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
             continue
         cost = doc["cost"]
         row = {"network": net, "arch": arch.name, "layer": layer.name, "macs": cost["macs"],
+               "performed_macs": cost["performed_macs"],
                "energy_pj": cost["energy_pj"], "pj_per_mac": cost["pj_per_mac"], "cycles": cost["cycles"],
                "utilization": cost["utilization"], "edp": cost["edp"], "status": doc["search"]["status"],
                "reason": doc["search"].get("reason", ""),
@@ -422,10 +425,13 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         row.update(components(cost, arch))
         writer.writerow(row)
         t = totals.setdefault(arch.name, {}).setdefault(net, {"energy_pj": 0.0, "cycles": 0, "macs": 0,
-                                                               "layers": 0, "batch": layer.samples})
+                                                               "performed_macs": 0, "layers": 0,
+                                                               "batch": layer.samples})
         t["energy_pj"] += cost["energy_pj"]
         t["cycles"] += cost["cycles"]
         t["macs"] += cost["macs"]
+        t["performed_macs"] += cost["performed_macs"]
+        runs.setdefault((arch.name, net), []).append((cost["performed_macs"], cost["cycles"]))
         t["layers"] += 1
         if doc.get("interrupted"):
             partial.add((arch.name, net))       # its best so far, not a finished search
@@ -440,7 +446,8 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
             summary["networks"].setdefault(net, {})[arch_name] = {
                 **t, "latency_ms": 1e3 * seconds, "inferences_per_s": n / seconds,
                 "inferences_per_j": n / (t["energy_pj"] * 1e-12), "pj_per_mac": t["energy_pj"] / t["macs"],
-                "utilization": t["macs"] / (t["cycles"] * arch.pes), "clock_mhz": arch.clock_mhz,
+                "utilization": network_utilization(runs[arch_name, net], arch.pes),
+                "clock_mhz": arch.clock_mhz,
                 "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net)
                 and (arch_name, net) not in partial,
             }

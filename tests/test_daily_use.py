@@ -319,6 +319,71 @@ def test_sweep_refuses_an_existing_out_without_resume_and_sums_add_up(tiny):
         assert row["reason"] in REASONS
 
 
+SPARSE_PROBLEM = """\
+name: sparse
+layers:
+  - {name: pw, type: conv, C: 4, M: 4, H: 3, W: 3, R: 1, S: 1}
+  - {name: fc, type: fc, C: 16, M: 8}
+"""
+
+
+def _percent(cell: str) -> float:
+    return float(cell.rstrip("%")) / 100
+
+
+def test_sparse_network_table_and_json_use_one_utilization(tmp_path):
+    """With zeros skipped (v2 at 0.5 x 0.4) every utilization printed is performed MACs /
+    (cycles x MAC lanes): each layer's row and line equals its document's, the total row is
+    all performed MACs over all cycles x lanes, none is above 100%, and the MACs column
+    keeps the dense count."""
+    from mapper.model import network_utilization
+    (tmp_path / "sparse.yaml").write_text(SPARSE_PROBLEM)
+    r = cli("search", "-a", "eyeriss_v2", "-p", "sparse.yaml", "--density", "weights=0.5,inputs=0.4",
+            "--workers", "1", "-q", "--json", "net.json", cwd=tmp_path)
+    assert r.returncode == 0, r.output
+    docs = {d["layer"]["name"]: d["cost"] for d in json.loads((tmp_path / "net.json").read_text())}
+    lanes = load_arch("eyeriss_v2").pes
+    rows = {l.split()[0]: l.split() for l in r.output.splitlines() if l.split()[:1] in (["pw"], ["fc"], ["total"])}
+    for name, cost in docs.items():
+        assert cost["performed_macs"] == pytest.approx(cost["macs"] * 0.5 * 0.4, rel=1e-12)
+        assert cost["utilization"] == pytest.approx(cost["performed_macs"] / (cost["cycles"] * lanes), rel=1e-12)
+        assert 0 < cost["utilization"] <= 1
+        assert rows[name][1] == f"{cost['macs']:,}"
+        assert _percent(rows[name][5]) == pytest.approx(cost["utilization"], abs=5e-4)
+        assert f"utilization {100 * cost['utilization']:.1f}%" in r.output      # the layer's totals line
+    total = network_utilization([(c["performed_macs"], c["cycles"]) for c in docs.values()], lanes)
+    assert total == pytest.approx(sum(c["performed_macs"] for c in docs.values())
+                                  / (sum(c["cycles"] for c in docs.values()) * lanes), rel=1e-12)
+    assert _percent(rows["total"][5]) == pytest.approx(total, abs=5e-4) and total <= 1
+    assert rows["total"][1] == f"{sum(c['macs'] for c in docs.values()):,}"
+
+
+def test_sparse_sweep_summaries_use_one_utilization(tmp_path):
+    """summary.csv's utilization per row and summary.json's per network follow the same
+    rule as the model (performed MACs / cycles x MAC lanes; the network's from the rows'
+    sums), with the dense MACs beside the performed ones."""
+    import csv
+    (tmp_path / "sparse.yaml").write_text(SPARSE_PROBLEM)
+    r = cli("sweep", "-a", "eyeriss_v2", "-p", "sparse.yaml", "--density", "weights=0.5,inputs=0.4", "--out", "sw",
+            "--workers", "1", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.output
+    lanes = load_arch("eyeriss_v2").pes
+    rows = list(csv.DictReader((tmp_path / "sw" / "summary.csv").read_text().splitlines()))
+    assert len(rows) == 2
+    for row in rows:
+        performed, cycles = float(row["performed_macs"]), int(row["cycles"])
+        assert performed == pytest.approx(int(row["macs"]) * 0.2, rel=1e-12)
+        assert float(row["utilization"]) == pytest.approx(performed / (cycles * lanes), rel=1e-12)
+        assert 0 < float(row["utilization"]) <= 1
+    net = json.loads((tmp_path / "sw" / "summary.json").read_text())["networks"]["sparse"]["eyeriss_v2"]
+    assert net["macs"] == sum(int(row["macs"]) for row in rows)
+    assert net["performed_macs"] == pytest.approx(sum(float(row["performed_macs"]) for row in rows), rel=1e-12)
+    assert net["utilization"] == pytest.approx(net["performed_macs"] / (net["cycles"] * lanes), rel=1e-12)
+    assert 0 < net["utilization"] <= 1
+    util = [l for l in r.output.splitlines() if l.startswith("sparse ")][0].split()[-1]
+    assert _percent(util) == pytest.approx(net["utilization"], abs=5e-4)
+
+
 # ---------------------------------------------------------------------------------------
 # 5. Plots: checked by what they draw
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mapper import load_arch, parse_arch
 from mapper.batch import Encoding, evaluate_batch
 from mapper.mapping import Loop, normalize, problems_of
-from mapper.model import evaluate
+from mapper.model import evaluate, network_utilization, utilization
 from mapper.problem import TENSORS, layer_from_dims
 from mapper.search import search
 from mapper.search.random import sample
@@ -100,6 +100,84 @@ def test_skipping_and_gating_by_hand():
         dense, sp = evaluate(base, arch, m), evaluate(sparse, arch, m)
         assert sp.mac_pj == pytest.approx(dense.mac_pj * energy_factor)
         assert sp.compute_cycles == math.ceil(dense.compute_cycles * cycle_factor)
+
+
+def utilization_is_a_share(arch_i, layer_i, seed, dw, di):
+    """Utilization = performed MACs / (cycles x MAC lanes) is in (0, 1] at any density, on
+    v1 (gating: cycles and performed MACs stay dense) and v2 (skipping, SIMD lanes); it is
+    the dense MACs / (cycles x lanes) at density 1, and the batch model's cycles give the
+    same value (the batch reports cycles, not utilization)."""
+    arch, layer = (V1, V2)[arch_i], LAYERS[layer_i]
+    enc, f, o, k = candidates(layer, arch, n=6, seed=seed)
+    sparse = layer.with_density({"weights": dw, "inputs": di})
+    batch = evaluate_batch(Encoding.of(sparse, arch), f, o, k)
+    for j in range(len(f)):
+        m = enc.decode(f[j], o[j], k[j], batch.modes[j])
+        dense, c = evaluate(layer, arch, m), evaluate(sparse, arch, m)
+        assert 0 < c.utilization <= 1
+        # no more than the active lanes' share, for the share of the cycles they compute
+        # (dense MACs / (cycles x lanes) breaks this by 1 / (dw x di) where zeros are skipped)
+        assert c.utilization <= c.active_pes / arch.pes * c.compute_cycles / c.cycles * (1 + 1e-9)
+        assert c.performed_macs <= c.macs
+        assert c.performed_macs == pytest.approx(c.macs * (dw * di if arch is V2 else 1.0), rel=1e-12)
+        assert c.utilization == utilization(c.performed_macs, int(batch.cycles[j]), arch.pes)
+        assert dense.utilization == dense.macs / (dense.cycles * arch.pes)
+        assert 0 < dense.utilization <= 1
+
+
+UTILIZATION_CASES = given(st.sampled_from([0, 1]), st.sampled_from(range(3)), st.integers(0, 10 ** 6),
+                          st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+test_utilization_is_a_share = settings(max_examples=8, deadline=None)(UTILIZATION_CASES(utilization_is_a_share))
+test_utilization_is_a_share_many = pytest.mark.slow(settings(max_examples=40, deadline=None)(
+    UTILIZATION_CASES(utilization_is_a_share)))
+
+
+# Four PEs of two MAC lanes each (8 lanes), skipping zero MACs, no bandwidth limits.
+LANES = {"name": "lanes", "mac": {"energy": 1}, "sparsity": {"skip_zero_macs": True}, "levels": [
+    {"name": "DRAM", "keeps": list(TENSORS), "energy": 10},
+    {"name": "array", "fanout": {"X": 4, "Y": 1}},
+    {"name": "rf", "keeps": list(TENSORS), "capacity": 64, "energy": 1},
+    {"name": "simd", "fanout": {"X": 2, "Y": 1}, "spatial_dims": {"X": ["M"], "Y": []}}]}
+
+
+def test_utilization_by_hand():
+    """FC M=8, C=16 (128 MACs) on 4 PEs x 2 lanes. With M over all 8 lanes and C temporal
+    (16 steps), at densities 0.5 x 0.5 a quarter of the MACs are performed: 32 MACs in
+    16 x 0.25 = 4 cycles on 8 lanes, utilization 32 / (4 x 8) = 1 (the dense MAC count
+    would give 128 / 32 = 4, "400%"). With M 4 over the PEs and 2 in time on one lane
+    each: 32 MACs in 32 x 0.25 = 8 cycles, 32 / (8 x 8) = 0.5, as dense (128 / (32 x 8)).
+    Gating instead of skipping keeps the dense cycles and utilization."""
+    arch = parse_arch(LANES, "lanes.yaml")
+    assert arch.pes == 8 and arch.unit_name == "MAC lanes"
+    dense = layer_from_dims("fc", M=8, C=16)
+    sparse = dense.with_density({"weights": 0.5, "inputs": 0.5})
+    full = normalize([Loop("DRAM", "C", 16), Loop("array", "M", 4, "X"), Loop("simd", "M", 2, "X")], arch)
+    half = normalize([Loop("DRAM", "C", 16), Loop("rf", "M", 2), Loop("array", "M", 4, "X")], arch)
+    for m, cycles, util in ((full, 4, 1.0), (half, 8, 0.5)):
+        c = evaluate(sparse, arch, m)
+        assert (c.macs, c.performed_macs, c.cycles) == (128, 32, cycles)
+        assert c.utilization == util
+        d = evaluate(dense, arch, m)
+        assert (d.performed_macs, d.cycles, d.utilization) == (128, 4 * cycles, util)
+    gating = parse_arch(dict(LANES, sparsity={"gate_zero_inputs": True}), "gating.yaml")
+    c = evaluate(sparse, gating, full)
+    assert (c.performed_macs, c.cycles, c.utilization) == (128, 16, 1.0)
+    # a network of both layers: all performed MACs over all cycles x lanes (64 / (12 x 8))
+    costs = [evaluate(sparse, arch, m) for m in (full, half)]
+    assert network_utilization([(c.performed_macs, c.cycles) for c in costs], arch.pes) == pytest.approx(64 / 96)
+
+
+def test_utilization_clamps_only_rounding_noise():
+    """Cycles are rounded with a 1e-9 tolerance for float noise: 100 MACs at densities 0.1 x
+    0.1 on one MAC are 100 x 0.010000000000000002 = 1.0000000000000002 performed MACs in
+    1 cycle, which is 100%, not a hair above; a real excess stays visible."""
+    one = parse_arch({"name": "one", "mac": {"energy": 1}, "sparsity": {"skip_zero_macs": True}, "levels": [
+        {"name": "DRAM", "keeps": list(TENSORS), "energy": 10}]}, "one.yaml")
+    layer = layer_from_dims("fc", M=1, C=100).with_density({"weights": 0.1, "inputs": 0.1})
+    c = evaluate(layer, one, normalize([Loop("DRAM", "C", 100)], one))
+    assert c.performed_macs > 1 and c.cycles == 1 and one.pes == 1
+    assert c.utilization == 1.0
+    assert utilization(1.5, 1, 1) == 1.5
 
 
 def test_compressed_tile_is_judged_by_its_compressed_size():
