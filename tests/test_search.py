@@ -26,22 +26,27 @@ import os
 import re
 import signal
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from ortools.sat.python import cp_model
 
 import mapper
-from mapper.arch import Storage, parse_arch
+from mapper.arch import Storage, load_arch, parse_arch
 from mapper.mapping import Loop, normalize, parse_mapping, problems_of
 from mapper.model import evaluate
 from mapper.progress import Progress
 from mapper.problem import DIMS, layer_from_dims
-from mapper.search import search
+from mapper.search import _Run, search
 from mapper.search.bound import lower_bound, objective_bound
+from mapper.search.cpsat import solving
+from mapper.search.space import Space
 from mapper.spec import MapperError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -828,3 +833,25 @@ def test_sigint_during_search_returns_best_so_far():
     assert problems_of(res.best.mapping, layer, a) == []
     assert res.documents()[0]["search"]["status"] == "budget"
     assert signal.getsignal(signal.SIGINT) is before, "the SIGINT handler was not restored"
+
+def test_a_pattern_cut_by_its_share_is_solved_again_with_the_time_left(monkeypatch):
+    """The first pattern's solve stops at its share (FEASIBLE), the second finishes at once
+    (INFEASIBLE): with the run's hour barely begun, the first is solved again and its proof
+    ends the run optimal, not `budget (time limit)`."""
+    layer, arch = layer_from_dims("fc", M=16, C=8), load_arch("eyeriss_v1")
+    space = Space.build(layer, arch)
+    assert len(space.keeps) >= 2
+    run = _Run(space, "edp", 1, Progress(enabled=False), time.monotonic(), time.monotonic() + 3600, "fc")
+    run.seed_baseline()
+    calls = []          # the index of the pattern of each solve, in order
+
+    def fake(run_, space_, keep, scale, workers, hints, budget, incumbent):
+        calls.append(next(j for j, k in enumerate(space_.keeps) if np.array_equal(k, keep)))
+        # the first solve stops at its share; the others finish, the first pattern's 2nd with a proof
+        status = cp_model.FEASIBLE if len(calls) == 1 else \
+            cp_model.OPTIMAL if calls[-1] == calls[0] else cp_model.INFEASIBLE
+        return solving.PatternResult(status, incumbent.value, [], 0, incumbent)
+    monkeypatch.setattr(solving, "_solve_pattern", fake)
+    solving.solve(run, 1, hints=True)
+    assert len(calls) == len(space.keeps) + 1 and calls[-1] == calls[0]
+    assert run.proven and not run.stopped_by_limit

@@ -67,6 +67,25 @@ def solve(run, workers: int, hints: bool) -> None:
             for j in patterns:
                 results.append(one(j))
                 incumbent = results[-1].best
+        # A pattern cut off by its share of the time (not by the run's deadline) gets the
+        # time the patterns after it left unused: solve the unfinished ones again, cut off at
+        # the best known, until they finish or the run's time is up.
+        while not run.interrupted:
+            left = run.time_left()
+            todo = [i for i, r in enumerate(results) if r.status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE)]
+            if not todo or left is None or left <= 0.05:
+                break
+            incumbent = min((r.best for r in results), key=lambda b: b.value)
+            for i in todo:
+                left = run.time_left()
+                if run.interrupted or left <= 0.05:
+                    break
+                again = _solve_pattern(run, space, space.keeps[patterns[i]], scale, cp_workers, hints,
+                                       left / len([t for t in todo if t >= i]), incumbent)
+                old = results[i]
+                results[i] = PatternResult(again.status, max(old.bound, again.bound), old.solutions + again.solutions,
+                                           old.found + again.found, again.best)
+                incumbent = again.best
     except _Overflow:
         # energies x access counts beyond CP-SAT's 64-bit integers even at 1 pJ resolution
         run.notes.append("CP-SAT skipped: the energies overflow its 64-bit integers (sampled best kept)")
