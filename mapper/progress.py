@@ -40,13 +40,17 @@ class Progress:
         self.last = now
         self.pending = None
         if self.tty:
-            text = text[:max(20, shutil.get_terminal_size((120, 20)).columns - 1)]
+            text = text[:self.columns()]
             pad = max(0, self.width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self.width = len(text)
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+    def columns(self) -> int | None:
+        """Characters a terminal line can show (one less than its width), None on a pipe."""
+        return max(20, shutil.get_terminal_size((120, 20)).columns - 1) if self.tty else None
 
     def done(self, text: str | None = None) -> None:
         if not self.enabled:
@@ -220,23 +224,26 @@ class Board:
         waves = -(-queued // self.processes)
         return (max(running) if running else 0.0) + waves * self.time_limit
 
-    def line(self) -> str:
+    def line(self, width: int | None = None) -> str:
+        """The board's line; where it would not fit in `width` characters, the header is
+        cut to the count so the running jobs' best values stay on screen."""
         elapsed = time.monotonic() - self.start
         left = self.time_left()
-        parts = [f"[{self.title}] {self.done_count}/{self.total} done, {duration(elapsed)} elapsed"
-                 + ("" if left is None else f", at most {duration(left)} left (time limits)")]
+        head = f"[{self.title}] {self.done_count}/{self.total} done"
         with self._lock:
-            parts += [text for _, text in self.running.values()]
-        if len(parts) == 1 and self.done_count < self.total:
-            parts.append("starting")
-        return " | ".join(parts)
+            jobs = [text for _, text in self.running.values()]
+        if not jobs and self.done_count < self.total:
+            jobs = ["starting"]
+        full = " | ".join([head + f", {duration(elapsed)} elapsed"
+                           + ("" if left is None else f", at most {duration(left)} left (time limits)")] + jobs)
+        return full if width is None or len(full) <= width else " | ".join([head] + jobs)
 
     def draw(self, force: bool = False) -> None:
         with self._draw_lock:
             if self._closed:
                 return
             self._drain()
-            self.progress.update(self.line(), force=force)
+            self.progress.update(self.line(self.progress.columns()), force=force)
 
 
 def duration(seconds: float) -> str:

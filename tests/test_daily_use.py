@@ -181,6 +181,19 @@ def test_board_line_counts_jobs_bounds_time_and_drops_finished_jobs():
     assert "\r" not in stream.text
 
 
+def test_board_line_keeps_the_jobs_best_values_on_a_narrow_terminal():
+    """Where the full line would not fit, the header is cut to the count: the running
+    jobs' best values stay visible (an 80-column terminal showed only the header)."""
+    from mapper.progress import Board, Progress
+    with Board(Progress(stream=_Stream(tty=False)), "alexnet on eyeriss_v1 layers", total=8,
+               time_limit=20.0, processes=2) as board:
+        board.report("conv1", "[conv1] cpsat: best edp 1.2e+15 pJ*cycles")
+        wide, narrow = board.line(), board.line(79)
+    assert "elapsed" in wide and "at most" in wide and wide.endswith("best edp 1.2e+15 pJ*cycles")
+    assert narrow == "[alexnet on eyeriss_v1 layers] 0/8 done | [conv1] cpsat: best edp 1.2e+15 pJ*cycles"
+    assert board.line(len(wide)) == wide
+
+
 def test_progress_done_prints_the_latest_text_the_interval_held_back():
     """Throttled updates are dropped, but the last one must still be what the line ends on."""
     from mapper.progress import Progress

@@ -382,7 +382,9 @@ def _interrupt(args, cwd, after, twice=False, start_on=None):
     0.3 s later if `twice`; return (exit code, all output, seconds from the
     Ctrl-C to the exit). A run still going 20 s after the Ctrl-C fails (a hang)."""
     master, slave = os.openpty()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # an 80-column terminal (pytest-xdist sets COLUMNS=80 in its workers; a serial run has
+    # none): the live line must still show the running jobs' best values there
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80", "LINES": "24"}
     proc = subprocess.Popen(CLI + args, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
                             start_new_session=True)
     os.close(slave)
@@ -416,6 +418,8 @@ def _interrupt(args, cwd, after, twice=False, start_on=None):
             if sent is not None and time.monotonic() - sent > 20:
                 raise AssertionError("still running 20 s after Ctrl-C")
         proc.wait(timeout=20)
+        assert sent is not None, f"ended (exit {proc.returncode}) before {start_on!r} and the Ctrl-C: " + \
+            out.decode(errors="replace")[-2000:]
         latency = time.monotonic() - sent
     finally:
         if proc.poll() is None:
