@@ -154,6 +154,7 @@ def test_every_remainder_mapping_costs_at_least_the_imperfect_bound(name, arch_n
     assert len(costs) >= 20
     for o in objectives:
         assert min(c.objective(o) for c in costs) >= bounds[o] * (1 - REL), o
+    assert min(c.compute_cycles for c in costs) >= lower_bound(layer, arch, "imperfect")[2]
 
 
 def test_a_remainder_pass_beats_the_perfect_compute_bound_but_not_the_imperfect_one():
@@ -177,12 +178,17 @@ def test_a_remainder_pass_beats_the_perfect_compute_bound_but_not_the_imperfect_
     assert cost.energy_pj >= lower_bound(layer, arch, "imperfect")[0] * (1 - REL)
 
 
-def test_imperfect_usable_pes_fill_eyeriss_v1_on_alexnet_conv1():
+def test_imperfect_usable_pes_and_steps_on_eyeriss_v1_alexnet_conv1():
     """Hand-derived: conv1 (M 96, C 3, P 55, R 11) on the 14 x 12 array. Divisors reach
     12 x 12 = 144 (M 12 on X, C 3 x M 4 on Y; 55's divisors 5, 11 leave X short); with
     remainders P 55 fills the 14 columns (4 passes, the last on 13) and C 3 x M 4 the rows."""
-    from mapper.search.bound import usable_pes
+    from mapper.search.bound import fewest_steps, usable_pes
     layer = layer_from_dims("conv1", M=96, C=3, P=55, Q=55, R=11, S=11, stride=(4, 4))
     arch = load_arch("eyeriss_v1")
     assert usable_pes(layer, arch) == 144
     assert usable_pes(layer, arch, imperfect=True) == 168
+    # but not evenly: P 55 in 4 steps of 14 and C 3 x M 4 on the rows (M in 24 steps), or
+    # M 12 on the rows (8 steps, C 3 in time), leave Q 55, R 11, S 11 in time: 638,880
+    # steps, above MACs / 168 = 627,472 and below the perfect 732,050
+    assert fewest_steps(layer, arch) == 4 * 24 * 55 * 11 * 11 == lower_bound(layer, arch, "imperfect")[2]
+    assert layer.macs / 168 < 638_880 < lower_bound(layer, arch)[2] == 732_050

@@ -26,11 +26,12 @@ nothing) keeps the arguments that hold for every tile, clipped or not, and weake
     that must keep a tensor: unchanged, since the clipped tiles still cover every word
     and MAC once, and per-instance bandwidth is averaged over the active instances
     (at most the fan-out's), so total / all instances still bounds it;
-  * sharing at the innermost level and usable MAC units: a spatial factor may be any
+  * sharing at the innermost level and compute cycles: a spatial factor may be any
     integer up to the dim (not only a divisor), and a remainder pass only has fewer
-    children in a group and fewer active units (`_sharing`, `usable_pes` with integer
-    factors; compute cycles are the temporal steps that do work, each at most that many
-    MACs);
+    children in a group and fewer active units (`_sharing` with integer factors); compute
+    cycles are the temporal steps that do work, at least prod_d ceil(d / the product of
+    d's spatial factors), least over integer factors that fit (`fewest_steps`: at least
+    MACs / `usable_pes`, and at most the perfect compute bound);
   * partial sums: an output need not be spread over the whole reduction factor, so the
     spread becomes a continuous variable between 1 and its most (`_partial_sums_imperfect`);
   * no classes: in a remainder pass the instances along an irrelevant dim are not all
@@ -167,12 +168,15 @@ def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20
     return best(0, tuple(dims[d] for d in names))
 
 
-def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000) -> int:
+def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000,
+                 objective=math.prod, minimize: bool = False) -> int:
     """The imperfect usable_pes: the most of prod_d min(d, product of d's factors) over
     integer factors from 1 to d per (axis, allowed dim), each axis' product at most its
     size. Depth-first over the axes, memoized on each dim's coverage so far (capped at the
     dim: more is idle); stops early at `ceiling` (the per-axis bound), raises _TooLong
-    after `limit` nodes."""
+    after `limit` nodes. With `objective` (of the final coverages, per dim in sorted
+    order) and `minimize`, the least of that instead (fewest_steps; `ceiling` is then a
+    value nothing goes below, 0 for none)."""
     names = sorted({d for _, ds in axes for d in ds})
     visited = [0]
     memo: dict[tuple, int] = {}
@@ -187,24 +191,54 @@ def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 2
                    if k == 1 or c[i] * (k - 1) < n]         # a factor past full coverage adds nothing
         return {c for _, c in out}
 
+    pick = min if minimize else max
+
     def best(a: int, cover: tuple) -> int:
         if a == len(axes):
-            return math.prod(cover)
+            return objective(cover)
         key = (a, cover)
         if key not in memo:
             visited[0] += 1
             if visited[0] > limit:
                 raise _TooLong
             size, allowed = axes[a]
-            top = 0
+            top = None
             for c in choices(size, allowed, cover):
-                top = max(top, best(a + 1, c))
-                if a == 0 and top >= ceiling:
+                v = best(a + 1, c)
+                top = v if top is None else pick(top, v)
+                if a == 0 and (top <= ceiling if minimize else top >= ceiling):
                     break
             memo[key] = top
         return memo[key]
 
     return best(0, tuple(1 for _ in names))
+
+
+def fewest_steps(layer: Layer, arch: Arch) -> int:
+    """The fewest temporal steps that do work over remainder mappings too (compute cycles
+    are these times the sparse MAC-cycle factor). Per dim d, every index of d is the offset
+    of a temporal tuple plus that of a spatial one, and a full tuple inside d has its
+    temporal part inside d too, so d >= (temporal tuples inside d) x (d's spatial
+    factors' product): d takes at least ceil(d / that product) steps, and the steps are the
+    product over the dims. The least over integer factors that fit their axes is searched
+    jointly (`_joint_cover`'s nodes); if that takes too long, MACs / usable_pes.
+    Perfect factors give MACs / their units, so this is at most the perfect compute bound;
+    above MACs / usable PEs where no factors cover the dims evenly (conv1's 55 rows on 14
+    columns take 4 steps of 14, 56 rows' worth)."""
+    dims = layer.dims
+    axes = tuple((size, _axis_dims(fan, axis)) for fan in arch.fanouts
+                 for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1)
+    floor = math.ceil(layer.macs / usable_pes(layer, arch, imperfect=True) - 1e-9)
+    if any(size > 64 for size, _ in axes):
+        return floor
+    names = sorted({d for _, ds in axes for d in ds})
+    rest = math.prod(n for d, n in dims.items() if d not in names)      # dims no axis holds
+    try:
+        least = _joint_cover(dims, axes, 0, objective=lambda cover: math.prod(
+            -(-dims[d] // c) for d, c in zip(names, cover)), minimize=True)
+    except _TooLong:
+        return floor
+    return max(floor, least * rest)
 
 
 def _sharing(layer: Layer, fan: Fanout, tensor: str, imperfect: bool = False) -> int:
@@ -342,7 +376,10 @@ def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[flo
         energy += base
         if t == "Outputs":
             outputs_at = {"base": base, "of": innermost}
-    compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch, imperfect)
+    # compute cycles: MACs / the most MAC units one step can use; with remainders, the
+    # fewest temporal steps (each dim's ceil(d / its spatial cover)), which is no less
+    compute = (fewest_steps(layer, arch) * sparse.mac_cycles if imperfect
+               else layer.macs * sparse.mac_cycles / usable_pes(layer, arch))
     cycles = max(compute, network_cycles)
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
