@@ -137,8 +137,6 @@ def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20
     left of each dim; stops early at `ceiling` (the per-axis bound: nothing is better) and
     raises _TooLong after `limit` nodes."""
     names = sorted({d for _, ds in axes for d in ds})
-    visited = [0]
-    memo: dict[tuple, int] = {}
 
     def choices(size, allowed, left):
         out = [(1, left)]
@@ -146,26 +144,11 @@ def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20
             i = names.index(d)
             out = [(p * k, rest[:i] + (rest[i] // k,) + rest[i + 1:]) for p, rest in out
                    for k in range(1, min(rest[i], size // p) + 1) if rest[i] % k == 0]
-        return out
+        return {rest for _, rest in out}
 
-    def best(a: int, left: tuple) -> int:
-        if a == len(axes):
-            return 1
-        key = (a, left)
-        if key not in memo:
-            visited[0] += 1
-            if visited[0] > limit:
-                raise _TooLong
-            size, allowed = axes[a]
-            top = 0
-            for p, rest in choices(size, allowed, left):
-                top = max(top, p * best(a + 1, rest))
-                if a == 0 and top >= ceiling:
-                    break
-            memo[key] = top
-        return memo[key]
-
-    return best(0, tuple(dims[d] for d in names))
+    # the units are the product of the factors taken: each dim over what is left of it
+    return _axis_search(axes, tuple(dims[d] for d in names), choices,
+                        lambda left: math.prod(dims[d] // r for d, r in zip(names, left)), ceiling, limit)
 
 
 def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000,
@@ -178,8 +161,6 @@ def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 2
     order) and `minimize`, the least of that instead (fewest_steps; `ceiling` is then a
     value nothing goes below, 0 for none)."""
     names = sorted({d for _, ds in axes for d in ds})
-    visited = [0]
-    memo: dict[tuple, int] = {}
 
     def choices(size, allowed, cover):
         out = [(1, cover)]
@@ -191,27 +172,39 @@ def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 2
                    if k == 1 or c[i] * (k - 1) < n]         # a factor past full coverage adds nothing
         return {c for _, c in out}
 
+    return _axis_search(axes, tuple(1 for _ in names), choices, objective, ceiling, limit, minimize)
+
+
+def _axis_search(axes: tuple, start: tuple, choices, objective, ceiling: int, limit: int,
+                 minimize: bool = False) -> int:
+    """Depth-first over the axes (size, allowed dims) from `start`: `choices(size, allowed,
+    state)` gives the states one axis' factors can lead to, `objective(state)` the value
+    once every axis has chosen; the most (or least) of it. Memoized on (axis, state); stops
+    early at the first axis once `ceiling` is reached (nothing is better), raises _TooLong
+    after `limit` nodes."""
+    visited = [0]
+    memo: dict[tuple, int] = {}
     pick = min if minimize else max
 
-    def best(a: int, cover: tuple) -> int:
+    def best(a: int, state: tuple) -> int:
         if a == len(axes):
-            return objective(cover)
-        key = (a, cover)
+            return objective(state)
+        key = (a, state)
         if key not in memo:
             visited[0] += 1
             if visited[0] > limit:
                 raise _TooLong
             size, allowed = axes[a]
             top = None
-            for c in choices(size, allowed, cover):
-                v = best(a + 1, c)
+            for nxt in choices(size, allowed, state):
+                v = best(a + 1, nxt)
                 top = v if top is None else pick(top, v)
                 if a == 0 and (top <= ceiling if minimize else top >= ceiling):
                     break
             memo[key] = top
         return memo[key]
 
-    return best(0, tuple(1 for _ in names))
+    return best(0, start)
 
 
 def fewest_steps(layer: Layer, arch: Arch) -> int:
