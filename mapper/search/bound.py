@@ -34,11 +34,11 @@ nothing) keeps the arguments that hold for every tile, clipped or not, and weake
     MACs / `usable_pes`, and at most the perfect compute bound);
   * partial sums: an output need not be spread over the whole reduction factor, so the
     spread becomes a continuous variable between 1 and its most (`_partial_sums_imperfect`);
-  * no classes: in a remainder pass the instances along an irrelevant dim are not all
-    filled, and an output's partial sums lie on fewer instances than the factor, so the
-    per-class fill, spread and MAC-unit arguments do not hold as stated. The imperfect
-    bound is one (energy, cycles) pair, and its EDP the product of the two least (weaker
-    than the perfect bound's least product over classes).
+  * no classes: with a dim's spatial loops on several axes or fan-outs, the instances
+    along it that do work are fewer than the product of the factors (5 as 3 x 2: 5 of
+    6), so the per-class fill, spread and MAC-unit arguments (products of factors) do not
+    hold as stated. The imperfect bound is one (energy, cycles) pair, and its EDP the
+    product of the two least (weaker than the perfect bound's least product over classes).
 """
 from __future__ import annotations
 
@@ -517,9 +517,10 @@ def _max_spreads(layer: Layer, fans: list[Fanout]) -> list[int]:
 
 def _partial_sums_imperfect(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int,
                             from_top: bool) -> float:
-    """_partial_sums over remainder mappings too, where an output's partial sums need not
-    be spread over the whole reduction factor (C = 5 on 4 columns as 2 steps of 2: three
-    columns touch each output).
+    """_partial_sums over remainder mappings too, where an output's partial sums lie only on
+    the children whose reduction indices do work, fewer than the product of the factors
+    (C = 5 as 3 on one fan-out over 2 on the next: 5 of the 6 children), so the spreads
+    are not products of per-fan-out factors.
 
     Let N_j be the (fan-out j child, output) pairs with the child touching the output, for
     the fan-outs 1..k above `inner` (outermost first), and N_0 = outputs. Each child
