@@ -211,9 +211,9 @@ def fewest_steps(layer: Layer, arch: Arch) -> int:
     """The fewest temporal steps that do work over remainder mappings too (compute cycles
     are these times the sparse MAC-cycle factor). Per dim d, every index of d is the offset
     of a temporal tuple plus that of a spatial one, and a full tuple inside d has its
-    temporal part inside d too, so d >= (temporal tuples inside d) x (d's spatial
+    temporal part inside d too, so d <= (temporal tuples inside d) x (d's spatial
     factors' product): d takes at least ceil(d / that product) steps, and the steps are the
-    product over the dims. The least over integer factors that fit their axes is searched
+    product over the dims (model._Remainders.valid_count). The least over integer factors that fit their axes is searched
     jointly (`_joint_cover`'s nodes); if that takes too long, MACs / usable_pes.
     Perfect factors give MACs / their units, so this is at most the perfect compute bound;
     above MACs / usable PEs where no factors cover the dims evenly (conv1's 55 rows on 14
@@ -385,9 +385,9 @@ def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[flo
         return e + cyc * per_cycle, cyc, comp
 
     out = [total(energy, cycles, compute)]
-    # The classes' arguments assume every instance a factor unrolls is filled and every
-    # output spread over the whole reduction factor; a remainder pass leaves instances idle
-    # and outputs on fewer of them, so the imperfect bound has no classes.
+    # The classes' arguments take the instances along a dim that do work as the product of
+    # its factors; unrolled on several axes with a remainder they are fewer (5 as 3 x 2:
+    # 5 of 6), so the imperfect bound has no classes (module docstring).
     classes = None if imperfect else _signatures(layer, arch)
     if not classes:
         return out
