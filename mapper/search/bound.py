@@ -221,17 +221,20 @@ def fewest_steps(layer: Layer, arch: Arch) -> int:
     dims = layer.dims
     axes = tuple((size, _axis_dims(fan, axis)) for fan in arch.fanouts
                  for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1)
-    floor = math.ceil(layer.macs / usable_pes(layer, arch, imperfect=True) - 1e-9)
+
+    def floor() -> int:         # (the steps are never fewer: prod_d cover_d <= usable_pes)
+        return math.ceil(layer.macs / usable_pes(layer, arch, imperfect=True) - 1e-9)
+
     if any(size > 64 for size, _ in axes):
-        return floor
+        return floor()
     names = sorted({d for _, ds in axes for d in ds})
     rest = math.prod(n for d, n in dims.items() if d not in names)      # dims no axis holds
     try:
         least = _joint_cover(dims, axes, 0, objective=lambda cover: math.prod(
             -(-dims[d] // c) for d, c in zip(names, cover)), minimize=True)
     except _TooLong:
-        return floor
-    return max(floor, least * rest)
+        return floor()
+    return least * rest
 
 
 def _sharing(layer: Layer, fan: Fanout, tensor: str, imperfect: bool = False) -> int:
