@@ -108,3 +108,87 @@ def test_replication_raises_the_pointwise_bound_on_v1_scaled():
     per_iact = arch.level("ifmap_spad").energy_of("Inputs")[1] + arch.level("array").energy_of("Inputs")
     assert wide[0] - narrow[0] == pytest.approx(12 * 15 * per_iact)
     assert objective_bound(layer, arch, "energy") <= narrow[0]
+
+
+# ---------------------------------------------------------------------------------------
+# The imperfect bound (factorization="imperfect"): every mapping with remainders too
+
+#: Odd sizes (primes) so that most splits leave remainders (as tests/test_imperfect.py).
+ODD = {
+    "odd": dict(M=3, C=3, P=5, Q=3, R=3, S=2),
+    "stride2": dict(stride=(2, 2), M=3, C=2, P=5, Q=3, R=3, S=2),
+    "depthwise": dict(G=5, C=1, M=1, P=5, Q=3, R=3, S=3),
+    "fc": dict(N=3, M=7, C=5),
+}
+
+
+@pytest.mark.parametrize("density", [None, (0.5, 0.7)], ids=["dense", "sparse"])
+@pytest.mark.parametrize("arch_name", ["eyeriss_v1", "eyeriss_v2"])
+@pytest.mark.parametrize("name", list(ODD))
+def test_every_remainder_mapping_costs_at_least_the_imperfect_bound(name, arch_name, density):
+    """Random valid remainder mappings (tests/imperfect_gen.py: random slots, factors,
+    keeps and network modes), each counted exactly by the scalar model, never go below the
+    imperfect bound; that bound is no higher than the perfect one (every argument is a
+    relaxation of it) and not trivial (above the MAC energy, at least MACs / PEs cycles)."""
+    import random
+
+    from imperfect_gen import random_imperfect_mapping
+    from mapper.model import Sparse, evaluate
+    arch = load_arch(arch_name)
+    layer = layer_from_dims(name, **ODD[name])
+    if density:
+        layer = layer.with_density({"weights": density[0], "inputs": density[1]})
+    objectives = ("energy", "delay", "edp")
+    bounds = {o: objective_bound(layer, arch, o, "imperfect") for o in objectives}
+    energy, cycles, _ = lower_bound(layer, arch, "imperfect")
+    assert bounds["energy"] == pytest.approx(energy) and bounds["delay"] == cycles
+    assert bounds["edp"] == pytest.approx(energy * cycles)      # one (energy, cycles) pair: no classes
+    for o in objectives:
+        assert bounds[o] <= objective_bound(layer, arch, o) * (1 + REL)
+    sparse = Sparse.of(layer, arch)
+    assert energy > layer.macs * arch.mac_energy * sparse.mac_energy
+    assert cycles >= math.ceil(layer.macs * sparse.mac_cycles / arch.pes - 1e-9)
+    rng = random.Random(f"bound/{arch_name}/{name}/{density}")
+    costs = [evaluate(layer, arch, m) for m in (random_imperfect_mapping(layer, arch, rng) for _ in range(25))
+             if m is not None]
+    assert len(costs) >= 20
+    for o in objectives:
+        assert min(c.objective(o) for c in costs) >= bounds[o] * (1 - REL), o
+    assert min(c.compute_cycles for c in costs) >= lower_bound(layer, arch, "imperfect")[2]
+
+
+def test_a_remainder_pass_beats_the_perfect_compute_bound_but_not_the_imperfect_one():
+    """Hand-derived: a depthwise layer of G = 5 on v1s's 4 x 3 array. No divisor of 5 fits
+    an axis, so perfect mappings run on one PE (5 compute cycles); G as 3 steps of 2 on X
+    over 2 on Y covers the 5 groups in one step (offsets 2x + y < 5: five of the six PEs),
+    one compute cycle, which is what the imperfect bound allows."""
+    from test_search import arch as small_arch
+
+    from mapper.mapping import Loop, normalize, problems_of
+    from mapper.model import evaluate
+    from mapper.search.bound import usable_pes
+    arch = small_arch("v1s")
+    layer = layer_from_dims("dw5", G=5)
+    m = normalize([Loop("array", "G", 3, "X"), Loop("array", "G", 2, "Y")], arch)
+    assert not problems_of(m, layer, arch)
+    cost = evaluate(layer, arch, m)
+    assert (cost.compute_cycles, cost.active_pes) == (1, 5)
+    assert (usable_pes(layer, arch), usable_pes(layer, arch, imperfect=True)) == (1, 5)
+    assert lower_bound(layer, arch)[2] == 5 > cost.compute_cycles == lower_bound(layer, arch, "imperfect")[2]
+    assert cost.energy_pj >= lower_bound(layer, arch, "imperfect")[0] * (1 - REL)
+
+
+def test_imperfect_usable_pes_and_steps_on_eyeriss_v1_alexnet_conv1():
+    """Hand-derived: conv1 (M 96, C 3, P 55, R 11) on the 14 x 12 array. Divisors reach
+    12 x 12 = 144 (M 12 on X, C 3 x M 4 on Y; 55's divisors 5, 11 leave X short); with
+    remainders P 55 fills the 14 columns (4 passes, the last on 13) and C 3 x M 4 the rows."""
+    from mapper.search.bound import fewest_steps, usable_pes
+    layer = layer_from_dims("conv1", M=96, C=3, P=55, Q=55, R=11, S=11, stride=(4, 4))
+    arch = load_arch("eyeriss_v1")
+    assert usable_pes(layer, arch) == 144
+    assert usable_pes(layer, arch, imperfect=True) == 168
+    # but not evenly: P 55 in 4 steps of 14 and C 3 x M 4 on the rows (M in 24 steps), or
+    # M 12 on the rows (8 steps, C 3 in time), leave Q 55, R 11, S 11 in time: 638,880
+    # steps, above MACs / 168 = 627,472 and below the perfect 732,050
+    assert fewest_steps(layer, arch) == 4 * 24 * 55 * 11 * 11 == lower_bound(layer, arch, "imperfect")[2]
+    assert layer.macs / 168 < 638_880 < lower_bound(layer, arch)[2] == 732_050

@@ -8,7 +8,8 @@ Search: exhaustive over the imperfect space of small layers is never worse than 
 perfect one (a subset), the pruned imperfect space loses nothing against the unpruned one
 on tiny layers, random and hybrid are reproducible by seed and never worse than their
 perfect runs, and a hybrid result over the imperfect space never claims a proof CP-SAT
-did not give.
+did not give. Its bound and gap are the imperfect analytic bound's (bound.py), which is
+never above the exhaustive imperfect optimum (where the perfect bound can be).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from mapper.mapping import Loop, normalize, problems_of
 from mapper.problem import DIMS, layer_from_dims
 from mapper.search import search
+from mapper.search.bound import objective_bound
 from mapper.search.space import (Space, balanced_factors, count_remainder_factorizations,
                                  ordered_factorizations, remainder_factorizations)
 from mapper.spec import MapperError
@@ -124,10 +126,18 @@ def best(res, objective="edp"):
     return res.best.cost.objective(objective)
 
 
+#: M = 5 filters of C = 3 on v1s's 4 x 3 array: a remainder mapping beats the perfect bound.
+ODD = ("v1s", layer_from_dims("odd", M=5, C=3))
+
+
+def exhaustive(cid: str, factorization: str, objective: str = "edp"):
+    return _exhaustive(cid, factorization, objective)     # (one cache entry per search)
+
+
 @lru_cache(maxsize=None)
-def exhaustive(cid: str, factorization: str):
-    key, layer = CASE[cid]
-    return search(layer, arch(key), algorithm="exhaustive", factorization=factorization)
+def _exhaustive(cid: str, factorization: str, objective: str):
+    key, layer = ODD if cid == "odd" else CASE[cid]
+    return search(layer, arch(key), algorithm="exhaustive", objective=objective, factorization=factorization)
 
 
 @pytest.mark.parametrize("cid", ["v1s-fc", pytest.param("v2s-fc", marks=pytest.mark.slow)])
@@ -159,6 +169,20 @@ def test_pruned_imperfect_space_loses_nothing_on_a_tiny_layer():
     assert values[True] == pytest.approx(values[False], rel=REL)
 
 
+def assert_imperfect_gap(res, objective="edp"):
+    """An imperfect search's bound is the imperfect analytic bound (capped at the best),
+    and its gap is (best - bound) / best, between 0 and 1."""
+    layer, a = res.layer, res.arch
+    value = best(res, objective)
+    floor = objective_bound(layer, a, objective, "imperfect")
+    assert res.bound is not None and res.gap is not None
+    assert res.bound == pytest.approx(min(floor, value), rel=REL)
+    assert 0 < res.bound <= value * (1 + REL)
+    assert 0 <= res.gap < 1 and res.gap == pytest.approx((value - res.bound) / value, abs=1e-12)
+    doc = res.documents()[0]["search"]
+    assert doc["bound"] == res.bound and doc["gap"] == res.gap
+
+
 @pytest.mark.parametrize("cid", SMALL)
 def test_hybrid_imperfect_status_and_quality(cid):
     key, layer = CASE[cid]
@@ -166,12 +190,51 @@ def test_hybrid_imperfect_status_and_quality(cid):
     imp = search(layer, arch(key), seed=3, factorization="imperfect")
     # the perfect space is a subset: the perfect phases alone reach the perfect result
     assert best(imp) <= best(per) * (1 + REL)
-    # CP-SAT models perfect options only: never "optimal" for the imperfect space from it
-    assert imp.status != "optimal"
-    assert imp.reason == "perfect subspace proof" and imp.bound is None and imp.gap is None
+    # CP-SAT models perfect options only: "optimal" over the imperfect space only when the
+    # best meets the imperfect analytic bound
+    assert imp.reason == ("analytic bound" if imp.status == "optimal" else "perfect subspace proof")
+    assert_imperfect_gap(imp)
+    assert (imp.status == "optimal") == (imp.gap <= 1e-9)
     assert imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
     doc = imp.documents()[0]["search"]
-    assert doc["perfect_subspace_bound"] == imp.subspace_bound and doc["bound"] is None
+    assert doc["perfect_subspace_bound"] == imp.subspace_bound
+
+
+@pytest.mark.parametrize("case,objective", [
+    ("odd", "energy"), ("odd", "delay"), ("odd", "edp"), ("v1s-fc", "edp"),
+    pytest.param("v1s-fc", "energy", marks=pytest.mark.slow), pytest.param("v2s-fc", "edp", marks=pytest.mark.slow)])
+def test_imperfect_bound_is_below_the_exhaustive_imperfect_optimum(case, objective):
+    """Exhaustive search covers the (pruned) imperfect space of these layers: its optimum
+    is never below the imperfect bound, and the bound is not trivial (above the MAC
+    energy, at least MACs / PEs cycles). On the odd layer the perfect bound (divisor
+    factors) is above the imperfect optimum for EDP: it would claim too much there."""
+    from mapper.model import Sparse
+    key, layer = ODD if case == "odd" else CASE[case]
+    a = arch(key)
+    res = exhaustive(case, "imperfect", objective)
+    assert res.status == "optimal" and res.reason == "exhaustive"
+    bound = objective_bound(layer, a, objective, "imperfect")
+    assert bound <= best(res, objective) * (1 + REL)
+    assert bound <= objective_bound(layer, a, objective) * (1 + REL)
+    sparse = Sparse.of(layer, a)
+    mac_energy = layer.macs * a.mac_energy * sparse.mac_energy
+    least_cycles = math.ceil(layer.macs * sparse.mac_cycles / a.pes)
+    assert bound > {"energy": mac_energy, "delay": least_cycles - 1, "edp": mac_energy * least_cycles}[objective]
+    if case == "odd" and objective == "edp":
+        assert objective_bound(layer, a, objective) > best(res, objective) * (1 + REL)
+        assert not res.best.mapping.is_perfect(layer)
+
+
+def test_imperfect_search_meeting_the_bound_is_optimal_by_the_analytic_bound():
+    """v1s-fc's least cycles (27) are reached by a perfect mapping and are the imperfect
+    bound too: the imperfect hybrid search reports optimal (analytic bound), gap 0."""
+    key, layer = CASE["v1s-fc"]
+    assert objective_bound(layer, arch(key), "delay", "imperfect") == 27
+    res = search(layer, arch(key), seed=1, objective="delay", factorization="imperfect")
+    assert best(res, "delay") == 27
+    assert res.status == "optimal" and res.reason == "analytic bound"
+    assert_imperfect_gap(res, "delay")
+    assert res.gap == 0
 
 
 @pytest.mark.parametrize("algorithm,budget", [pytest.param("random", 800, marks=pytest.mark.slow), ("hybrid", None)])
@@ -183,15 +246,17 @@ def test_imperfect_search_is_reproducible_by_seed(algorithm, budget):
     assert best(runs[0]) == best(runs[1])
 
 
-def test_random_imperfect_samples_remainders_and_claims_no_bound():
+def test_random_imperfect_samples_remainders_and_reports_the_imperfect_bound():
     """Random over the imperfect space evaluates remainder candidates (exactly: search()
     re-checks the best with the scalar model), is bounded below by the imperfect exhaustive
-    optimum, and claims no bound (the analytic one assumes divisor factors)."""
+    optimum, which is bounded below by the reported bound (the imperfect analytic one)."""
     key, layer = CASE["v1s-fc"]
     imp = search(layer, arch(key), algorithm="random", seed=2, budget=1500, factorization="imperfect", top=5)
     ex = exhaustive("v1s-fc", "imperfect")
     assert best(ex) <= best(imp) * (1 + REL)
-    assert imp.status != "optimal" and imp.bound is None
+    assert_imperfect_gap(imp)
+    assert imp.bound <= best(ex) * (1 + REL)
+    assert imp.status != "optimal" or imp.reason == "analytic bound"
     assert any(not f.mapping.is_perfect(layer) for f in imp.found)
 
 
@@ -220,9 +285,11 @@ def test_cli_factorization_option(tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["search"]["factorization"] == "imperfect"
-    assert doc["search"]["status"] != "optimal" and doc["search"]["bound"] is None
-    assert doc["search"]["reason"] in ("perfect subspace proof", "time limit")
-    assert "status feasible (perfect subspace proof)" in res.stdout or "time limit" in res.stdout
+    assert doc["search"]["reason"] in ("perfect subspace proof", "time limit", "analytic bound")
+    assert (doc["search"]["status"] == "optimal") == (doc["search"]["reason"] == "analytic bound")
+    assert 0 < doc["search"]["bound"] <= doc["cost"]["edp"] * (1 + 1e-9) and 0 <= doc["search"]["gap"] < 1
+    assert ("status feasible (perfect subspace proof)" in res.stdout or "time limit" in res.stdout
+            or "status optimal (analytic bound)" in res.stdout)
     per = cli("search", "-a", "eyeriss_v1", "-p", "p.yaml", "-l", "fc", "--time-limit", "20", "--json", "p.json",
               "--quiet", cwd=tmp_path)
     assert json.loads((tmp_path / "p.json").read_text())["search"]["factorization"] == "perfect"
@@ -239,6 +306,8 @@ def test_cpsat_over_the_imperfect_space_proves_the_perfect_subspace_only():
     imp = search(layer, arch(key), algorithm="cpsat", factorization="imperfect")
     assert per.status == "optimal"
     assert imp.status == "feasible" and imp.reason == "perfect subspace proof"
-    assert imp.bound is None and imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
+    assert imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
+    assert_imperfect_gap(imp)
+    assert imp.bound < imp.subspace_bound       # the imperfect bound, not the perfect proof
     assert best(imp) == pytest.approx(best(per), rel=REL)     # CP-SAT alone finds no remainder mapping
     assert any("perfect mappings" in n for n in imp.notes)

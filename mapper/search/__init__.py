@@ -37,8 +37,8 @@ REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interru
            "patience", "perfect subspace proof")
 #: `perfect subspace proof` (status feasible, --factorization imperfect only): CP-SAT proved
 #: the best perfect mapping optimal among perfect mappings (SearchResult.subspace_bound), but
-#: its formulation has no remainder options, so nothing bounds the remainder mappings: the
-#: best found may be beaten by one not found, and the gap is unknown (bound None).
+#: its formulation has no remainder options: the best found may be beaten by a remainder
+#: mapping not found, and the bound and gap are the imperfect analytic bound's (bound.py).
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
@@ -203,8 +203,8 @@ def _result(run: "_Run", settings: dict[str, Any], start: float, budget: int | N
         status = "optimal"          # the best found meets the analytic bound: a proof too
         run.notes.append("optimal: meets the analytic lower bound (mapper/search/bound.py)")
         run.proof = "analytic bound"
-    if space.factorization != "perfect" and status != "optimal":
-        bound = None          # no bound covers the remainder mappings (see REASONS)
+    # (imperfect space: run.floor is the analytic bound over remainder mappings too, and
+    # run.bound only an exhaustive proof's; CP-SAT's perfect-subspace bound is never used)
     return SearchResult(layer, arch, found, settings, run.evaluated, run.valid,
                         time.monotonic() - start, status, bound, run.notes, run.reason(status, budget),
                         subspace_bound=run.subspace_bound)
@@ -463,10 +463,9 @@ class _Run:
 
     def __post_init__(self, top: int) -> None:
         self.pool = Pool.empty(max(top, 1), self.space.enc)
-        # The analytic bound is derived for perfect nests (its usable PEs are products of
-        # divisors); a remainder mapping may use more PEs, so it bounds nothing there.
-        self.floor = objective_bound(self.space.layer, self.space.arch, self.objective) \
-            if self.space.factorization == "perfect" else 0.0
+        # The analytic bound of the space's factorization: over an imperfect space, the one
+        # that holds for remainder mappings too (integer factors, no classes: weaker).
+        self.floor = objective_bound(self.space.layer, self.space.arch, self.objective, self.space.factorization)
 
     def interrupt(self) -> None:
         """Ctrl-C: every phase stops at its next check and the best found so far is kept."""
@@ -638,8 +637,8 @@ class _Run:
             self.perfect_proven = True
             self.subspace_bound = sub.pool.best
             self.notes.append(f"CP-SAT proved the best perfect mapping optimal among perfect mappings "
-                              f"({self.objective} {sub.pool.best:.4g}); remainder mappings are not covered by "
-                              f"any bound")
+                              f"({self.objective} {sub.pool.best:.4g}); remainder mappings are bounded only by "
+                              f"the imperfect analytic bound")
         else:
             self.subspace_bound = max(sub.bound or 0.0, min(sub.floor, sub.pool.best))
 

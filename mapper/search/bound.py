@@ -18,6 +18,27 @@ crossing of the fan-outs above counted), the partial-sum spread is fixed, and co
 cycles are MACs / the class' MAC units; energy, cycles and EDP take the least over classes. When CP-SAT has no bound of its own (random search, a
 solve cut off early), this one keeps the reported gap meaningful. Tested against
 exhaustive optima and sampled mappings (tests/test_search.py).
+
+The imperfect bound (`factorization="imperfect"`: remainder mappings too, counted as
+`mapper.model._Remainders` counts them: each loop's last tile clipped, idle PEs doing
+nothing) keeps the arguments that hold for every tile, clipped or not, and weakens the rest:
+  * MACs, compulsory traffic, network crossings, fills (once per word) and the levels
+    that must keep a tensor: unchanged, since the clipped tiles still cover every word
+    and MAC once, and per-instance bandwidth is averaged over the active instances
+    (at most the fan-out's), so total / all instances still bounds it;
+  * sharing at the innermost level and compute cycles: a spatial factor may be any
+    integer up to the dim (not only a divisor), and a remainder pass only has fewer
+    children in a group and fewer active units (`_sharing` with integer factors); compute
+    cycles are the temporal steps that do work, at least prod_d ceil(d / the product of
+    d's spatial factors), least over integer factors that fit (`fewest_steps`: at least
+    MACs / `usable_pes`, and at most the perfect compute bound);
+  * partial sums: an output need not be spread over the whole reduction factor, so the
+    spread becomes a continuous variable between 1 and its most (`_partial_sums_imperfect`);
+  * no classes: with a dim's spatial loops on several axes or fan-outs, the instances
+    along it that do work are fewer than the product of the factors (5 as 3 x 2: 5 of
+    6), so the per-class fill, spread and MAC-unit arguments (products of factors) do not
+    hold as stated. The imperfect bound is one (energy, cycles) pair, and its EDP the
+    product of the two least (weaker than the perfect bound's least product over classes).
 """
 from __future__ import annotations
 
@@ -44,19 +65,22 @@ def _axis_dims(fan: Fanout, axis: str) -> tuple[str, ...]:
     return tuple(d for d in allowed if fan.reduces(axis) or d in OUTPUT_DIMS)
 
 
-def _reach(size: int, dims: dict[str, int], names) -> set[int]:
+def _reach(size: int, dims: dict[str, int], names, imperfect: bool = False) -> set[int]:
     """Every product of one divisor of each named dim that is at most `size`: what an axis
-    of that size can hold of those dims (factors divide the loop bounds)."""
+    of that size can hold of those dims (factors divide the loop bounds). `imperfect`: one
+    factor from 1 to the dim's size each, divisor or not (a remainder loop's factor need not
+    divide, but is never above the dim: the outermost loop of a dim starts its last step
+    inside it, mapping.problems_of, so every loop of d has at most d steps)."""
     reach = {1}
     for d in names:
-        divisors = [k for k in range(1, min(dims[d], size) + 1) if dims[d] % k == 0]
-        reach = {r * k for r in reach for k in divisors if r * k <= size}
+        factors = [k for k in range(1, min(dims[d], size) + 1) if imperfect or dims[d] % k == 0]
+        reach = {r * k for r in reach for k in factors if r * k <= size}
     return reach
 
 
-def _best_product(size: int, dims: dict[str, int], names) -> int:
+def _best_product(size: int, dims: dict[str, int], names, imperfect: bool = False) -> int:
     """The most an axis of that size can hold of the named dims (see _reach)."""
-    return max(_reach(size, dims, names))
+    return max(_reach(size, dims, names, imperfect))
 
 
 def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
@@ -76,18 +100,29 @@ def _replications(layer: Layer, fans: list[Fanout]) -> list[tuple[int, ...]]:
     return [c for c in itertools.product(*options) if most % math.prod(c) == 0]
 
 
-def usable_pes(layer: Layer, arch: Arch) -> int:
+def usable_pes(layer: Layer, arch: Arch, imperfect: bool = False) -> int:
     """MAC units a mapping can use at most: the largest product of fan-out axis factors
     with every factor a divisor that fits its axis and each dim's factors over all axes
     dividing the dim (a SIMD fan-out over M gives a depthwise layer nothing; a 3-wide axis
     holds at most 2 of power-of-two dims). Searched jointly over the axes; if that takes
-    too long (huge arrays), the product of each axis' own best is the (weaker) answer."""
+    too long (huge arrays), the product of each axis' own best is the (weaker) answer.
+
+    `imperfect` (remainder mappings too): the MAC units active in one step, at most. A dim's
+    spatial loops may have any factors up to the dim that fit their axes, and their product
+    may pass the dim (d = 5 as 3 x 2), but the index tuples of d's spatial loops that do
+    work in one step have distinct offsets inside d (mixed radix), so at most
+    min(d, product of d's spatial factors) of them: the largest product over the dims of
+    that is searched jointly (`_joint_cover`). Compute cycles count the temporal steps that
+    do work (model._Remainders.valid_count), each at most that many MACs, so
+    MACs / this <= compute cycles for every mapping, a remainder pass's idle PEs included."""
     axes = [(size, _axis_dims(fan, axis)) for fan in arch.fanouts
             for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1]
-    alone = math.prod(_best_product(size, layer.dims, names) for size, names in axes)
+    alone = math.prod(_best_product(size, layer.dims, names, imperfect) for size, names in axes)
     if any(size > 64 for size, _ in axes):      # each axis' choices alone would be many
         return alone
     try:
+        if imperfect:
+            return _joint_cover(layer.dims, tuple(axes), alone)
         return _joint_best(layer.dims, tuple(axes), alone)
     except _TooLong:
         return alone
@@ -102,8 +137,6 @@ def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20
     left of each dim; stops early at `ceiling` (the per-axis bound: nothing is better) and
     raises _TooLong after `limit` nodes."""
     names = sorted({d for _, ds in axes for d in ds})
-    visited = [0]
-    memo: dict[tuple, int] = {}
 
     def choices(size, allowed, left):
         out = [(1, left)]
@@ -111,33 +144,106 @@ def _joint_best(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20
             i = names.index(d)
             out = [(p * k, rest[:i] + (rest[i] // k,) + rest[i + 1:]) for p, rest in out
                    for k in range(1, min(rest[i], size // p) + 1) if rest[i] % k == 0]
-        return out
+        return {rest for _, rest in out}
 
-    def best(a: int, left: tuple) -> int:
+    # the units are the product of the factors taken: each dim over what is left of it
+    return _axis_search(axes, tuple(dims[d] for d in names), choices,
+                        lambda left: math.prod(dims[d] // r for d, r in zip(names, left)), ceiling, limit)
+
+
+def _joint_cover(dims: dict[str, int], axes: tuple, ceiling: int, limit: int = 20_000,
+                 objective=math.prod, minimize: bool = False) -> int:
+    """The imperfect usable_pes: the most of prod_d min(d, product of d's factors) over
+    integer factors from 1 to d per (axis, allowed dim), each axis' product at most its
+    size. Depth-first over the axes, memoized on each dim's coverage so far (capped at the
+    dim: more is idle); stops early at `ceiling` (the per-axis bound), raises _TooLong
+    after `limit` nodes. With `objective` (of the final coverages, per dim in sorted
+    order) and `minimize`, the least of that instead (fewest_steps; `ceiling` is then a
+    value nothing goes below, 0 for none)."""
+    names = sorted({d for _, ds in axes for d in ds})
+
+    def choices(size, allowed, cover):
+        out = [(1, cover)]
+        for d in allowed:
+            i = names.index(d)
+            n = dims[d]
+            out = [(p * k, c[:i] + (min(n, c[i] * k),) + c[i + 1:]) for p, c in out
+                   for k in range(1, min(n, size // p) + 1)
+                   if k == 1 or c[i] * (k - 1) < n]         # a factor past full coverage adds nothing
+        return {c for _, c in out}
+
+    return _axis_search(axes, tuple(1 for _ in names), choices, objective, ceiling, limit, minimize)
+
+
+def _axis_search(axes: tuple, start: tuple, choices, objective, ceiling: int, limit: int,
+                 minimize: bool = False) -> int:
+    """Depth-first over the axes (size, allowed dims) from `start`: `choices(size, allowed,
+    state)` gives the states one axis' factors can lead to, `objective(state)` the value
+    once every axis has chosen; the most (or least) of it. Memoized on (axis, state); stops
+    early at the first axis once `ceiling` is reached (nothing is better), raises _TooLong
+    after `limit` nodes."""
+    visited = [0]
+    memo: dict[tuple, int] = {}
+    pick = min if minimize else max
+
+    def best(a: int, state: tuple) -> int:
         if a == len(axes):
-            return 1
-        key = (a, left)
+            return objective(state)
+        key = (a, state)
         if key not in memo:
             visited[0] += 1
             if visited[0] > limit:
                 raise _TooLong
             size, allowed = axes[a]
-            top = 0
-            for p, rest in choices(size, allowed, left):
-                top = max(top, p * best(a + 1, rest))
-                if a == 0 and top >= ceiling:
+            top = None
+            for nxt in choices(size, allowed, state):
+                v = best(a + 1, nxt)
+                top = v if top is None else pick(top, v)
+                if a == 0 and (top <= ceiling if minimize else top >= ceiling):
                     break
             memo[key] = top
         return memo[key]
 
-    return best(0, tuple(dims[d] for d in names))
+    return best(0, start)
 
 
-def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
+def fewest_steps(layer: Layer, arch: Arch) -> int:
+    """The fewest temporal steps that do work over remainder mappings too (compute cycles
+    are these times the sparse MAC-cycle factor). Per dim d, every index of d is the offset
+    of a temporal tuple plus that of a spatial one, and a full tuple inside d has its
+    temporal part inside d too, so d <= (temporal tuples inside d) x (d's spatial
+    factors' product): d takes at least ceil(d / that product) steps, and the steps are the
+    product over the dims (model._Remainders.valid_count). The least over integer factors that fit their axes is searched
+    jointly (`_joint_cover`'s nodes); if that takes too long, MACs / usable_pes.
+    Perfect factors give MACs / their units, so this is at most the perfect compute bound;
+    above MACs / usable PEs where no factors cover the dims evenly (conv1's 55 rows on 14
+    columns take 4 steps of 14, 56 rows' worth)."""
+    dims = layer.dims
+    axes = tuple((size, _axis_dims(fan, axis)) for fan in arch.fanouts
+                 for axis, size in (("X", fan.X), ("Y", fan.Y)) if size > 1)
+
+    def floor() -> int:         # (the steps are never fewer: prod_d cover_d <= usable_pes)
+        return math.ceil(layer.macs / usable_pes(layer, arch, imperfect=True) - 1e-9)
+
+    if any(size > 64 for size, _ in axes):
+        return floor()
+    names = sorted({d for _, ds in axes for d in ds})
+    rest = math.prod(n for d, n in dims.items() if d not in names)      # dims no axis holds
+    try:
+        least = _joint_cover(dims, axes, 0, objective=lambda cover: math.prod(
+            -(-dims[d] // c) for d, c in zip(names, cover)), minimize=True)
+    except _TooLong:
+        return floor()
+    return least * rest
+
+
+def _sharing(layer: Layer, fan: Fanout, tensor: str, imperfect: bool = False) -> int:
     """At most how many of the MAC-side accesses below `fan` one access of `tensor` above it
     can serve: per axis, the most it holds of the dims along which children may share a
     word (a dim the tensor does not depend on, both loops of a sliding input axis, or a
-    reduction dim for partial sums), where some network mode lets that axis share at all."""
+    reduction dim for partial sums), where some network mode lets that axis share at all.
+    `imperfect`: integer factors (_reach); a remainder pass's group of children sharing one
+    read is never larger than that of a full pass, so the same product bounds it."""
     modes = fan.modes_of(tensor) or (None,)
     share = 1
     for axis, size in (("X", fan.X), ("Y", fan.Y)):
@@ -151,20 +257,25 @@ def _sharing(layer: Layer, fan: Fanout, tensor: str) -> int:
             if tensor == "Inputs":       # overlapping windows (p*stride + r) share words
                 both = set(fan.x_dims) | set(fan.y_dims)
                 names += [d for d in dims for x, y in SLIDING_PAIRS if d in (x, y) and {x, y} <= both]
-        share *= _best_product(size, layer.dims, sorted(set(names)))
+        share *= _best_product(size, layer.dims, sorted(set(names)), imperfect)
     return share
 
 
-def lower_bound(layer: Layer, arch: Arch) -> tuple[float, int, int]:
-    """(energy in pJ, cycles, compute cycles) that no valid mapping can go below."""
-    options = _bounds(layer, arch)
+def lower_bound(layer: Layer, arch: Arch, factorization: str = "perfect") -> tuple[float, int, int]:
+    """(energy in pJ, cycles, compute cycles) that no valid mapping of the `factorization`
+    space (perfect, or imperfect: remainder mappings too) can go below."""
+    options = _bounds(layer, arch, factorization != "perfect")
     return (min(e for e, _, _ in options), min(c for _, c, _ in options), min(k for _, _, k in options))
 
 
-def _bounds(layer: Layer, arch: Arch) -> list[tuple[float, int, int]]:
+def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[float, int, int]]:
     """(energy, cycles, compute cycles) lower bounds, one per class of spatial mappings
     (`_signatures`): every valid mapping costs at least the energy and the cycles of the
-    class its spatial factors fall in. One entry (no classes) when the classes are too many."""
+    class its spatial factors fall in. One entry (no classes) when the classes are too many.
+
+    `imperfect`: a bound over remainder mappings too (see the module docstring): integer
+    factors where sharing and compute cycles are bounded, the partial-sum trade-off relaxed
+    (`_partial_sums_imperfect`), and one entry: no classes."""
     sparse = Sparse.of(layer, arch)
     top = arch.levels[0]
     storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
@@ -240,11 +351,13 @@ def _bounds(layer: Layer, arch: Arch) -> list[tuple[float, int, int]]:
                 level = arch.levels[i]
                 if t not in level.keeps or (always and i < always[-1]):
                     continue
-                below = math.prod(_sharing(layer, f, t) for f in arch.levels[i + 1:] if isinstance(f, Fanout))
+                below = math.prod(_sharing(layer, f, t, imperfect) for f in arch.levels[i + 1:]
+                                  if isinstance(f, Fanout))
                 served = layer.macs * sparse.operand(t) / below
                 per_mac = served * level.energy_of(t)[action]
                 if t == "Outputs":
-                    per_mac += _partial_sums(layer, arch, sparse, i, below, from_top, reps)
+                    per_mac += (_partial_sums_imperfect(layer, arch, sparse, i, below, from_top) if imperfect
+                                else _partial_sums(layer, arch, sparse, i, below, from_top, reps))
                 # a level between the top and L that must keep t passes each used word on at
                 # least once (operands: reads; partial sums: updates from below)
                 for j in always:
@@ -259,7 +372,10 @@ def _bounds(layer: Layer, arch: Arch) -> list[tuple[float, int, int]]:
         energy += base
         if t == "Outputs":
             outputs_at = {"base": base, "of": innermost}
-    compute = layer.macs * sparse.mac_cycles / usable_pes(layer, arch)
+    # compute cycles: MACs / the most MAC units one step can use; with remainders, the
+    # fewest temporal steps (each dim's ceil(d / its spatial cover)), which is no less
+    compute = (fewest_steps(layer, arch) * sparse.mac_cycles if imperfect
+               else layer.macs * sparse.mac_cycles / usable_pes(layer, arch))
     cycles = max(compute, network_cycles)
     if isinstance(top, Storage):
         for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
@@ -272,7 +388,10 @@ def _bounds(layer: Layer, arch: Arch) -> list[tuple[float, int, int]]:
         return e + cyc * per_cycle, cyc, comp
 
     out = [total(energy, cycles, compute)]
-    classes = _signatures(layer, arch)
+    # The classes' arguments take the instances along a dim that do work as the product of
+    # its factors; unrolled on several axes with a remainder they are fewer (5 as 3 x 2:
+    # 5 of 6), so the imperfect bound has no classes (module docstring).
+    classes = None if imperfect else _signatures(layer, arch)
     if not classes:
         return out
     fan_index = {i: k for k, i in enumerate(fanouts)}
@@ -383,8 +502,65 @@ def _partial_sums(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: i
     return base + best
 
 
-def objective_bound(layer: Layer, arch: Arch, objective: str) -> float:
-    """The lower bound of `objective` (energy, delay, edp or compute) over all mappings: the
-    least over the spatial classes of the objective of their bounds (energy and cycles of
-    one class hold together, so EDP uses their product)."""
-    return float(min(objective_of(objective, *b) for b in _bounds(layer, arch)))
+def _max_spreads(layer: Layer, fans: list[Fanout]) -> list[int]:
+    """Per fan-out, at most how many of its children one output's partial sums can be
+    spread over: the product over its reducing axes of the most each holds of C, R and S
+    with integer factors (children touching one output differ only in those indices)."""
+    dims = layer.dims
+    out = []
+    for fan in fans:
+        spread = 1
+        for axis, size in (("X", fan.X), ("Y", fan.Y)):
+            if fan.reduces(axis):
+                names = [d for d in _axis_dims(fan, axis) if d in REDUCTION_DIMS]
+                spread *= _best_product(size, dims, names, imperfect=True)
+        out.append(spread)
+    return out
+
+
+def _partial_sums_imperfect(layer: Layer, arch: Arch, sparse: Sparse, inner: int, below: int,
+                            from_top: bool) -> float:
+    """_partial_sums over remainder mappings too, where an output's partial sums lie only on
+    the children whose reduction indices do work, fewer than the product of the factors
+    (C = 5 as 3 on one fan-out over 2 on the next: 5 of the 6 children), so the spreads
+    are not products of per-fan-out factors.
+
+    Let N_j be the (fan-out j child, output) pairs with the child touching the output, for
+    the fan-outs 1..k above `inner` (outermost first), and N_0 = outputs. Each child
+    touching an output writes it back across fan-out j at least once: network >= sum_j
+    e_j N_j. `inner` reads a partial sum back for every update but each instance's first
+    touch of an output, and its instances touching an output are fan-out k's children
+    touching it (no fan-out between them): read-backs >= U - N_k, U >= MACs / below the
+    updates. And outputs <= N_j, N_j <= N_(j-1) x spread_j (_max_spreads), N_k <= outputs
+    x C x R x S. With s = N_k / outputs, the cheapest N_j for j < k is outputs x max(1,
+    s / spread_(j+1) x .. x spread_k), so the least of the convex piecewise-linear
+    g(s) = sum_(j<k) e_j outputs max(1, s / ..) + e_k outputs s + read max(0, U - outputs s)
+    over [1, cap] is at a breakpoint or an end: each is tried. Network words are those of
+    _partial_sums (counted only when the outermost level keeps outputs)."""
+    used = used_words(layer, "Outputs")
+    dims = layer.dims
+    fans = [i for i in range(1, inner) if isinstance(arch.levels[i], Fanout)]
+    below_fans = [i for i in range(inner + 1, len(arch.levels)) if isinstance(arch.levels[i], Fanout)]
+    words = used * min(1.0, sparse.operand("Outputs"))
+    base = sum(words * arch.levels[i].energy_of("Outputs") for i in below_fans) if from_top else 0.0
+    read = arch.levels[inner].energy_of("Outputs")[0] * sparse.operand("Outputs")
+    updates = layer.macs / below
+    spreads = _max_spreads(layer, [arch.levels[i] for i in fans])
+    energies = [arch.levels[i].energy_of("Outputs") if from_top else 0.0 for i in fans]
+    cap = float(min(math.prod(spreads), dims["C"] * dims["R"] * dims["S"]))
+    # the spread fan-outs j+1..k can hold below one child of fan-out j
+    inside = [float(math.prod(spreads[j + 1:])) for j in range(len(fans))]
+
+    def g(s: float) -> float:
+        net = sum(e * used * max(1.0, s / inside[j]) for j, e in enumerate(energies))
+        return net + max(0.0, updates - used * s) * read
+
+    points = {1.0, cap, updates / used} | set(inside)
+    return base + min(g(min(cap, max(1.0, s))) for s in points)
+
+
+def objective_bound(layer: Layer, arch: Arch, objective: str, factorization: str = "perfect") -> float:
+    """The lower bound of `objective` (energy, delay, edp or compute) over all mappings of
+    the `factorization` space: the least over the spatial classes of the objective of their
+    bounds (energy and cycles of one class hold together, so EDP uses their product)."""
+    return float(min(objective_of(objective, *b) for b in _bounds(layer, arch, factorization != "perfect")))
