@@ -690,6 +690,10 @@ class _Run:
                 return
         self._base_eval, self._base_valid = self.evaluated, self.valid
 
+    def meets_floor(self) -> bool:
+        """Whether the best found meets the analytic bound of the space (a proof)."""
+        return bool(len(self.pool.values)) and self.pool.best <= self.floor * (1 + 1e-9)
+
     def _is_perfect(self, factors: np.ndarray) -> bool:
         """Whether an encoded candidate's factors multiply to the layer's sizes."""
         dims = self.space.layer.dims
@@ -705,7 +709,7 @@ class _Run:
         self.refine()
         if self.out_of_time():
             return
-        if self.pool.best <= self.floor * (1 + 1e-9):
+        if self.meets_floor():
             return          # already meets the analytic bound: search() reports the proof
         self.cpsat(workers, hints=True)
         if not self.proven:
@@ -719,7 +723,7 @@ class _Run:
         quick = min(budget, 60000) if budget is not None else 60000
         self.random(seed, 1, quick, patience, perfect_only=True)
         self.refine()
-        if self.out_of_time():
+        if self.out_of_time() or self.meets_floor():
             return
         deadline = self.deadline
         left = self.time_left()
@@ -730,7 +734,7 @@ class _Run:
             self.refine("refine")
         finally:
             self.deadline = deadline
-        if not self.interrupted:
+        if not self.interrupted and not self.meets_floor():
             cut = self.stopped_by_limit and not self.perfect_proven     # CP-SAT's share ran out
             self.stopped_by_limit = False
             self.remainders()
