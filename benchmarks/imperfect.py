@@ -22,6 +22,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mapper.arch import load_arch  # noqa: E402
+from mapper.model import network_utilization  # noqa: E402
 from mapper.problem import load_network  # noqa: E402
 from mapper.search import search_network  # noqa: E402
 
@@ -70,11 +71,12 @@ def main(argv=None) -> None:
                 for fz in ("perfect", "imperfect"):
                     e = sum(r.best.cost.energy_pj for r in res[fz])
                     cyc = sum(r.best.cost.cycles for r in res[fz])
-                    macs = sum(r.best.cost.macs for r in res[fz])
+                    util = network_utilization(((r.best.cost.performed_macs, r.best.cost.cycles) for r in res[fz]),
+                                               arch.pes)
                     secs = sum(r.seconds for r in res[fz])
                     totals[fz] = e * cyc
                     print(f"network {fz:9s}: EDP {e * cyc:.4g} pJ*cycles, energy {e:.4g} pJ, {cyc:,} cycles, "
-                          f"utilization {100 * macs / (cyc * arch.pes):.1f}%, search {secs:.1f} s")
+                          f"utilization {100 * util:.1f}%, search {secs:.1f} s")
                 ratio = totals["imperfect"] / totals["perfect"]
                 ratios.append((net_name, batch, arch_name, ratio))
                 print(f"network EDP imperfect/perfect: {ratio:.3f} ({100 * (1 - ratio):.1f}% lower)  vs  {RUBY}")
