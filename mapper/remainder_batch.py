@@ -16,6 +16,7 @@ import numpy as np
 from .arch import Fanout
 from .model import _Remainders, evaluate
 from .problem import DIMS, RELEVANT, TENSORS
+from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_class, group_sums
 
 
 def remainder_rows(enc, factors: np.ndarray) -> np.ndarray:
@@ -38,6 +39,7 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
     counts = np.zeros((n, n_st, 3, 3)) if with_counts else None
     assignments = enc.assignments()
     chosen = np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64)
+    groups: dict = {}             # group sums by GroupSpec, shared by all candidates
     for i in range(n):
         options = assignments if modes is None or not enc.mode_fans else modes[i:i + 1]
         best = None
@@ -45,7 +47,7 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
         for a, md in enumerate(options):
             m = enc.decode(factors[i], orders[i], keep[i], md if enc.mode_fans else None)
             cost = evaluate(enc.layer, enc.arch, m, validate=False,
-                            remainders=lambda nest: FastRemainders(nest, cache))
+                            remainders=lambda nest: FastRemainders(nest, cache, groups))
             value = float(objective_of(objective, cost.energy_pj, cost.cycles, cost.compute_cycles))
             if best is None or value < best[0] * (1 - 1e-12) or \
                     (value <= best[0] * (1 + 1e-12) and cost.energy_pj < best[1].energy_pj):
@@ -64,176 +66,96 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
 
 
 class FastRemainders(_Remainders):
-    """`model._Remainders` with its per-group sums over index tuples done in numpy (one
-    array row per tuple instead of a Python dict) where the groups have many tuples (the
-    model's loop where they have few: numpy's per-call overhead dominates there): the same
-    tuples, boxes, held tiles and distinct keys, so the same numbers (tested). `cache`
-    shares the sums between the network-mode choices of one candidate: they depend on the
-    modes only through the credits of the fan-outs between parent and child."""
+    """`model._Remainders` with its per-group sums computed by `mapper.remainder_groups`
+    (numpy, every event class of a group at once) and memoized: `cache` holds one
+    candidate's link sums, instances and valid counts, shared between its network-mode
+    choices (they depend on the modes only through the credits of the fan-outs between
+    parent and child); `groups` holds group sums keyed on `GroupSpec`, shared by every
+    candidate of a batch (a group's sums read only its own loops, see remainder_groups).
+    The same tuples, held tiles and distinctness keys as the model, so the same numbers
+    (tested). A link whose groups all have at most SMALL tuples goes through the model's own
+    loop instead (a cross-check switch: 0, the default, never)."""
 
-    SMALL = 64          # largest per-group tuple count counted by the model's own loop
+    SMALL = 0
 
-    def __init__(self, nest, cache: dict | None = None):
+    def __init__(self, nest, cache: dict | None = None, groups: dict | None = None):
         super().__init__(nest)
         self.cache = {} if cache is None else cache
+        self.group_cache = {} if groups is None else groups
 
-    def _tuples_bound(self, tensor: str, outer: list[int]) -> int:
-        return max(math.prod(self.loops[k][2] for k in outer if self.loops[k][1] in dims)
-                   for _, dims in self.groups(tensor))
+    def _memo(self, key, compute):
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
+
+    def valid_count(self, kind: str) -> int:
+        return self._memo(("valid", kind), lambda: _Remainders.valid_count(self, kind))
+
+    def instances(self, li: int) -> int:
+        return self._memo(("instances", li), lambda: _Remainders.instances(self, li))
 
     def sums(self, tensor: str, parent: int, child: int | None) -> dict:
         c = len(self.arch.levels) if child is None else child
         credits = tuple(self.arch.levels[i].credit(self.mapping.mode(self.arch.levels[i].name, tensor))
                         for i in range(parent + 1, c) if isinstance(self.arch.levels[i], Fanout))
-        key = ("sums", tensor, parent, child, repr(credits))
-        if key not in self.cache:
-            outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
-            if self._tuples_bound(tensor, outer) <= self.SMALL:
-                self.cache[key] = _Remainders.sums(self, tensor, parent, child)
-            else:
-                self.cache[key] = self._numpy_sums(tensor, parent, child)
-        return self.cache[key]
+        return self._memo(("sums", tensor, parent, child, repr(credits)),
+                          lambda: _Remainders.sums(self, tensor, parent, child) if self._small(tensor, c)
+                          else self._group_sums(tensor, parent, child))
 
-    def _grid(self, dims, outer, event):
-        """(loops, index array [T, loops]) of the valid tuples (as `tuples`)."""
-        mine = [k for k in outer if self.loops[k][1] in dims]
-        ranges = [np.arange(*self.event_range(k, event)) for k in mine]
-        if mine:
-            ix = np.stack([g.reshape(-1) for g in np.meshgrid(*ranges, indexing="ij")], axis=1).astype(np.int64)
-        else:
-            ix = np.zeros((1, 0), dtype=np.int64)
-        ok = np.ones(len(ix), dtype=bool)
-        for d in dims:
-            ok &= self._offset(ix, mine, d) < self.size[d]
-        return mine, ix[ok]
+    def _small(self, tensor: str, c: int) -> bool:
+        if not self.SMALL:
+            return False
+        outer = [k for k, (lvl, _, _, _) in enumerate(self.loops) if lvl < c]
+        return max(math.prod(self.loops[k][2] for k in outer if self.loops[k][1] in dims)
+                   for _, dims in self.groups(tensor)) <= self.SMALL
 
-    def _offset(self, ix, mine, d):
-        off = np.zeros(len(ix), dtype=np.int64)
-        for j, k in enumerate(mine):
-            if self.loops[k][1] == d:
-                off += ix[:, j] * self.step[k]
-        return off
-
-    def _boxes(self, ix, mine, axes, nominal):
-        """[T, 2 * axes] (lo, hi) per axis, and the box sizes [T]."""
-        cols, size = [], np.ones(len(ix), dtype=np.int64)
-        for axis in axes:
-            lo = np.zeros(len(ix), dtype=np.int64)
-            hi = np.zeros(len(ix), dtype=np.int64)
-            for d, c in axis:
-                off = self._offset(ix, mine, d)
-                ext = np.minimum(nominal[d], self.size[d] - off)
-                lo += c * off
-                hi += c * (off + ext - 1)
-            cols += [lo, hi]
-            size = size * (hi - lo + 1)
-        return (np.stack(cols, axis=1) if cols else np.zeros((len(ix), 0), dtype=np.int64)), size
-
-    def _previous(self, ix, mine, k):
-        prev = ix.copy()
-        if k in mine:
-            prev[:, mine.index(k)] -= 1
-        reset = [j for j in mine if self.loops[j][3] is None and j > k]
-        for j in reset:
-            prev[:, mine.index(j)] = 0
-        for j in sorted(reset):
-            d, f, st = self.loops[j][1], self.loops[j][2], self.step[j]
-            others = np.zeros(len(ix), dtype=np.int64)
-            for a, i in enumerate(mine):
-                if self.loops[i][1] == d and i != j:
-                    others += prev[:, a] * self.step[i]
-            prev[:, mine.index(j)] = np.minimum(f - 1, (self.size[d] - others - 1) // st)
-        return prev
-
-    def _numpy_sums(self, tensor: str, parent: int, child: int | None) -> dict:
+    def _group_sums(self, tensor: str, parent: int, child: int | None) -> dict:
         outer, temporal, parent_sp, between, nominal, r, events = self.link_loops(tensor, parent, child)
         fans = sorted({self.loops[k][0] for k in between})
-        credits = {}
-        for fan in fans:
-            level = self.arch.levels[fan]
-            credits[fan] = level.credit(self.mapping.mode(level.name, tensor))
-        out = {}
-        memo: dict = {}
-        for e in events:
-            prod_all = {x: 1 for x in ("size", "ov", "eq", "first")}
-            prod_grp = dict(prod_all)
-            for gi, (axes, dims) in enumerate(self.groups(tensor)):
-                # A group's sums depend on the event only through which of its temporal loops
-                # it resets (and whether the event's loop is its own).
-                own = [k for k in outer if self.loops[k][1] in dims]
-                if isinstance(e, int) and e not in own:
-                    mkey = (gi, "reset", tuple(k for k in own if self.loops[k][3] is None and k > e))
-                else:
-                    mkey = (gi, e)
-                if mkey in memo:
-                    tot_all, tot_grp = memo[mkey]
-                    for x in prod_all:
-                        prod_all[x] *= tot_all[x]
-                        prod_grp[x] *= tot_grp[x]
-                    continue
-                mine, ix = self._grid(dims, outer, e)
-                box, size = self._boxes(ix, mine, axes, nominal)
-                keys = [box]
-                if isinstance(e, int):
-                    held, _ = self._boxes(self._previous(ix, mine, e), mine, axes, nominal)
-                    ov = np.ones(len(ix), dtype=np.int64)
-                    for a in range(len(axes)):
-                        lo = np.maximum(box[:, 2 * a], held[:, 2 * a])
-                        hi = np.minimum(box[:, 2 * a + 1], held[:, 2 * a + 1])
-                        ov = ov * np.maximum(0, hi - lo + 1)
-                    eq = np.where((box == held).all(axis=1), size, 0)
-                    keys.append(held)
-                else:
-                    ov = eq = np.zeros(len(ix), dtype=np.int64)
-                tcols = [j for j, k in enumerate(mine) if k in temporal]
-                zero = (ix[:, tcols] == 0).all(axis=1) if tcols else np.ones(len(ix), dtype=bool)
-                first = zero.astype(np.int64) if not axes else size
-                vals = {"size": size, "ov": ov, "eq": eq, "first": first}
-                keys.append(ix[:, tcols])
-                keys.append(ix[:, [j for j, k in enumerate(mine) if k in parent_sp]])
-                for fan in fans:
-                    credit = credits[fan]
-                    fmine = [j for j, k in enumerate(mine) if k in between and self.loops[k][0] == fan]
-                    apart = [j for j in fmine if credit[self.loops[mine[j]][3]] == "none" or
-                             (credit[self.loops[mine[j]][3]] == "projection" and
-                              self.loops[mine[j]][1] in RELEVANT[tensor])]
-                    keys.append(ix[:, apart])
-                    probe = ix.copy()
-                    for j, k in enumerate(mine):
-                        if k in between and j not in fmine:
-                            probe[:, j] = 0
-                    keys.append(self._boxes(probe, mine, axes, nominal)[0])
-                keymat = np.concatenate(keys, axis=1)
-                if keymat.shape[1] and len(keymat):
-                    _, first_rows = np.unique(keymat, axis=0, return_index=True)
-                else:
-                    first_rows = np.arange(min(1, len(keymat)))
-                tot_all = {x: int(vals[x].sum()) for x in prod_all}
-                tot_grp = {x: int(vals[x][first_rows].sum()) for x in prod_all}
-                memo[mkey] = (tot_all, tot_grp)
-                for x in prod_all:
-                    prod_all[x] *= tot_all[x]
-                    prod_grp[x] *= tot_grp[x]
-            out[e] = (prod_all, prod_grp)
+        credit = {fan: self.arch.levels[fan].credit(self.mapping.mode(self.arch.levels[fan].name, tensor))
+                  for fan in fans}
+        out = {e: ({x: 1 for x in FIELDS}, {x: 1 for x in FIELDS}) for e in events}
+        for axes, dims in self.groups(tensor):
+            own = [k for k in outer if self.loops[k][1] in dims]
+            kinds = tuple("T" if self.loops[k][3] is None else ("P" if k in parent_sp else "B") for k in own)
+            spec = GroupSpec(
+                factors=tuple(self.loops[k][2] for k in own), steps=tuple(self.step[k] for k in own),
+                dimpos=tuple(dims.index(self.loops[k][1]) for k in own), kinds=kinds,
+                fans=tuple(fans.index(self.loops[k][0]) if kd == "B" else -1 for k, kd in zip(own, kinds)),
+                apart=tuple(kd == "B" and _apart(credit[self.loops[k][0]][self.loops[k][3]], self.loops[k][1], tensor)
+                            for k, kd in zip(own, kinds)),
+                sizes=tuple(self.size[d] for d in dims), nominal=tuple(nominal[d] for d in dims),
+                axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
+            classes = {e: event_class(spec, own, e) for e in events}
+            missing = [cl for cl in set(classes.values()) if (spec, cl) not in self.group_cache]
+            if missing:
+                for cl, v in group_sums(spec, missing).items():
+                    self.group_cache[spec, cl] = v
+            for e, cl in classes.items():
+                tot_all, tot_grp = self.group_cache[spec, cl]
+                prod_all, prod_grp = out[e]
+                for x, a, g in zip(FIELDS, tot_all, tot_grp):
+                    prod_all[x] *= a
+                    prod_grp[x] *= g
         return {"events": out, "r": r}
 
     def _first_points(self, tensor: str, parent: int) -> int:
-        key = ("first", tensor, parent)
-        if key not in self.cache:
-            outer = list(range(len(self.loops)))
-            if self._tuples_bound(tensor, outer) <= self.SMALL:
-                self.cache[key] = _Remainders._first_points(self, tensor, parent)
-            else:
-                self.cache[key] = self._numpy_first_points(tensor, parent)
-        return self.cache[key]
-
-    def _numpy_first_points(self, tensor: str, parent: int) -> int:
-        outer = list(range(len(self.loops)))
-        parent_sp = [k for k in outer if self.loops[k][3] is not None and self.loops[k][0] < parent]
         total = 1
         for axes, dims in self.groups(tensor):
-            mine, ix = self._grid(dims, outer, "all")
-            box, _ = self._boxes(ix, mine, axes, {d: 1 for d in DIMS})
-            keymat = np.concatenate([ix[:, [j for j, k in enumerate(mine) if k in parent_sp]], box], axis=1)
-            total *= len(np.unique(keymat, axis=0)) if keymat.shape[1] else min(1, len(keymat))
+            own = [k for k in range(len(self.loops)) if self.loops[k][1] in dims]
+            spec = PointSpec(
+                factors=tuple(self.loops[k][2] for k in own), steps=tuple(self.step[k] for k in own),
+                dimpos=tuple(dims.index(self.loops[k][1]) for k in own),
+                parent=tuple(self.loops[k][3] is not None and self.loops[k][0] < parent for k in own),
+                sizes=tuple(self.size[d] for d in dims),
+                axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
+            if spec not in self.group_cache:
+                self.group_cache[spec] = distinct_points(spec)
+            total *= self.group_cache[spec]
         return total
+
+
+def _apart(credit: str, dim: str, tensor: str) -> bool:
+    """Whether children of a spatial loop with this credit never share a read of `tensor`
+    (model `group_key`: no sharing, or projection along a dimension indexing the tensor)."""
+    return credit == "none" or (credit == "projection" and dim in RELEVANT[tensor])
