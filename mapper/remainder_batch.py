@@ -16,7 +16,7 @@ import numpy as np
 from .arch import Fanout
 from .model import _Remainders, evaluate
 from .problem import DIMS, RELEVANT, TENSORS
-from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_class, group_sums
+from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_class, group_sums, valid_tuples
 
 
 def remainder_rows(enc, factors: np.ndarray) -> np.ndarray:
@@ -89,10 +89,24 @@ class FastRemainders(_Remainders):
         return self.cache[key]
 
     def valid_count(self, kind: str) -> int:
-        return self._memo(("valid", kind), lambda: _Remainders.valid_count(self, kind))
+        return self._memo(("valid", kind), lambda: self._valid_product(
+            lambda lvl, s: (s is None) == (kind == "T")))
 
     def instances(self, li: int) -> int:
-        return self._memo(("instances", li), lambda: _Remainders.instances(self, li))
+        return self._memo(("instances", li), lambda: self._valid_product(
+            lambda lvl, s: s is not None and lvl < li))
+
+    def _valid_product(self, chosen) -> int:
+        """Product over dimensions of the valid index tuples of the loops `chosen(level,
+        spatial)` picks, the others at 0 (model `valid_count`, `instances`)."""
+        total = 1
+        for d in DIMS:
+            mine = [k for k, (lvl, d2, _, s) in enumerate(self.loops) if d2 == d and chosen(lvl, s)]
+            key = ("valid", tuple(self.loops[k][2] for k in mine), tuple(self.step[k] for k in mine), self.size[d])
+            if key not in self.group_cache:
+                self.group_cache[key] = valid_tuples(key[1], key[2], key[3])
+            total *= self.group_cache[key]
+        return total
 
     def sums(self, tensor: str, parent: int, child: int | None) -> dict:
         c = len(self.arch.levels) if child is None else child

@@ -23,6 +23,7 @@ held tile (the previous valid step), the same distinctness key, tested equal.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +115,16 @@ class _Grid:
         return prev
 
 
+def valid_tuples(factors: tuple[int, ...], steps: tuple[int, ...], size: int) -> int:
+    """How many index tuples (0 <= i_k < factors[k]) of loops over one dimension start
+    inside it (sum of i_k * steps[k] < size)."""
+    off = np.zeros(1, dtype=np.int64)
+    for f, st in zip(factors, steps):
+        off = (off[:, None] + st * np.arange(f, dtype=np.int64)[None, :]).reshape(-1)
+        off = off[off < size]          # a prefix already past the end stays past it
+    return len(off)
+
+
 def _distinct_rows(keys: np.ndarray) -> np.ndarray:
     """Indices of one row per distinct row of keys [m, q] (m >= 1)."""
     if keys.shape[1] == 0:
@@ -128,7 +139,10 @@ def _distinct_rows(keys: np.ndarray) -> np.ndarray:
 def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Per event class: (sums over all children, sums over the distinct groups of children)
     of (size, ov, eq, first), as the model's `_Remainders.sums` loop computes them for one
-    group."""
+    group: in closed form for a one-dimension group (`_Radix`), else over its tuples."""
+    radix = _Radix.of(spec)
+    if radix is not None:
+        return {cls: radix.sums(cls) for cls in classes}
     g = _Grid(spec)
     ix = g.ix
     kinds = spec.kinds
@@ -178,6 +192,125 @@ def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple
         pick = _distinct_rows(keys)
         out[cls] = (tuple(int(v) for v in vals.sum(axis=1)), tuple(int(v) for v in vals[:, pick].sum(axis=1)))
     return out
+
+
+# What a digit may be in a set of index tuples (see _Radix): 0 only, 1.., or any.
+ZERO, NONZERO, ANY = 0, 1, 2
+
+
+class _Radix:
+    """A one-dimension group in closed form.
+
+    The group's loops are all the loops on its dimension above the child, and each loop's
+    step is the nominal tile times the factors of the group's loops inside it: an index
+    tuple is the mixed-radix number J (outermost digit first) of the tile at offset
+    J * nominal, valid iff J < N = ceil(size / nominal). Tiles are nominal but the last
+    (J = N - 1), clipped to size - (N - 1) * nominal. Every set of tuples an event sums over
+    fixes some digits to 0 and at most one to >= 1, so a sum over it is a count of the J
+    below a bound with such digits (`count`) plus the last tile's correction, instead of
+    a pass over the tuples. The overlaps: two different tiles on one axis never overlap
+    (their boxes are disjoint intervals), so a step of the group's own loop fetches the
+    whole tile, and a step elsewhere, which resets the group's temporal loops inside it to
+    their last valid indices, finds the held tile unchanged exactly when those are all 0,
+    i.e. when J * nominal + (the innermost reset loop's step) >= size. The distinct groups
+    of children: tiles of the tensor's axis are distinct for distinct J (no merging), and
+    with no axis (a dimension the tensor ignores) children differ only by the indices the
+    key keeps (temporal, parent-spatial, never-sharing); a projected tuple is valid iff
+    it is valid with the dropped digits at 0 (the smallest offset), so the distinct ones
+    are counted by fixing those digits to 0."""
+
+    def __init__(self, spec: GroupSpec):
+        self.spec = spec
+        self.f = spec.factors
+        self.nominal, self.size = spec.nominal[0], spec.sizes[0]
+        self.N = -(-self.size // self.nominal)
+        self.coef = spec.axes[0][0][1] if spec.axes else None
+        if self.coef is not None:
+            nom = self.coef * (self.nominal - 1) + 1
+            self.sz_nom, self.sz_last = nom, self.coef * (self.size - (self.N - 1) * self.nominal - 1) + 1
+        self.temporal = [j for j, k in enumerate(spec.kinds) if k == "T"]
+
+    @classmethod
+    def of(cls, spec: GroupSpec) -> "_Radix | None":
+        """The closed form when the group is one dimension (with an axis of one term, or
+        none) whose steps are mixed radix; None otherwise."""
+        if len(spec.sizes) != 1 or (spec.axes and (len(spec.axes) != 1 or len(spec.axes[0]) != 1)):
+            return None
+        step = spec.nominal[0]
+        for f, st in zip(reversed(spec.factors), reversed(spec.steps)):
+            if st != step:
+                return None
+            step *= f
+        return cls(spec)
+
+    def count(self, allowed: list[int], below: int) -> int:
+        """How many J < below (J < N always) have digit j in allowed[j]."""
+        f = self.f
+        below = min(below, self.N)
+        if below <= 0:
+            return 0
+        width = [1 if a == ZERO else (fj - 1 if a == NONZERO else fj) for a, fj in zip(allowed, f)]
+        if below >= math.prod(f):
+            return math.prod(width)
+        total, rest = 0, below
+        for j in range(len(f)):
+            place = math.prod(f[j + 1:])
+            x, rest = divmod(rest, place)
+            a = allowed[j]
+            under = (1 if x > 0 else 0) if a == ZERO else (max(0, x - 1) if a == NONZERO else x)
+            total += under * math.prod(width[j + 1:])
+            if (a == ZERO and x != 0) or (a == NONZERO and x == 0):
+                return total
+        return total
+
+    def sizes(self, allowed: list[int], at_least: int = 0) -> int:
+        """Sum of the tile sizes (1 per tuple without an axis) over the J >= at_least."""
+        n = self.count(allowed, self.N) - self.count(allowed, at_least)
+        if self.coef is None:
+            return n
+        last = self.count(allowed, self.N) - self.count(allowed, self.N - 1) if at_least <= self.N - 1 else 0
+        return n * self.sz_nom + last * (self.sz_last - self.sz_nom)
+
+    def sums(self, cls: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        spec = self.spec
+        allowed = [ANY] * len(self.f)
+        if cls[0] == FIRST:
+            for j in self.temporal:
+                allowed[j] = ZERO
+        held = None                       # J from which the held tile is this one (None: never)
+        if cls[0] == "own":
+            j = cls[1]
+            allowed[j] = NONZERO
+            for c in self.temporal:
+                if c > j:
+                    allowed[c] = ZERO
+        elif cls[0] == "reset":
+            reset = [c for c in self.temporal if c >= cls[1]]
+            for c in reset:
+                allowed[c] = ZERO
+            held = 0 if not reset else -(-(self.size - spec.steps[reset[-1]]) // self.nominal)
+        merged = list(allowed)
+        if self.coef is None:
+            for j, k in enumerate(spec.kinds):
+                if k == "B" and not spec.apart[j]:
+                    merged[j] = ZERO
+        out = []
+        for al in (allowed, merged):
+            size = self.sizes(al)
+            if self.coef is not None:
+                first = size              # first touches: every point of the tile
+            elif any(al[j] == NONZERO for j in self.temporal):
+                first = 0                 # without an axis: the tuples with temporal indices 0
+            else:
+                first = self.sizes([ZERO if j in self.temporal else a for j, a in enumerate(al)])
+            if cls[0] in (FIRST, ALL):
+                same = 0
+            elif self.coef is None:
+                same = size               # no axis: the (empty) tile is always the held one
+            else:
+                same = self.sizes(al, held) if held is not None else 0
+            out.append((size, same, same, first))
+        return out[0], out[1]
 
 
 @dataclass(frozen=True)
