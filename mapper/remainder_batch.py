@@ -88,6 +88,9 @@ class FastRemainders(_Remainders):
             self.cache[key] = compute()
         return self.cache[key]
 
+    def groups(self, tensor: str):
+        return self._memo(("groups", tensor), lambda: _Remainders.groups(self, tensor))
+
     def valid_count(self, kind: str) -> int:
         return self._memo(("valid", kind), lambda: self._valid_product(
             lambda lvl, s: (s is None) == (kind == "T")))
@@ -125,33 +128,47 @@ class FastRemainders(_Remainders):
 
     def _group_sums(self, tensor: str, parent: int, child: int | None) -> dict:
         outer, temporal, parent_sp, between, nominal, r, events = self.link_loops(tensor, parent, child)
-        fans = sorted({self.loops[k][0] for k in between})
+        loops, step = self.loops, self.step
+        fans = sorted({loops[k][0] for k in between})
         credit = {fan: self.arch.levels[fan].credit(self.mapping.mode(self.arch.levels[fan].name, tensor))
                   for fan in fans}
-        out = {e: ({x: 1 for x in FIELDS}, {x: 1 for x in FIELDS}) for e in events}
+        parent_sp = set(parent_sp)
+        per_group = []             # per group: its (all, distinct) sums per event
         for axes, dims in self.groups(tensor):
-            own = [k for k in outer if self.loops[k][1] in dims]
-            kinds = tuple("T" if self.loops[k][3] is None else ("P" if k in parent_sp else "B") for k in own)
+            own = [k for k in outer if loops[k][1] in dims]
+            kinds = tuple("T" if loops[k][3] is None else ("P" if k in parent_sp else "B") for k in own)
             spec = GroupSpec(
-                factors=tuple(self.loops[k][2] for k in own), steps=tuple(self.step[k] for k in own),
-                dimpos=tuple(dims.index(self.loops[k][1]) for k in own), kinds=kinds,
-                fans=tuple(fans.index(self.loops[k][0]) if kd == "B" else -1 for k, kd in zip(own, kinds)),
-                apart=tuple(kd == "B" and _apart(credit[self.loops[k][0]][self.loops[k][3]], self.loops[k][1], tensor)
+                factors=tuple(loops[k][2] for k in own), steps=tuple(step[k] for k in own),
+                dimpos=tuple(dims.index(loops[k][1]) for k in own), kinds=kinds,
+                fans=tuple(fans.index(loops[k][0]) if kd == "B" else -1 for k, kd in zip(own, kinds)),
+                apart=tuple(kd == "B" and _apart(credit[loops[k][0]][loops[k][3]], loops[k][1], tensor)
                             for k, kd in zip(own, kinds)),
                 sizes=tuple(self.size[d] for d in dims), nominal=tuple(nominal[d] for d in dims),
                 axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
-            classes = {e: event_class(spec, own, e) for e in events}
-            missing = [cl for cl in set(classes.values()) if (spec, cl) not in self.group_cache]
+            classes = [event_class(spec, own, e) for e in events]
+            known = self.group_cache.setdefault(spec, {})
+            missing = [cl for cl in set(classes) if cl not in known]
             if missing:
-                for cl, v in group_sums(spec, missing).items():
-                    self.group_cache[spec, cl] = v
-            for e, cl in classes.items():
-                tot_all, tot_grp = self.group_cache[spec, cl]
-                prod_all, prod_grp = out[e]
-                for x, a, g in zip(FIELDS, tot_all, tot_grp):
-                    prod_all[x] *= a
-                    prod_grp[x] *= g
+                known.update(group_sums(spec, missing))
+            per_group.append([known[cl] for cl in classes])
+        out = {}
+        for i, e in enumerate(events):
+            prod_all, prod_grp = [1] * 4, [1] * 4
+            for sums in per_group:
+                tot_all, tot_grp = sums[i]
+                for x in range(4):
+                    prod_all[x] *= tot_all[x]
+                    prod_grp[x] *= tot_grp[x]
+            out[e] = (dict(zip(FIELDS, prod_all)), dict(zip(FIELDS, prod_grp)))
         return {"events": out, "r": r}
+
+    def mac_groups(self, tensor: str, parent: int) -> tuple[int, int]:
+        """As the model's, but the first touches only for Outputs: the only tensor whose
+        innermost count reads them (read-modify-write; `model._count_remainders`); 0 for the
+        read-only tensors, whose distinct points would cost a pass over their tuples."""
+        data = self.sums(tensor, parent, None)
+        _, g = data["events"]["all"]
+        return g["size"], (self._first_points(tensor, parent) if tensor == "Outputs" else 0)
 
     def _first_points(self, tensor: str, parent: int) -> int:
         total = 1

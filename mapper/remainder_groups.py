@@ -100,20 +100,6 @@ class _Grid:
         last = off + np.minimum(nom, self.size - off) - 1
         return off @ self.C, last @ self.C
 
-    def previous(self, ix: np.ndarray, j: int | None, reset: list[int]) -> np.ndarray:
-        """The indices of the previous valid step (model `_Remainders.previous`): loop j one
-        lower (None: the stepping loop is not the group's), the reset loops (all at 0 in
-        these rows) at their largest valid indices, outermost first."""
-        prev = ix.copy()
-        if j is not None:
-            prev[:, j] -= 1
-        spec = self.spec
-        for r in reset:
-            dp, st = spec.dimpos[r], spec.steps[r]
-            others = prev @ self.W[:, dp]          # prev[:, r] is 0: the other loops on dp
-            prev[:, r] = np.minimum(spec.factors[r] - 1, (spec.sizes[dp] - others - 1) // st)
-        return prev
-
 
 def valid_tuples(factors: tuple[int, ...], steps: tuple[int, ...], size: int) -> int:
     """How many index tuples (0 <= i_k < factors[k]) of loops over one dimension start
@@ -165,33 +151,57 @@ def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple
             base += list(g.boxes(probe))
     base += [lo, hi]
     base = np.concatenate(base, axis=1)
-    out = {}
-    for cls in classes:
+    # Every class's rows stacked (cid: the class of each row), so that the held tiles,
+    # overlaps and distinct keys take one pass: for each row, which loop stepped (-1: not
+    # the group's) and which temporal loops reset (the ones inside the stepping loop).
+    n_loops = len(kinds)
+    pick, cids, stepped, resets = [], [], [], []
+    for ci, cls in enumerate(classes):
         if cls[0] in (FIRST, ALL):
             rows = zero_t if cls[0] == FIRST else np.ones(len(ix), dtype=bool)
-            sz, fi = size[rows], first[rows]
-            vals = np.stack([sz, np.zeros_like(sz), np.zeros_like(sz), fi])
-            keys = base[rows]
+            j, inner = -1, []
         else:
             kind, j = cls
             inner = [c for c in tcols if c > j] if kind == "own" else [c for c in tcols if c >= j]
             rows = (ix[:, inner] == 0).all(axis=1)
             if kind == "own":
                 rows &= ix[:, j] >= 1
-            sub = ix[rows]
-            hlo, hhi = g.boxes(g.previous(sub, j if kind == "own" else None, inner))
-            blo, bhi = lo[rows], hi[rows]
-            sz = size[rows]
-            ov = np.prod(np.maximum(0, np.minimum(bhi, hhi) - np.maximum(blo, hlo) + 1), axis=1)
-            same = (blo == hlo).all(axis=1) & (bhi == hhi).all(axis=1)
-            vals = np.stack([sz, ov, np.where(same, sz, 0), first[rows]])
-            keys = np.concatenate([base[rows], hlo, hhi], axis=1)
-        if not len(keys):
-            out[cls] = ((0,) * 4, (0,) * 4)
-            continue
-        pick = _distinct_rows(keys)
-        out[cls] = (tuple(int(v) for v in vals.sum(axis=1)), tuple(int(v) for v in vals[:, pick].sum(axis=1)))
-    return out
+            else:
+                j = -1
+        r = np.nonzero(rows)[0]
+        pick.append(r)
+        cids.append(np.full(len(r), ci))
+        stepped.append(np.full(len(r), j))
+        resets.append(np.broadcast_to(np.array([c in inner for c in range(n_loops)], dtype=bool),
+                                      (len(r), n_loops)))
+    pick, cid = np.concatenate(pick), np.concatenate(cids)
+    stepped, reset = np.concatenate(stepped), np.concatenate(resets)
+    event = np.array([cls[0] not in (FIRST, ALL) for cls in classes])[cid]
+    prev = ix[pick]
+    own = stepped >= 0
+    prev[own, stepped[own]] -= 1
+    for c in tcols:
+        rr = reset[:, c]
+        if rr.any():
+            dp, st = spec.dimpos[c], spec.steps[c]
+            others = prev[rr] @ g.W[:, dp]        # prev[:, c] is 0 there: the other loops on dp
+            prev[rr, c] = np.minimum(spec.factors[c] - 1, (spec.sizes[dp] - others - 1) // st)
+    hlo, hhi = g.boxes(prev)
+    blo, bhi, sz = lo[pick], hi[pick], size[pick]
+    ov = np.prod(np.maximum(0, np.minimum(bhi, hhi) - np.maximum(blo, hlo) + 1), axis=1)
+    same = (blo == hlo).all(axis=1) & (bhi == hhi).all(axis=1)
+    vals = np.stack([sz, np.where(event, ov, 0), np.where(event & same, sz, 0), first[pick]], axis=1)
+    # rows of the first and all classes hold no tile: their held box is their own (constant
+    # within the class, so it does not split keys)
+    keys = np.concatenate([cid[:, None], base[pick], hlo, hhi], axis=1)
+    one = _distinct_rows(keys) if len(keys) else np.zeros(0, dtype=np.int64)
+    tot_all = np.zeros((len(classes), 4), dtype=np.int64)
+    tot_grp = np.zeros((len(classes), 4), dtype=np.int64)
+    for x in range(4):
+        tot_all[:, x] = np.bincount(cid, vals[:, x], len(classes))
+        tot_grp[:, x] = np.bincount(cid[one], vals[one, x], len(classes))
+    return {cls: (tuple(int(v) for v in tot_all[ci]), tuple(int(v) for v in tot_grp[ci]))
+            for ci, cls in enumerate(classes)}
 
 
 # What a digit may be in a set of index tuples (see _Radix): 0 only, 1.., or any.
@@ -328,7 +338,16 @@ class PointSpec:
 
 def distinct_points(spec: PointSpec) -> int:
     """Distinct (indices of the parent's spatial loops, tensor point at the tile's origin)
-    over the group's valid tuples (model `_Remainders._first_points`, one group)."""
+    over the group's valid tuples (model `_Remainders._first_points`, one group).
+
+    One dimension: its loops' steps are mixed radix (the innermost steps by 1), so a point
+    names its tuple and the distinct pairs are the valid tuples; with no axis only the
+    parent's indices tell tuples apart, and a projected tuple is valid iff it is with the
+    other loops at 0, so they are the valid tuples of the parent's loops alone."""
+    if len(spec.sizes) == 1 and (not spec.axes or (len(spec.axes) == 1 and len(spec.axes[0]) == 1)):
+        mine = [j for j in range(len(spec.factors)) if spec.parent[j] or spec.axes]
+        return valid_tuples(tuple(spec.factors[j] for j in mine), tuple(spec.steps[j] for j in mine),
+                            spec.sizes[0])
     g = _Grid(GroupSpec(spec.factors, spec.steps, spec.dimpos, ("T",) * len(spec.factors),
                         (-1,) * len(spec.factors), (False,) * len(spec.factors), spec.sizes,
                         (1,) * len(spec.sizes), spec.axes))
