@@ -129,6 +129,11 @@ def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple
     radix = _Radix.of(spec)
     if radix is not None:
         return {cls: radix.sums(cls) for cls in classes}
+    return grid_sums(spec, classes)
+
+
+def grid_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """`group_sums` by a pass over the group's valid tuples (any group)."""
     g = _Grid(spec)
     ix = g.ix
     kinds = spec.kinds
@@ -298,7 +303,8 @@ class _Radix:
             reset = [c for c in self.temporal if c >= cls[1]]
             for c in reset:
                 allowed[c] = ZERO
-            held = 0 if not reset else -(-(self.size - spec.steps[reset[-1]]) // self.nominal)
+            moving = [c for c in reset if self.f[c] > 1]      # (a loop of 1 step stays at 0)
+            held = 0 if not moving else -(-(self.size - spec.steps[moving[-1]]) // self.nominal)
         merged = list(allowed)
         if self.coef is None:
             for j, k in enumerate(spec.kinds):

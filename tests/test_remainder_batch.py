@@ -1,0 +1,202 @@
+"""The batch's remainder path (mapper.remainder_batch with mapper.remainder_groups) equals
+the scalar model (mapper.model.evaluate, whose `_Remainders` is the reference) on random
+candidates with remainders: small arch variants of both Eyeriss level structures with
+odd, strided, dilated, depthwise and FC shapes, densities, network modes, and AlexNet
+layers on the real eyeriss_v1 / eyeriss_v2 from the imperfect mapspace. The closed forms
+are also checked group by group against the pass over the tuples they replace."""
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from mapper.arch import load_arch
+from mapper.batch import Encoding, evaluate_batch, objective_of
+from mapper.model import evaluate
+from mapper.problem import layer_from_dims, load_network
+from mapper.remainder_batch import evaluate_remainders, remainder_rows
+from mapper.remainder_groups import (ALL, FIRST, GroupSpec, PointSpec, _Radix, distinct_points, grid_sums,
+                                     group_sums, valid_tuples)
+
+from imperfect_gen import random_imperfect_mapping
+from test_imperfect import SHAPES, V1, V2
+from test_oracle import arch_of
+
+TENSORS = ("Weights", "Inputs", "Outputs")
+DENSITIES = ({}, {"weights": 0.4, "inputs": 0.7})
+
+
+def assert_batch_equals_model(enc, f, o, k, modes=None, objective="edp", rivals: int | None = None) -> int:
+    """evaluate_remainders on these rows equals the model on each decoded mapping (with the
+    modes the batch chose or was given), counts included; with modes chosen, no other mode
+    assignment (all, or `rivals` of them drawn at random) is better for the model. Returns
+    the rows checked."""
+    layer, arch = enc.layer, enc.arch
+    energy, cycles, compute, counts, chosen = evaluate_remainders(enc, f, o, k, modes, objective, True)
+    for i in range(len(f)):
+        m = enc.decode(f[i], o[i], k[i], chosen[i] if enc.mode_fans else None)
+        ref = evaluate(layer, arch, m)
+        where = f"{arch.name} {layer.name} row {i}"
+        assert energy[i] == pytest.approx(ref.energy_pj, rel=1e-9), where
+        assert cycles[i] == ref.cycles and compute[i] == ref.compute_cycles, where
+        for si, li in enumerate(enc.storage_levels):
+            per = ref.levels[arch.levels[li].name]
+            for ti, t in enumerate(TENSORS):
+                want = (per[t].reads, per[t].fills, per[t].updates) if t in per else (0, 0, 0)
+                assert tuple(counts[i, si, ti]) == pytest.approx(want, rel=1e-9), (where, arch.levels[li].name, t)
+        if modes is None and enc.mode_fans:
+            best = float(objective_of(objective, energy[i], cycles[i], compute[i]))
+            options = enc.assignments()
+            if rivals is not None and rivals < len(options):
+                options = options[np.random.default_rng(i).choice(len(options), rivals, replace=False)]
+            for md in options:
+                c = evaluate(layer, arch, enc.decode(f[i], o[i], k[i], md), validate=False)
+                assert float(objective_of(objective, c.energy_pj, c.cycles, c.compute_cycles)) >= best * (1 - 1e-9)
+    return len(f)
+
+
+def small_cases(archs, per_case: int, seed: str):
+    """(layer, arch, mappings) over arch variants, shapes and densities."""
+    for a in archs:
+        arch = arch_of(a)
+        for shape, dims in SHAPES.items():
+            for dens in DENSITIES:
+                layer = layer_from_dims(shape, **dims).with_density(dens) if dens else layer_from_dims(shape, **dims)
+                rng = random.Random(f"{seed}/{a}/{shape}/{sorted(dens.items())}")
+                maps = [m for m in (random_imperfect_mapping(layer, arch, rng) for _ in range(per_case)) if m]
+                if maps:
+                    yield layer, arch, maps
+
+
+def check_small(archs, per_case: int, seed: str, rivals: int | None = None) -> int:
+    checked = 0
+    for layer, arch, maps in small_cases(archs, per_case, seed):
+        enc = Encoding.of(layer, arch)
+        rows = [enc.encode(m) for m in maps]
+        f, o, k = (np.stack([r[i] for r in rows]) for i in range(3))
+        assert remainder_rows(enc, f).all()
+        checked += assert_batch_equals_model(enc, f, o, k, rivals=rivals)
+        if enc.mode_fans:         # the mappings' own (random) modes, fixed
+            modes = np.stack([enc.encode_modes(m) for m in maps])
+            checked += assert_batch_equals_model(enc, f, o, k, modes)
+    return checked
+
+
+def test_remainder_batch_equals_model_on_small_variants():
+    """Fast tier: both Eyeriss level structures (plain, bypass, SIMD, network modes), every
+    shape, two densities."""
+    assert check_small(["v1", "v1_bypass", "v2", "v2_simd", "v2_modes"], 1, "fast", rivals=4) >= 40
+
+
+@pytest.mark.slow
+def test_remainder_batch_equals_model_on_many_small_variants():
+    """Slow tier: every arch variant of both structures, 6 mappings per case."""
+    assert check_small(list(V1) + list(V2), 6, "slow") >= 600
+
+
+def alexnet_rows(arch_name: str, layer_name: str, n: int, seed: int):
+    from mapper.search.random import sample
+    from mapper.search.space import space_of
+    layer, arch = load_network("alexnet").layer(layer_name), load_arch(arch_name)
+    space = space_of(layer, arch, "imperfect")
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        f, o, k = sample(space, rng, 256)
+        ok = space.valid(f, k) & remainder_rows(space.enc, f)
+        if ok.sum() >= n:
+            sub = space.perfect_subspace()
+            pf, po, pk = sample(sub, rng, 256)
+            good = sub.valid(pf, pk)
+            return space.enc, f[ok][:n], o[ok][:n], k[ok][:n], (pf[good][:2], po[good][:2], pk[good][:2])
+    raise AssertionError("no remainder candidates sampled")
+
+
+@pytest.mark.parametrize("arch_name", ["eyeriss_v1", "eyeriss_v2"])
+def test_remainder_batch_equals_model_on_alexnet(arch_name):
+    """Fast tier: real archs (capacities, network modes and ports on v2, sparsity), AlexNet
+    conv1 (stride 4); in one evaluate_batch with perfect rows, each part as on its own."""
+    enc, f, o, k, perfect = alexnet_rows(arch_name, "conv1", 2, 1)
+    assert_batch_equals_model(enc, f, o, k, rivals=2)
+    pf, po, pk = perfect
+    both = evaluate_batch(enc, np.concatenate([f, pf]), np.concatenate([o, po]), np.concatenate([k, pk]),
+                          objective="edp", with_counts=True)
+    alone = evaluate_batch(enc, pf, po, pk, objective="edp", with_counts=True)
+    odd = evaluate_remainders(enc, f, o, k, None, "edp", True)
+    assert np.array_equal(both.energy_pj, np.concatenate([odd[0], alone.energy_pj]))
+    assert np.array_equal(both.counts, np.concatenate([odd[3], alone.counts]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch_name", ["eyeriss_v1", "eyeriss_v2"])
+def test_remainder_batch_equals_model_on_all_alexnet_layers(arch_name):
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        enc, f, o, k, _ = alexnet_rows(arch_name, name, 4, 2)
+        assert_batch_equals_model(enc, f, o, k)
+
+
+def random_radix_spec(rng: random.Random, axis: bool) -> GroupSpec:
+    """A one-dimension group: 1-4 loops, mixed-radix steps, a size its tiles cover."""
+    n = rng.randint(0, 4)
+    factors = tuple(rng.randint(1, 4) for _ in range(n))
+    nominal = rng.randint(1, 4)
+    steps, step = [], nominal
+    for f in reversed(factors):
+        steps.append(step)
+        step *= f
+    total = step                         # nominal x all factors
+    size = rng.randint(max(1, total - nominal + 1), total) if n else rng.randint(1, nominal)
+    kinds = tuple(rng.choice("TTPB") for _ in range(n))
+    return GroupSpec(factors, tuple(reversed(steps)), (0,) * n, kinds,
+                     tuple(rng.randint(0, 1) if k == "B" else -1 for k in kinds),
+                     tuple(k == "B" and rng.random() < 0.5 for k in kinds), (size,), (nominal,),
+                     (((0, rng.randint(1, 3)),),) if axis else ())
+
+
+def all_classes(spec: GroupSpec):
+    n = len(spec.factors)
+    own = [("own", j) for j in range(n) if spec.kinds[j] == "T"]
+    reset = sorted({("reset", j) for j in range(n + 1)
+                    if j == n or spec.kinds[j] == "T"})
+    return [(FIRST,), (ALL,)] + own + reset
+
+
+@pytest.mark.parametrize("axis", [True, False])
+def test_closed_form_group_sums_equal_the_pass_over_tuples(axis):
+    """Every event class of 400 random one-dimension groups (with and without a tensor axis):
+    the closed form (_Radix) gives the enumeration's sums, all children and distinct."""
+    rng = random.Random(f"radix/{axis}")
+    for _ in range(400):
+        spec = random_radix_spec(rng, axis)
+        assert _Radix.of(spec) is not None
+        classes = all_classes(spec)
+        assert group_sums(spec, classes) == grid_sums(spec, classes), spec
+
+
+def test_closed_form_needs_mixed_radix_steps():
+    spec = GroupSpec((3, 2), (2, 1), (0, 0), ("T", "T"), (-1, -1), (False, False), (5,), (1,), ())
+    assert _Radix.of(spec) is not None
+    assert _Radix.of(GroupSpec((3, 2), (4, 1), (0, 0), ("T", "T"), (-1, -1), (False, False), (5,), (1,), ())) is None
+
+
+def test_valid_tuples_and_distinct_points_equal_brute_force():
+    rng = random.Random("points")
+    for _ in range(300):
+        spec = random_radix_spec(rng, rng.random() < 0.5)
+        want = sum(1 for ix in itertools.product(*(range(f) for f in spec.factors))
+                   if sum(i * s for i, s in zip(ix, spec.steps)) < spec.sizes[0])
+        assert valid_tuples(spec.factors, spec.steps, spec.sizes[0]) == want
+        # points: every loop of the dimension (innermost step 1), parent loops random
+        steps, step = [], 1
+        for f in reversed(spec.factors):
+            steps.append(step)
+            step *= f
+        size = rng.randint(max(1, step // 2), step)
+        parent = tuple(rng.random() < 0.4 for _ in spec.factors)
+        ps = PointSpec(spec.factors, tuple(reversed(steps)), spec.dimpos, parent, (size,), spec.axes)
+        seen = {(tuple(i for i, p in zip(ix, parent) if p),
+                 sum(i * s for i, s in zip(ix, ps.steps)) if spec.axes else None)
+                for ix in itertools.product(*(range(f) for f in spec.factors))
+                if sum(i * s for i, s in zip(ix, ps.steps)) < size}
+        assert distinct_points(ps) == len(seen), ps
