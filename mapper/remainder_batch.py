@@ -16,7 +16,7 @@ import numpy as np
 from .arch import Fanout
 from .model import _Remainders, evaluate
 from .problem import DIMS, RELEVANT, TENSORS
-from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_class, group_sums, valid_tuples
+from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_classes, group_sums, valid_tuples
 
 
 def remainder_rows(enc, factors: np.ndarray) -> np.ndarray:
@@ -91,6 +91,12 @@ class FastRemainders(_Remainders):
     def groups(self, tensor: str):
         return self._memo(("groups", tensor), lambda: _Remainders.groups(self, tensor))
 
+    def _group_shapes(self, tensor: str):
+        """(axes, dims, axes with each dim as its position in dims) per group."""
+        return self._memo(("shapes", tensor), lambda: [
+            (axes, dims, tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
+            for axes, dims in self.groups(tensor)])
+
     def valid_count(self, kind: str) -> int:
         return self._memo(("valid", kind), lambda: self._valid_product(
             lambda lvl, s: (s is None) == (kind == "T")))
@@ -102,13 +108,17 @@ class FastRemainders(_Remainders):
     def _valid_product(self, chosen) -> int:
         """Product over dimensions of the valid index tuples of the loops `chosen(level,
         spatial)` picks, the others at 0 (model `valid_count`, `instances`)."""
+        mine: dict[str, list[int]] = {}
+        for k, (lvl, d, _, s) in enumerate(self.loops):
+            if chosen(lvl, s):
+                mine.setdefault(d, []).append(k)
+        memo = self.group_cache.setdefault("valid", {})
         total = 1
-        for d in DIMS:
-            mine = [k for k, (lvl, d2, _, s) in enumerate(self.loops) if d2 == d and chosen(lvl, s)]
-            key = ("valid", tuple(self.loops[k][2] for k in mine), tuple(self.step[k] for k in mine), self.size[d])
-            if key not in self.group_cache:
-                self.group_cache[key] = valid_tuples(key[1], key[2], key[3])
-            total *= self.group_cache[key]
+        for d, ks in mine.items():
+            key = (tuple(self.loops[k][2] for k in ks), tuple(self.step[k] for k in ks), self.size[d])
+            if key not in memo:
+                memo[key] = valid_tuples(*key)
+            total *= memo[key]
         return total
 
     def sums(self, tensor: str, parent: int, child: int | None) -> dict:
@@ -133,20 +143,32 @@ class FastRemainders(_Remainders):
         credit = {fan: self.arch.levels[fan].credit(self.mapping.mode(self.arch.levels[fan].name, tensor))
                   for fan in fans}
         parent_sp = set(parent_sp)
+        # per loop above the child: (factor, step, its dim, kind, fan-out rank, apart), by dim
+        by_dim: dict[str, list[tuple]] = {}
+        for k in outer:
+            lvl, d, f, sp = loops[k]
+            if sp is None:
+                row = (k, f, step[k], d, "T", -1, False)
+            elif k in parent_sp:
+                row = (k, f, step[k], d, "P", -1, False)
+            else:
+                row = (k, f, step[k], d, "B", fans.index(lvl), _apart(credit[lvl][sp], d, tensor))
+            by_dim.setdefault(d, []).append(row)
+        memo = self.group_cache.setdefault("sums", {})
         per_group = []             # per group: its (all, distinct) sums per event
-        for axes, dims in self.groups(tensor):
-            own = [k for k in outer if loops[k][1] in dims]
-            kinds = tuple("T" if loops[k][3] is None else ("P" if k in parent_sp else "B") for k in own)
-            spec = GroupSpec(
-                factors=tuple(loops[k][2] for k in own), steps=tuple(step[k] for k in own),
-                dimpos=tuple(dims.index(loops[k][1]) for k in own), kinds=kinds,
-                fans=tuple(fans.index(loops[k][0]) if kd == "B" else -1 for k, kd in zip(own, kinds)),
-                apart=tuple(kd == "B" and _apart(credit[loops[k][0]][loops[k][3]], loops[k][1], tensor)
-                            for k, kd in zip(own, kinds)),
-                sizes=tuple(self.size[d] for d in dims), nominal=tuple(nominal[d] for d in dims),
-                axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
-            classes = [event_class(spec, own, e) for e in events]
-            known = self.group_cache.setdefault(spec, {})
+        bare = False               # a group with no loops and no axis (see below)
+        for axes, dims, axes_pos in self._group_shapes(tensor):
+            rows = by_dim.get(dims[0], []) + (by_dim.get(dims[1], []) if len(dims) > 1 else [])
+            if not rows and not axes:
+                bare = True
+                continue
+            if len(dims) > 1:
+                rows.sort()
+            own, factors, steps, ds, kinds, fan, apart = zip(*rows) if rows else ((),) * 7
+            spec = GroupSpec(factors, steps, tuple(dims.index(d) for d in ds), kinds, fan, apart,
+                             tuple(self.size[d] for d in dims), tuple(nominal[d] for d in dims), axes_pos)
+            classes = event_classes(spec, list(own), events)
+            known = memo.setdefault(spec, {})
             missing = [cl for cl in set(classes) if cl not in known]
             if missing:
                 known.update(group_sums(spec, missing))
@@ -159,6 +181,10 @@ class FastRemainders(_Remainders):
                 for x in range(4):
                     prod_all[x] *= tot_all[x]
                     prod_grp[x] *= tot_grp[x]
+            if bare and not isinstance(e, int):
+                # a group without loops or axis sums one tuple: size 1, first touch 1, and
+                # its (empty) tile is the held one on a step, but overlaps are 0 outside steps
+                prod_all[1] = prod_all[2] = prod_grp[1] = prod_grp[2] = 0
             out[e] = (dict(zip(FIELDS, prod_all)), dict(zip(FIELDS, prod_grp)))
         return {"events": out, "r": r}
 
@@ -180,9 +206,10 @@ class FastRemainders(_Remainders):
                 parent=tuple(self.loops[k][3] is not None and self.loops[k][0] < parent for k in own),
                 sizes=tuple(self.size[d] for d in dims),
                 axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
-            if spec not in self.group_cache:
-                self.group_cache[spec] = distinct_points(spec)
-            total *= self.group_cache[spec]
+            memo = self.group_cache.setdefault("points", {})
+            if spec not in memo:
+                memo[spec] = distinct_points(spec)
+            total *= memo[spec]
         return total
 
 

@@ -14,7 +14,7 @@ Another candidate, another keep pattern or another network mode that gives a gro
 same spec gets the same sums (typical: the dimensions a tensor ignores, or a dimension
 whose factorization did not change in a local-search move). What the event does to the
 group also depends only on its own loops: a step of one of its temporal loops, or a step
-of a loop elsewhere, which resets the group's temporal loops inside it (`event_class`).
+of a loop elsewhere, which resets the group's temporal loops inside it (`event_classes`).
 
 The sums (per event: tile sizes, overlaps with the held tile, sizes where the tile equals
 the held one, first touches; over all children and over the distinct groups of children
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +33,7 @@ FIRST, ALL = "first", "all"
 FIELDS = ("size", "ov", "eq", "first")
 
 
-@dataclass(frozen=True)
-class GroupSpec:
+class GroupSpec(NamedTuple):
     """One group's own loops above the child (nest order) and its geometry.
 
     kinds: "T" temporal, "P" spatial above the parent, "B" spatial between parent and
@@ -52,19 +52,24 @@ class GroupSpec:
     axes: tuple[tuple[tuple[int, int], ...], ...]
 
 
-def event_class(spec: GroupSpec, own: list[int], event) -> tuple:
-    """What `event` (FIRST, ALL or a global loop index) means for the group whose own loops
-    have global indices `own`: FIRST / ALL, ("own", j) for a step of its j-th loop, or
-    ("reset", j) for a step of a loop elsewhere, which resets the group's temporal loops
-    from its j-th on (the ones nested inside the stepping loop)."""
-    if not isinstance(event, int):
-        return (event,)
-    if event in own:
-        return ("own", own.index(event))
-    j = sum(1 for k in own if k < event)
-    while j < len(own) and spec.kinds[j] != "T":
-        j += 1
-    return ("reset", j)
+def event_classes(spec: GroupSpec, own: list[int], events: list) -> list[tuple]:
+    """What each event (FIRST, ALL or a global loop index, in nest order) means for the
+    group whose own loops have global indices `own` (nest order): FIRST / ALL, ("own", j)
+    for a step of its j-th loop, or ("reset", j) for a step of a loop elsewhere, which
+    resets the group's temporal loops from its j-th on (the ones nested inside it)."""
+    n = len(own)
+    next_t = [n] * (n + 1)           # next_t[j]: the first temporal position >= j
+    for j in range(n - 1, -1, -1):
+        next_t[j] = j if spec.kinds[j] == "T" else next_t[j + 1]
+    out, j = [], 0
+    for e in events:
+        if not isinstance(e, int):
+            out.append((e,))
+            continue
+        while j < n and own[j] < e:
+            j += 1
+        out.append(("own", j) if j < n and own[j] == e else ("reset", next_t[j]))
+    return out
 
 
 class _Grid:
@@ -244,6 +249,11 @@ class _Radix:
             nom = self.coef * (self.nominal - 1) + 1
             self.sz_nom, self.sz_last = nom, self.coef * (self.size - (self.N - 1) * self.nominal - 1) + 1
         self.temporal = [j for j, k in enumerate(spec.kinds) if k == "T"]
+        self.places = [math.prod(self.f[j + 1:]) for j in range(len(self.f))] or [1]
+        self.last_digits, rest = [], self.N - 1
+        for place in self.places[:len(self.f)]:
+            x, rest = divmod(rest, place)
+            self.last_digits.append(x)
 
     @classmethod
     def of(cls, spec: GroupSpec) -> "_Radix | None":
@@ -265,15 +275,16 @@ class _Radix:
         if below <= 0:
             return 0
         width = [1 if a == ZERO else (fj - 1 if a == NONZERO else fj) for a, fj in zip(allowed, f)]
-        if below >= math.prod(f):
-            return math.prod(width)
+        inner = [1] * (len(f) + 1)         # inner[j]: tuples of the digits after j
+        for j in range(len(f) - 1, -1, -1):
+            inner[j] = inner[j + 1] * width[j]
+        if below >= self.places[0] * (f[0] if f else 1):
+            return inner[0]
         total, rest = 0, below
-        for j in range(len(f)):
-            place = math.prod(f[j + 1:])
-            x, rest = divmod(rest, place)
-            a = allowed[j]
+        for j, a in enumerate(allowed):
+            x, rest = divmod(rest, self.places[j])
             under = (1 if x > 0 else 0) if a == ZERO else (max(0, x - 1) if a == NONZERO else x)
-            total += under * math.prod(width[j + 1:])
+            total += under * inner[j + 1]
             if (a == ZERO and x != 0) or (a == NONZERO and x == 0):
                 return total
         return total
@@ -283,7 +294,9 @@ class _Radix:
         n = self.count(allowed, self.N) - self.count(allowed, at_least)
         if self.coef is None:
             return n
-        last = self.count(allowed, self.N) - self.count(allowed, self.N - 1) if at_least <= self.N - 1 else 0
+        # the last tile J = N - 1 is in the set iff its digits are allowed
+        last = at_least <= self.N - 1 and all(
+            a == ANY or (a == ZERO) == (x == 0) for a, x in zip(allowed, self.last_digits))
         return n * self.sz_nom + last * (self.sz_last - self.sz_nom)
 
     def sums(self, cls: tuple) -> tuple[tuple[int, ...], tuple[int, ...]]:
