@@ -134,41 +134,23 @@ def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple
     radix = _Radix.of(spec)
     if radix is not None:
         return {cls: radix.sums(cls) for cls in classes}
-    return grid_sums(spec, classes)
+    return _separable_sums(spec, classes) or grid_sums(spec, classes)
 
 
-def grid_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """`group_sums` by a pass over the group's valid tuples (any group)."""
-    g = _Grid(spec)
-    ix = g.ix
-    kinds = spec.kinds
-    tcols = [j for j, k in enumerate(kinds) if k == "T"]
-    pcols = [j for j, k in enumerate(kinds) if k == "P"]
-    lo, hi = g.boxes(ix)
-    size = np.prod(hi - lo + 1, axis=1)
-    zero_t = (ix[:, tcols] == 0).all(axis=1)
-    first = size if spec.axes else zero_t.astype(np.int64)
-    # The key naming the children one parent read serves (model `group_key`): temporal and
-    # parent-spatial indices, per fan-out with loops of this group the indices of its
-    # loops that never share and the tile with the other fan-outs' indices at 0, the tile.
-    # (A fan-out without loops of this group adds a tile fixed by the indices above.)
-    base = [ix[:, tcols], ix[:, pcols]]
-    for fan in sorted({f for f in spec.fans if f >= 0}):
-        base.append(ix[:, [j for j in range(len(kinds)) if spec.fans[j] == fan and spec.apart[j]]])
-        if spec.axes:
-            probe = ix.copy()
-            probe[:, [j for j in range(len(kinds)) if kinds[j] == "B" and spec.fans[j] != fan]] = 0
-            base += list(g.boxes(probe))
-    base += [lo, hi]
-    base = np.concatenate(base, axis=1)
-    # Every class's rows stacked (cid: the class of each row), so that the held tiles,
-    # overlaps and distinct keys take one pass: for each row, which loop stepped (-1: not
-    # the group's) and which temporal loops reset (the ones inside the stepping loop).
-    n_loops = len(kinds)
+def _class_rows(g: _Grid, classes: list[tuple]):
+    """Every class's tuples stacked, so that the held tiles, overlaps and distinct keys
+    take one pass: (row of g.ix, class index, whether the class is a step, indices of the
+    previous valid step) per stacked row. A step's held tile is the one at the previous
+    valid step (model `_Remainders.previous`): the stepping loop one lower if it is the
+    group's, the temporal loops inside it (all at 0 in these rows) at their largest valid
+    indices, outermost first."""
+    spec, ix = g.spec, g.ix
+    tcols = [j for j, k in enumerate(spec.kinds) if k == "T"]
+    n_loops = len(spec.kinds)
     pick, cids, stepped, resets = [], [], [], []
     for ci, cls in enumerate(classes):
         if cls[0] in (FIRST, ALL):
-            rows = zero_t if cls[0] == FIRST else np.ones(len(ix), dtype=bool)
+            rows = (ix[:, tcols] == 0).all(axis=1) if cls[0] == FIRST else np.ones(len(ix), dtype=bool)
             j, inner = -1, []
         else:
             kind, j = cls
@@ -196,6 +178,104 @@ def grid_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[
             dp, st = spec.dimpos[c], spec.steps[c]
             others = prev[rr] @ g.W[:, dp]        # prev[:, c] is 0 there: the other loops on dp
             prev[rr, c] = np.minimum(spec.factors[c] - 1, (spec.sizes[dp] - others - 1) // st)
+    return pick, cid, event, prev
+
+
+def _separable_sums(spec: GroupSpec, classes: list[tuple]):
+    """`group_sums` of a two-dimension group (one axis a*p + b*r, as an input's rows) whose
+    children never merge, or None if it is not one.
+
+    Its valid tuples are the product of each dimension's, every event's constraints are per
+    loop, and a held tile is per dimension (a reset only looks at its own dimension's
+    loops), so each dimension's tuples reduce to signatures per class: (extent, offset of
+    the held tile minus the tile's, held extent), counted. A tile's size, overlap with the
+    held one and equality only depend on the pair of signatures (they are invariant under a
+    common shift). Without a spatial loop between parent and child whose children may
+    share (all loops' indices are in the key), every tuple is its own distinct group."""
+    if len(spec.sizes) != 2 or len(spec.axes) != 1 or len(spec.axes[0]) != 2 or \
+            any(k == "B" and not a for k, a in zip(spec.kinds, spec.apart)):
+        return None
+    coef = [0, 0]
+    for dp, c in spec.axes[0]:
+        coef[dp] += c
+    sigs = [_dim_signatures(spec, dp, classes) for dp in (0, 1)]
+    out = {}
+    for ci, cls in enumerate(classes):
+        step = cls[0] not in (FIRST, ALL)
+        tot = [0, 0, 0, 0]
+        for (e0, d0, h0), n0 in sigs[0][ci]:
+            for (e1, d1, h1), n1 in sigs[1][ci]:
+                n = n0 * n1
+                span = coef[0] * (e0 - 1) + coef[1] * (e1 - 1)
+                size = span + 1
+                tot[0] += n * size
+                tot[3] += n * size
+                if step:
+                    lo = coef[0] * d0 + coef[1] * d1
+                    hi = lo + coef[0] * (h0 - 1) + coef[1] * (h1 - 1)
+                    tot[1] += n * max(0, min(span, hi) - max(0, lo) + 1)
+                    tot[2] += n * size * (lo == 0 and hi == span)
+        out[cls] = (tuple(tot), tuple(tot))
+    return out
+
+
+def _dim_signatures(spec: GroupSpec, dp: int, classes: list[tuple]) -> list[list[tuple[tuple, int]]]:
+    """Per class, ((extent, held offset - offset, held extent), count) over the valid tuples
+    of the group's loops on its dim dp (see `_separable_sums`)."""
+    mine = [j for j in range(len(spec.factors)) if spec.dimpos[j] == dp]
+    where = {j: i for i, j in enumerate(mine)}
+    sub = GroupSpec(tuple(spec.factors[j] for j in mine), tuple(spec.steps[j] for j in mine),
+                    (0,) * len(mine), tuple(spec.kinds[j] for j in mine), (-1,) * len(mine),
+                    (False,) * len(mine), (spec.sizes[dp],), (spec.nominal[dp],), ())
+    local = []
+    for cls in classes:          # the class for this dim's loops alone
+        if cls[0] in (FIRST, ALL):
+            local.append(cls)
+        elif cls[0] == "own" and cls[1] in where:
+            local.append(("own", where[cls[1]]))
+        else:                    # reset: this dim's temporal loops inside the stepping one
+            after = cls[1] + 1 if cls[0] == "own" else cls[1]
+            j = sum(1 for m in mine if m < after)
+            while j < len(mine) and sub.kinds[j] != "T":
+                j += 1
+            local.append(("reset", j))
+    g = _Grid(sub)
+    pick, cid, _, prev = _class_rows(g, local)
+    off = g.ix[pick] @ g.W[:, 0]
+    held = prev @ g.W[:, 0]
+    size, nom = spec.sizes[dp], spec.nominal[dp]
+    rows = np.stack([cid, np.minimum(nom, size - off), held - off, np.minimum(nom, size - held)], axis=1)
+    uniq, counts = np.unique(rows, axis=0, return_counts=True)
+    out: list[list] = [[] for _ in classes]
+    for (c, e, d, h), n in zip(uniq.tolist(), counts.tolist()):
+        out[c].append(((e, d, h), n))
+    return out
+
+
+def grid_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """`group_sums` by a pass over the group's valid tuples (any group)."""
+    g = _Grid(spec)
+    ix = g.ix
+    kinds = spec.kinds
+    tcols = [j for j, k in enumerate(kinds) if k == "T"]
+    pcols = [j for j, k in enumerate(kinds) if k == "P"]
+    lo, hi = g.boxes(ix)
+    size = np.prod(hi - lo + 1, axis=1)
+    first = size if spec.axes else (ix[:, tcols] == 0).all(axis=1).astype(np.int64)
+    # The key naming the children one parent read serves (model `group_key`): temporal and
+    # parent-spatial indices, per fan-out with loops of this group the indices of its
+    # loops that never share and the tile with the other fan-outs' indices at 0, the tile.
+    # (A fan-out without loops of this group adds a tile fixed by the indices above.)
+    base = [ix[:, tcols], ix[:, pcols]]
+    for fan in sorted({f for f in spec.fans if f >= 0}):
+        base.append(ix[:, [j for j in range(len(kinds)) if spec.fans[j] == fan and spec.apart[j]]])
+        if spec.axes:
+            probe = ix.copy()
+            probe[:, [j for j in range(len(kinds)) if kinds[j] == "B" and spec.fans[j] != fan]] = 0
+            base += list(g.boxes(probe))
+    base += [lo, hi]
+    base = np.concatenate(base, axis=1)
+    pick, cid, event, prev = _class_rows(g, classes)
     hlo, hhi = g.boxes(prev)
     blo, bhi, sz = lo[pick], hi[pick], size[pick]
     ov = np.prod(np.maximum(0, np.minimum(bhi, hhi) - np.maximum(blo, hlo) + 1), axis=1)
