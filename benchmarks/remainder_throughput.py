@@ -12,8 +12,9 @@ network modes (Eyeriss v2) the batch is timed twice: choosing every candidate's 
 (as the search calls it: all assignments evaluated) and with the modes it chose fixed; the
 model evaluates those fixed modes. Printed per layer: ms per remainder candidate in the batch
 (fixed modes), its candidates/s, the model's ms per candidate and the model/batch ratio,
-and the batch's ms per candidate choosing modes. Both are timed on one core, one
-after the other, so their ratio is meaningful on a shared machine; absolute numbers are not.
+and the batch's ms per candidate choosing modes. Times are this process's CPU time
+(time.process_time: other jobs on a shared machine do not count, though they still slow
+its caches), batch and model one after the other on the same candidates.
 """
 from __future__ import annotations
 
@@ -76,22 +77,22 @@ def main(argv=None) -> None:
             evaluate_remainders(space.enc, f[:1], o[:1], k[:1], None, "edp", True)    # warm-up
             choosing = batch = math.inf
             for _ in range(args.repeat):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 *_, modes = evaluate_remainders(space.enc, f, o, k, None, "edp", True)
-                choosing = min(choosing, (time.perf_counter() - t0) / n)
+                choosing = min(choosing, (time.process_time() - t0) / n)
                 if space.enc.mode_fans:
-                    t0 = time.perf_counter()
+                    t0 = time.process_time()
                     evaluate_remainders(space.enc, f, o, k, modes, "edp", True)
-                    batch = min(batch, (time.perf_counter() - t0) / n)
+                    batch = min(batch, (time.process_time() - t0) / n)
                 else:
                     batch = choosing
             line = f"{arch_name:11s} {name:6s} {n:4d} {1e3 * batch:13.2f} {1 / batch:9.1f}"
             if not args.no_model:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 for i in range(n):
                     m = space.enc.decode(f[i], o[i], k[i], modes[i] if space.enc.mode_fans else None)
                     evaluate(layer, arch, m, validate=False)
-                model = (time.perf_counter() - t0) / n
+                model = (time.process_time() - t0) / n
                 line += f" {1e3 * model:13.2f} {model / batch:11.1f}"
             else:
                 line += f" {'-':>13s} {'-':>11s}"

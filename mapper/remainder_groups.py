@@ -244,11 +244,16 @@ def _dim_signatures(spec: GroupSpec, dp: int, classes: list[tuple]) -> list[list
     off = g.ix[pick] @ g.W[:, 0]
     held = prev @ g.W[:, 0]
     size, nom = spec.sizes[dp], spec.nominal[dp]
-    rows = np.stack([cid, np.minimum(nom, size - off), held - off, np.minimum(nom, size - held)], axis=1)
-    uniq, counts = np.unique(rows, axis=0, return_counts=True)
+    # one integer per (class, extent, shift, held extent): shifts lie in (-size, size)
+    code = ((cid * (nom + 1) + np.minimum(nom, size - off)) * (2 * size + 1) + held - off + size) * (nom + 1) \
+        + np.minimum(nom, size - held)
+    uniq, counts = np.unique(code, return_counts=True)
     out: list[list] = [[] for _ in classes]
-    for (c, e, d, h), n in zip(uniq.tolist(), counts.tolist()):
-        out[c].append(((e, d, h), n))
+    for v, n in zip(uniq.tolist(), counts.tolist()):
+        v, h = divmod(v, nom + 1)
+        v, d = divmod(v, 2 * size + 1)
+        c, e = divmod(v, nom + 1)
+        out[c].append(((e, d - size, h), n))
     return out
 
 
