@@ -409,7 +409,7 @@ class _Radix:
                 if k == "B" and not spec.apart[j]:
                     merged[j] = ZERO
         out = []
-        for al in (allowed, merged):
+        for al in ((allowed,) if merged == allowed else (allowed, merged)):
             size = self.sizes(al)
             if self.coef is not None:
                 first = size              # first touches: every point of the tile
@@ -424,7 +424,7 @@ class _Radix:
             else:
                 same = self.sizes(al, held) if held is not None else 0
             out.append((size, same, same, first))
-        return out[0], out[1]
+        return out[0], out[-1]
 
 
 @dataclass(frozen=True)
