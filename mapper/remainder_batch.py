@@ -123,9 +123,10 @@ class FastRemainders(_Remainders):
 
     def sums(self, tensor: str, parent: int, child: int | None) -> dict:
         c = len(self.arch.levels) if child is None else child
-        credits = tuple(self.arch.levels[i].credit(self.mapping.mode(self.arch.levels[i].name, tensor))
-                        for i in range(parent + 1, c) if isinstance(self.arch.levels[i], Fanout))
-        return self._memo(("sums", tensor, parent, child, repr(credits)),
+        # the credits of the fan-outs between follow from their modes for this tensor
+        modes = tuple(self.mapping.mode(self.arch.levels[i].name, tensor)
+                      for i in range(parent + 1, c) if isinstance(self.arch.levels[i], Fanout))
+        return self._memo(("sums", tensor, parent, child, modes),
                           lambda: _Remainders.sums(self, tensor, parent, child) if self._small(tensor, c)
                           else self._group_sums(tensor, parent, child))
 
@@ -197,6 +198,9 @@ class FastRemainders(_Remainders):
         return g["size"], (self._first_points(tensor, parent) if tensor == "Outputs" else 0)
 
     def _first_points(self, tensor: str, parent: int) -> int:
+        return self._memo(("first", tensor, parent), lambda: self._distinct_first_points(tensor, parent))
+
+    def _distinct_first_points(self, tensor: str, parent: int) -> int:
         total = 1
         for axes, dims in self.groups(tensor):
             own = [k for k in range(len(self.loops)) if self.loops[k][1] in dims]
