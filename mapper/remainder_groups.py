@@ -147,27 +147,30 @@ def _class_rows(g: _Grid, classes: list[tuple]):
     spec, ix = g.spec, g.ix
     tcols = [j for j, k in enumerate(spec.kinds) if k == "T"]
     n_loops = len(spec.kinds)
-    pick, cids, stepped, resets = [], [], [], []
+    # zero_from[:, i]: the temporal loops from the i-th temporal one on are all at 0
+    zero = ix[:, tcols] == 0
+    zero_from = np.ones((len(ix), len(tcols) + 1), dtype=bool)
+    if tcols:
+        zero_from[:, :-1] = np.logical_and.accumulate(zero[:, ::-1], axis=1)[:, ::-1]
+    masks = np.empty((len(classes), len(ix)), dtype=bool)
+    steps = np.full(len(classes), -1)
+    resets = np.zeros((len(classes), n_loops), dtype=bool)
     for ci, cls in enumerate(classes):
-        if cls[0] in (FIRST, ALL):
-            rows = (ix[:, tcols] == 0).all(axis=1) if cls[0] == FIRST else np.ones(len(ix), dtype=bool)
-            j, inner = -1, []
+        if cls[0] == ALL:
+            masks[ci] = True
+            continue
+        if cls[0] == FIRST:
+            start = 0
         else:
             kind, j = cls
-            inner = [c for c in tcols if c > j] if kind == "own" else [c for c in tcols if c >= j]
-            rows = (ix[:, inner] == 0).all(axis=1)
-            if kind == "own":
-                rows &= ix[:, j] >= 1
-            else:
-                j = -1
-        r = np.nonzero(rows)[0]
-        pick.append(r)
-        cids.append(np.full(len(r), ci))
-        stepped.append(np.full(len(r), j))
-        resets.append(np.broadcast_to(np.array([c in inner for c in range(n_loops)], dtype=bool),
-                                      (len(r), n_loops)))
-    pick, cid = np.concatenate(pick), np.concatenate(cids)
-    stepped, reset = np.concatenate(stepped), np.concatenate(resets)
+            start = sum(1 for c in tcols if c <= j) if kind == "own" else sum(1 for c in tcols if c < j)
+            resets[ci, tcols[start:]] = True
+        masks[ci] = zero_from[:, start]
+        if cls[0] == "own":
+            masks[ci] &= ix[:, j] >= 1
+            steps[ci] = j
+    cid, pick = np.nonzero(masks)
+    stepped, reset = steps[cid], resets[cid]
     event = np.array([cls[0] not in (FIRST, ALL) for cls in classes])[cid]
     prev = ix[pick]
     own = stepped >= 0
