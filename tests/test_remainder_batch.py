@@ -15,7 +15,7 @@ import pytest
 from mapper.arch import load_arch
 from mapper.batch import Encoding, evaluate_batch, objective_of
 from mapper.model import evaluate
-from mapper.problem import layer_from_dims, load_network
+from mapper.problem import DIMS, layer_from_dims, load_network
 from mapper.remainder_batch import evaluate_remainders, remainder_rows
 from mapper.remainder_groups import (ALL, FIRST, GroupSpec, PointSpec, _Radix, distinct_points, grid_sums,
                                      group_sums, valid_tuples)
@@ -245,3 +245,18 @@ def test_separable_window_sums_equal_the_pass_over_tuples():
                 if any(k == "B" and not a for k, a in zip(s.kinds, s.apart))]
     assert declined and all(_separable_sums(s, all_classes(s)) is None for s in declined)
     assert used == 300
+
+
+def test_remainder_rows_flags_exactly_the_rows_whose_products_miss_a_size():
+    layer, arch = layer_from_dims("odd", **SHAPES["odd"]), arch_of("v1")
+    enc = Encoding.of(layer, arch)
+    rng = np.random.default_rng(0)
+    f = rng.integers(1, 6, (500, enc.n_slots, 8))
+    f[:100] = 1
+    f[:100, 0] = [layer.dims[d] for d in DIMS]     # perfect rows
+    f[50:100, 3, DIMS.index("P")] = 2              # P's product doubled: remainder rows
+    sizes = np.array([layer.dims[d] for d in DIMS])
+    want = (np.prod(f, axis=1) != sizes).any(axis=1)
+    assert want[50:].all() and not want[:50].any()
+    assert np.array_equal(remainder_rows(enc, f), want)
+    assert np.array_equal(remainder_rows(enc, f[:0]), want[:0])
