@@ -16,7 +16,7 @@ import numpy as np
 from .arch import Fanout
 from .model import _Remainders, evaluate
 from .problem import DIMS, RELEVANT, TENSORS
-from .remainder_groups import FIELDS, GroupSpec, PointSpec, distinct_points, event_classes, group_sums, valid_tuples
+from .remainder_groups import FIELDS, GroupSpec, distinct_points, event_classes, group_sums, valid_tuples
 
 
 def remainder_rows(enc, factors: np.ndarray) -> np.ndarray:
@@ -215,12 +215,13 @@ class FastRemainders(_Remainders):
         total = 1
         for axes, dims in self.groups(tensor):
             own = [k for k in range(len(self.loops)) if self.loops[k][1] in dims]
-            spec = PointSpec(
-                factors=tuple(self.loops[k][2] for k in own), steps=tuple(self.step[k] for k in own),
-                dimpos=tuple(dims.index(self.loops[k][1]) for k in own),
-                parent=tuple(self.loops[k][3] is not None and self.loops[k][0] < parent for k in own),
-                sizes=tuple(self.size[d] for d in dims),
-                axes=tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
+            n = len(own)
+            spec = GroupSpec(
+                tuple(self.loops[k][2] for k in own), tuple(self.step[k] for k in own),
+                tuple(dims.index(self.loops[k][1]) for k in own),
+                tuple("P" if self.loops[k][3] is not None and self.loops[k][0] < parent else "T" for k in own),
+                (-1,) * n, (False,) * n, tuple(self.size[d] for d in dims), (1,) * len(dims),
+                tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
             memo = self.group_cache.setdefault("points", {})
             if spec not in memo:
                 memo[spec] = distinct_points(spec)

@@ -18,13 +18,22 @@ of a loop elsewhere, which resets the group's temporal loops inside it (`event_c
 
 The sums (per event: tile sizes, overlaps with the held tile, sizes where the tile equals
 the held one, first touches; over all children and over the distinct groups of children
-one parent read serves) are the model's, row for row: the same valid tuples, the same
-held tile (the previous valid step), the same distinctness key, tested equal.
+one parent read serves) are the model's, computed three ways, cheapest first:
+
+* one dimension (every group of Weights and Outputs, an input's channels): closed form
+  over mixed-radix tile numbers (`_Radix`), O(loops) per event class;
+* an input's rows or columns (stride * p + dilation * r) when no spatial loop between
+  parent and child lets children share a read: per-dimension signatures, counted and
+  paired (`_separable_sums`), so the work is the sum of the two dimensions' tuples
+  instead of their product;
+* otherwise a pass over the group's valid tuples (`grid_sums`) with the model's held
+  tile (the previous valid step) and distinctness key, every event class in one pass.
+
+Each is tested equal to the pass over tuples, and all of them to the model.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -430,34 +439,21 @@ class _Radix:
         return out[0], out[-1]
 
 
-@dataclass(frozen=True)
-class PointSpec:
-    """A group's loops (all levels) for counting distinct (parent instance, point) pairs:
-    parent: the spatial loops above the parent level."""
-
-    factors: tuple[int, ...]
-    steps: tuple[int, ...]
-    dimpos: tuple[int, ...]
-    parent: tuple[bool, ...]
-    sizes: tuple[int, ...]
-    axes: tuple[tuple[tuple[int, int], ...], ...]
-
-
-def distinct_points(spec: PointSpec) -> int:
+def distinct_points(spec: GroupSpec) -> int:
     """Distinct (indices of the parent's spatial loops, tensor point at the tile's origin)
-    over the group's valid tuples (model `_Remainders._first_points`, one group).
+    over the group's valid tuples (model `_Remainders._first_points`, one group). `spec`
+    holds all the group's loops, those above the parent as kind "P", and nominal tiles 1.
 
     One dimension: its loops' steps are mixed radix (the innermost steps by 1), so a point
     names its tuple and the distinct pairs are the valid tuples; with no axis only the
     parent's indices tell tuples apart, and a projected tuple is valid iff it is with the
     other loops at 0, so they are the valid tuples of the parent's loops alone."""
+    parent = [k == "P" for k in spec.kinds]
     if len(spec.sizes) == 1 and (not spec.axes or (len(spec.axes) == 1 and len(spec.axes[0]) == 1)):
-        mine = [j for j in range(len(spec.factors)) if spec.parent[j] or spec.axes]
+        mine = [j for j in range(len(spec.factors)) if parent[j] or spec.axes]
         return valid_tuples(tuple(spec.factors[j] for j in mine), tuple(spec.steps[j] for j in mine),
                             spec.sizes[0])
-    g = _Grid(GroupSpec(spec.factors, spec.steps, spec.dimpos, ("T",) * len(spec.factors),
-                        (-1,) * len(spec.factors), (False,) * len(spec.factors), spec.sizes,
-                        (1,) * len(spec.sizes), spec.axes))
+    g = _Grid(spec)
     lo, _ = g.boxes(g.ix)
-    keys = np.concatenate([g.ix[:, [j for j, p in enumerate(spec.parent) if p]], lo], axis=1)
+    keys = np.concatenate([g.ix[:, [j for j, p in enumerate(parent) if p]], lo], axis=1)
     return len(_distinct_rows(keys)) if keys.shape[1] else min(1, len(keys))

@@ -17,7 +17,7 @@ from mapper.batch import Encoding, evaluate_batch, objective_of
 from mapper.model import evaluate
 from mapper.problem import DIMS, layer_from_dims, load_network
 from mapper.remainder_batch import evaluate_remainders, remainder_rows
-from mapper.remainder_groups import (ALL, FIRST, GroupSpec, PointSpec, _Radix, distinct_points, grid_sums,
+from mapper.remainder_groups import (ALL, FIRST, GroupSpec, _Radix, distinct_points, grid_sums,
                                      group_sums, valid_tuples)
 
 from imperfect_gen import random_imperfect_mapping
@@ -194,7 +194,8 @@ def test_valid_tuples_and_distinct_points_equal_brute_force():
             step *= f
         size = rng.randint(max(1, step // 2), step)
         parent = tuple(rng.random() < 0.4 for _ in spec.factors)
-        ps = PointSpec(spec.factors, tuple(reversed(steps)), spec.dimpos, parent, (size,), spec.axes)
+        ps = GroupSpec(spec.factors, tuple(reversed(steps)), spec.dimpos, tuple("P" if p else "T" for p in parent),
+                       (-1,) * len(parent), (False,) * len(parent), (size,), (1,), spec.axes)
         seen = {(tuple(i for i, p in zip(ix, parent) if p),
                  sum(i * s for i, s in zip(ix, ps.steps)) if spec.axes else None)
                 for ix in itertools.product(*(range(f) for f in spec.factors))
