@@ -78,14 +78,14 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
 
 class FastRemainders(_Remainders):
     """`model._Remainders` with its per-group sums computed by `mapper.remainder_groups`
-    (numpy, every event class of a group at once) and memoized: `cache` holds one
-    candidate's link sums, instances and valid counts, shared between its network-mode
-    choices (they depend on the modes only through the credits of the fan-outs between
-    parent and child); `groups` holds group sums keyed on `GroupSpec`, shared by every
-    candidate of a batch (a group's sums read only its own loops, see remainder_groups).
-    The same tuples, held tiles and distinctness keys as the model, so the same numbers
-    (tested). A link whose groups all have at most SMALL tuples goes through the model's own
-    loop instead (a cross-check switch: 0, the default, never)."""
+    (closed forms or numpy, every event class of a group at once) and memoized: `cache`
+    holds one candidate's link sums, instances, valid counts and first points, shared
+    between its network-mode choices (a link's sums depend on the modes only through those
+    of the fan-outs between parent and child, its key); `groups` holds group sums keyed on
+    `GroupSpec` (and valid-tuple counts, first points), shared by every candidate of a
+    batch (a group's sums read only its own loops, see remainder_groups). The same numbers
+    as the model (tested). A link whose groups all have at most SMALL tuples goes through
+    the model's own loop instead (a cross-check switch: 0, the default, never)."""
 
     SMALL = 0
 

@@ -102,14 +102,18 @@ def alexnet_rows(arch_name: str, layer_name: str, n: int, seed: int):
     layer, arch = load_network("alexnet").layer(layer_name), load_arch(arch_name)
     space = space_of(layer, arch, "imperfect")
     rng = np.random.default_rng(seed)
-    for _ in range(50):
-        f, o, k = sample(space, rng, 256)
+    parts, have = [], 0
+    for _ in range(200):              # (few samples fit Eyeriss v2's capacities)
+        f, o, k = sample(space, rng, 512)
         ok = space.valid(f, k) & remainder_rows(space.enc, f)
-        if ok.sum() >= n:
+        parts.append((f[ok], o[ok], k[ok]))
+        have += int(ok.sum())
+        if have >= n:
+            f, o, k = (np.concatenate([p[i] for p in parts])[:n] for i in range(3))
             sub = space.perfect_subspace()
             pf, po, pk = sample(sub, rng, 256)
             good = sub.valid(pf, pk)
-            return space.enc, f[ok][:n], o[ok][:n], k[ok][:n], (pf[good][:2], po[good][:2], pk[good][:2])
+            return space.enc, f, o, k, (pf[good][:2], po[good][:2], pk[good][:2])
     raise AssertionError("no remainder candidates sampled")
 
 
@@ -131,9 +135,10 @@ def test_remainder_batch_equals_model_on_alexnet(arch_name):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch_name", ["eyeriss_v1", "eyeriss_v2"])
 def test_remainder_batch_equals_model_on_all_alexnet_layers(arch_name):
+    """Slow tier: every AlexNet layer (the FC ones: one-dimension groups in closed form)."""
     for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
-        enc, f, o, k, _ = alexnet_rows(arch_name, name, 4, 2)
-        assert_batch_equals_model(enc, f, o, k)
+        enc, f, o, k, _ = alexnet_rows(arch_name, name, 3, 2)
+        assert_batch_equals_model(enc, f, o, k, rivals=3)
 
 
 def random_radix_spec(rng: random.Random, axis: bool) -> GroupSpec:
