@@ -183,7 +183,7 @@ class FastRemainders(_Remainders):
             known = memo.setdefault(spec, {})
             missing = [cl for cl in set(classes) if cl not in known]
             if missing:
-                known.update(group_sums(spec, missing))
+                known.update(group_sums(spec, missing, self.group_cache.setdefault("signatures", {})))
             per_group.append([known[cl] for cl in classes])
         out = {}
         for i, e in enumerate(events):

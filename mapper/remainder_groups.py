@@ -136,14 +136,17 @@ def _distinct_rows(keys: np.ndarray) -> np.ndarray:
     return order[new]
 
 
-def group_sums(spec: GroupSpec, classes: list[tuple]) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
+def group_sums(spec: GroupSpec, classes: list[tuple], memo: dict | None = None
+               ) -> dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Per event class: (sums over all children, sums over the distinct groups of children)
     of (size, ov, eq, first), as the model's `_Remainders.sums` loop computes them for one
-    group: in closed form for a one-dimension group (`_Radix`), else over its tuples."""
+    group: in closed form for a one-dimension group (`_Radix`), from per-dimension
+    signatures (kept in `memo` if given) for a window whose children never merge, else
+    over its tuples."""
     radix = _Radix.of(spec)
     if radix is not None:
         return {cls: radix.sums(cls) for cls in classes}
-    return _separable_sums(spec, classes) or grid_sums(spec, classes)
+    return _separable_sums(spec, classes, memo) or grid_sums(spec, classes)
 
 
 def _class_rows(g: _Grid, classes: list[tuple]):
@@ -193,7 +196,7 @@ def _class_rows(g: _Grid, classes: list[tuple]):
     return pick, cid, event, prev
 
 
-def _separable_sums(spec: GroupSpec, classes: list[tuple]):
+def _separable_sums(spec: GroupSpec, classes: list[tuple], memo: dict | None = None):
     """`group_sums` of a two-dimension group (one axis a*p + b*r, as an input's rows) whose
     children never merge, or None if it is not one.
 
@@ -210,7 +213,7 @@ def _separable_sums(spec: GroupSpec, classes: list[tuple]):
     coef = [0, 0]
     for dp, c in spec.axes[0]:
         coef[dp] += c
-    sigs = [_dim_signatures(spec, dp, classes) for dp in (0, 1)]
+    sigs = [_dim_signatures(spec, dp, classes, {} if memo is None else memo) for dp in (0, 1)]
     out = {}
     for ci, cls in enumerate(classes):
         step = cls[0] not in (FIRST, ALL)
@@ -231,9 +234,12 @@ def _separable_sums(spec: GroupSpec, classes: list[tuple]):
     return out
 
 
-def _dim_signatures(spec: GroupSpec, dp: int, classes: list[tuple]) -> list[list[tuple[tuple, int]]]:
+def _dim_signatures(spec: GroupSpec, dp: int, classes: list[tuple], memo: dict) -> list[list[tuple[tuple, int]]]:
     """Per class, ((extent, held offset - offset, held extent), count) over the valid tuples
-    of the group's loops on its dim dp (see `_separable_sums`)."""
+    of the group's loops on its dim dp (see `_separable_sums`). They depend only on that
+    dimension's loops and the class restricted to them, the key in `memo`: the other
+    dimension's loops, or a group's other dimension, may differ (an input's rows R loops
+    are few and recur across candidates and links)."""
     mine = [j for j in range(len(spec.factors)) if spec.dimpos[j] == dp]
     where = {j: i for i, j in enumerate(mine)}
     sub = GroupSpec(tuple(spec.factors[j] for j in mine), tuple(spec.steps[j] for j in mine),
@@ -251,16 +257,25 @@ def _dim_signatures(spec: GroupSpec, dp: int, classes: list[tuple]) -> list[list
             while j < len(mine) and sub.kinds[j] != "T":
                 j += 1
             local.append(("reset", j))
+    known = memo.setdefault(sub, {})
+    missing = sorted(set(local) - set(known), key=repr)
+    if missing:
+        known.update(zip(missing, _signatures(sub, missing)))
+    return [known[cl] for cl in local]
+
+
+def _signatures(sub: GroupSpec, local: list[tuple]) -> list[list[tuple[tuple, int]]]:
+    """`_dim_signatures` of a one-dimension group (its own classes)."""
     g = _Grid(sub)
     pick, cid, _, prev = _class_rows(g, local)
     off = g.ix[pick] @ g.W[:, 0]
     held = prev @ g.W[:, 0]
-    size, nom = spec.sizes[dp], spec.nominal[dp]
+    size, nom = sub.sizes[0], sub.nominal[0]
     # one integer per (class, extent, shift, held extent): shifts lie in (-size, size)
     code = ((cid * (nom + 1) + np.minimum(nom, size - off)) * (2 * size + 1) + held - off + size) * (nom + 1) \
         + np.minimum(nom, size - held)
     uniq, counts = np.unique(code, return_counts=True)
-    out: list[list] = [[] for _ in classes]
+    out: list[list] = [[] for _ in local]
     for v, n in zip(uniq.tolist(), counts.tolist()):
         v, h = divmod(v, nom + 1)
         v, d = divmod(v, 2 * size + 1)
