@@ -103,9 +103,10 @@ class FastRemainders(_Remainders):
         return self._memo(("groups", tensor), lambda: _Remainders.groups(self, tensor))
 
     def _group_shapes(self, tensor: str):
-        """(axes, dims, axes with each dim as its position in dims) per group."""
+        """(axes, dims, axes with each dim as its position in dims, sizes) per group."""
         return self._memo(("shapes", tensor), lambda: [
-            (axes, dims, tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes))
+            (axes, dims, tuple(tuple((dims.index(d), co) for d, co in axis) for axis in axes),
+             tuple(self.size[d] for d in dims))
             for axes, dims in self.groups(tensor)])
 
     def valid_count(self, kind: str) -> int:
@@ -167,32 +168,33 @@ class FastRemainders(_Remainders):
                 row = (k, f, step[k], d, "B", fans.index(lvl), _apart(credit[lvl][sp], d, tensor))
             by_dim.setdefault(d, []).append(row)
         memo = self.group_cache.setdefault("sums", {})
+        signatures = self.group_cache.setdefault("signatures", {})
         per_group = []             # per group: its (all, distinct) sums per event
         bare = False               # a group with no loops and no axis (see below)
-        for axes, dims, axes_pos in self._group_shapes(tensor):
-            rows = by_dim.get(dims[0], []) + (by_dim.get(dims[1], []) if len(dims) > 1 else [])
+        for axes, dims, axes_pos, sizes in self._group_shapes(tensor):
+            if len(dims) == 1:
+                rows = by_dim.get(dims[0], [])
+                dimpos = (0,) * len(rows)
+            else:
+                rows = sorted(row for d in dims for row in by_dim.get(d, ()))     # nest order
+                dimpos = tuple(dims.index(row[3]) for row in rows)
             if not rows and not axes:
                 bare = True
                 continue
-            if len(dims) > 1:
-                rows.sort()
-            own, factors, steps, ds, kinds, fan, apart = zip(*rows) if rows else ((),) * 7
-            spec = GroupSpec(factors, steps, tuple(dims.index(d) for d in ds), kinds, fan, apart,
-                             tuple(self.size[d] for d in dims), tuple(nominal[d] for d in dims), axes_pos)
-            classes = event_classes(spec, list(own), events)
+            own, factors, steps, _, kinds, fan, apart = zip(*rows) if rows else ((),) * 7
+            spec = GroupSpec(factors, steps, dimpos, kinds, fan, apart, sizes,
+                             tuple(nominal[d] for d in dims), axes_pos)
+            classes = event_classes(spec, own, events)
             known = memo.setdefault(spec, {})
             missing = [cl for cl in set(classes) if cl not in known]
             if missing:
-                known.update(group_sums(spec, missing, self.group_cache.setdefault("signatures", {})))
+                known.update(group_sums(spec, missing, signatures))
             per_group.append([known[cl] for cl in classes])
         out = {}
         for i, e in enumerate(events):
-            prod_all, prod_grp = [1] * 4, [1] * 4
-            for sums in per_group:
-                tot_all, tot_grp = sums[i]
-                for x in range(4):
-                    prod_all[x] *= tot_all[x]
-                    prod_grp[x] *= tot_grp[x]
+            col = [sums[i] for sums in per_group]
+            prod_all = [math.prod(v) for v in zip(*(c[0] for c in col))] if col else [1] * 4
+            prod_grp = [math.prod(v) for v in zip(*(c[1] for c in col))] if col else [1] * 4
             if bare and not isinstance(e, int):
                 # a group without loops or axis sums one tuple: size 1, first touch 1, and
                 # its (empty) tile is the held one on a step, but overlaps are 0 outside steps
