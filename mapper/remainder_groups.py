@@ -126,11 +126,28 @@ def valid_tuples(factors: tuple[int, ...], steps: tuple[int, ...], size: int) ->
 
 
 def _distinct_rows(keys: np.ndarray) -> np.ndarray:
-    """Indices of one row per distinct row of keys [m, q] (m >= 1)."""
+    """Indices of one row per distinct row of keys [m, q] (m >= 1, entries >= 0). Columns
+    are first packed, as digits of a mixed-radix number, into as few int64 words as fit
+    below 2**62 (a key has a dozen small columns: indices, box bounds), so the sort runs
+    on 1-3 words instead of q columns."""
     if keys.shape[1] == 0:
         return np.zeros(1, dtype=np.int64)
-    order = np.lexsort(keys.T)
-    s = keys[order]
+    radix = keys.max(axis=0) + 1
+    words, word, span = [], keys[:, 0], int(radix[0])
+    for c in range(1, keys.shape[1]):
+        r = int(radix[c])
+        if span * r < 1 << 62:
+            word, span = word * r + keys[:, c], span * r
+        else:
+            words.append(word)
+            word, span = keys[:, c], r
+    words.append(word)
+    if len(words) == 1:
+        _, first = np.unique(words[0], return_index=True)
+        return first
+    packed = np.stack(words, axis=1)
+    order = np.lexsort(packed.T)
+    s = packed[order]
     new = np.ones(len(s), dtype=bool)
     new[1:] = (s[1:] != s[:-1]).any(axis=1)
     return order[new]
