@@ -106,12 +106,11 @@ class _Grid:
         ok = ((ix @ self.W) < self.size).all(axis=1)
         self.ix = ix[ok]
 
-    def boxes(self, ix: np.ndarray, nominal: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def boxes(self, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) [rows, axes] of the tiles at these indices: nominal extents clipped at
         the layer's end (model `_Remainders.boxes`)."""
         off = ix @ self.W
-        nom = self.nominal if nominal is None else nominal
-        last = off + np.minimum(nom, self.size - off) - 1
+        last = off + np.minimum(self.nominal, self.size - off) - 1
         return off @ self.C, last @ self.C
 
 
