@@ -178,7 +178,6 @@ class FastRemainders(_Remainders):
         memo = self.group_cache.setdefault("sums", {})
         signatures = self.group_cache.setdefault("signatures", {})
         per_group = []             # per group: its (all, distinct) sums per event
-        bare = False               # a group with no loops and no axis (see below)
         for axes, dims, axes_pos, sizes in self._group_shapes(tensor):
             if len(dims) == 1:
                 rows = by_dim.get(dims[0], [])
@@ -187,7 +186,9 @@ class FastRemainders(_Remainders):
                 rows = sorted(row for d in dims for row in by_dim.get(d, ()))     # nest order
                 dimpos = tuple(dims.index(row[3]) for row in rows)
             if not rows and not axes:
-                bare = True
+                # one tuple of size 1 whose (empty) tile is the held one: a factor 1 where
+                # it counts (outside steps its overlaps are 0, as every tensor's axis
+                # groups already make them)
                 continue
             own, factors, steps, _, kinds, fan, apart = zip(*rows) if rows else ((),) * 7
             spec = GroupSpec(factors, steps, dimpos, kinds, fan, apart, sizes,
@@ -203,10 +204,6 @@ class FastRemainders(_Remainders):
             col = [sums[i] for sums in per_group]
             prod_all = [math.prod(v) for v in zip(*(c[0] for c in col))] if col else [1] * 4
             prod_grp = [math.prod(v) for v in zip(*(c[1] for c in col))] if col else [1] * 4
-            if bare and not isinstance(e, int):
-                # a group without loops or axis sums one tuple: size 1, first touch 1, and
-                # its (empty) tile is the held one on a step, but overlaps are 0 outside steps
-                prod_all[1] = prod_all[2] = prod_grp[1] = prod_grp[2] = 0
             out[e] = (dict(zip(FIELDS, prod_all)), dict(zip(FIELDS, prod_grp)))
         return {"events": out, "r": r}
 

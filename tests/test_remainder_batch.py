@@ -266,3 +266,29 @@ def test_remainder_rows_flags_exactly_the_rows_whose_products_miss_a_size():
     assert want[50:].all() and not want[:50].any()
     assert np.array_equal(remainder_rows(enc, f), want)
     assert np.array_equal(remainder_rows(enc, f[:0]), want[:0])
+
+
+def test_fast_link_sums_equal_the_models_link_by_link():
+    """FastRemainders.sums equals model._Remainders.sums on every (tensor, parent, child)
+    link of the small samples, every field and event (not only what evaluate reads), and
+    the instance and valid counts."""
+    from mapper.arch import Storage
+    from mapper.model import _Nest, _Remainders
+    from mapper.remainder_batch import FastRemainders
+    links = 0
+    for layer, arch, maps in small_cases(["v1", "v1_projection", "v2", "v2_simd", "v2_modes"], 1, "links"):
+        storages = [i for i, lv in enumerate(arch.levels) if isinstance(lv, Storage)]
+        for m in maps:
+            nest = _Nest(layer, arch, m)
+            ref, fast = _Remainders(nest), FastRemainders(nest)
+            assert fast.valid_count("T") == ref.valid_count("T") and fast.valid_count("S") == ref.valid_count("S")
+            for t in TENSORS:
+                chain = [i for i in storages if t in m.kept(arch.levels[i].name)]
+                for pos, p in enumerate(chain):
+                    c = chain[pos + 1] if pos + 1 < len(chain) else None
+                    assert fast.sums(t, p, c) == ref.sums(t, p, c), (arch.name, layer.name, t, p, c)
+                    assert fast.instances(p) == ref.instances(p)
+                    links += 1
+            innermost = [i for i in storages if "Outputs" in m.kept(arch.levels[i].name)][-1]
+            assert fast._first_points("Outputs", innermost) == ref._first_points("Outputs", innermost)
+    assert links >= 200
