@@ -289,6 +289,8 @@ class _Layout:
         self.spatial = [s for s, (_, k) in enumerate(enc.slots) if k != "T"]
         self.axes = [_axes_index(layer, t) for t in TENSORS]
         self.rel = [np.array([d in RELEVANT[t] for d in DIMS]) for t in TENSORS]
+        self.rel_dims = [np.nonzero(r)[0] for r in self.rel]
+        self.coefficients = [_coefficients(axes) for axes in self.axes]       # [axes, 8] per tensor
         self.sizes = np.array([layer.dims[d] for d in DIMS], dtype=np.float64)[:, None]
         # Per tensor, the sliding axes (two dimensions, e.g. P and R over input rows): the
         # axis' position and its coefficient of each dimension.
@@ -340,6 +342,8 @@ class _Plan:
     keep: tuple[tuple[bool, ...], ...]       # [storage][tensor]
     links: tuple[_LinkPlan, ...]
     fills: tuple[tuple[int, int], ...]       # (tensor, storage) whose fills quantities are needed
+    tensors: list[int]                       # the tensors of `fills`
+    deepest_fill: int                        # the innermost storage of `fills`
 
 
 def _plan(enc: Encoding, pattern: np.ndarray) -> _Plan:
@@ -369,7 +373,7 @@ def _plan(enc: Encoding, pattern: np.ndarray) -> _Plan:
             limited_fans = tuple((li, enc.slots.index((li, "X"))) for li in link.fanouts if arch.levels[li].limited(t))
             plans.append(_LinkPlan(link, fills_at, tuple(parts), energy_fans, limited_fans))
         enc.plans[key] = _Plan(layout, tuple(tuple(bool(k) for k in row) for row in pattern), tuple(plans),
-                               tuple(fills))
+                               tuple(fills), sorted({ti for ti, _ in fills}), max((si for _, si in fills), default=0))
     return enc.plans[key]
 
 
@@ -434,45 +438,43 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
         outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
     nest = _Nest(st_slots, level_f, inner, outer_prod, O, iterating)
 
-    def reuse(ti: int):
-        """Per storage level si: where the innermost relevant outer loop r is (found, sweeps,
-        bound, flat index of r's step in inner) and the product of the relevant outer factors
-        (for first touches)."""
-        mask = ((relevant_bits & (1 << ti)) != 0) & iterating               # [st, 8, n]
-        # each level's innermost relevant loop r (if it has one): the lowest set bit of the
-        # mask's positions packed into a byte (much faster than argmax over a middle axis)
-        code = np.einsum("sqn,q->sn", mask.view(np.uint8), _POSITION_BITS)
-        has = code != 0
-        at = _LOWEST_BIT.take(code) * n + level_offset                     # [st, n]
-        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
-        rel_prod = np.prod(level_f[:, layout.rel[ti]], axis=1)              # [st, n]
-        # r's step (its dimension's factors in all slots after r's slot) sits at
-        # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
-        step_at = (r_dim + ((np.array(st_slots) + 1) * ND)[:, None]) * n + rows
-        found = np.zeros(n, dtype=bool)
-        sweeps, bound, step_index = np.ones(n), np.ones(n), ND * n + rows
-        touched = np.ones(n)
-        out = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
-        for si in range(1, n_st):
-            so = si - 1
-            h = has[so]
-            # a level with a relevant loop holds the new r; one without lies inside r (no change)
-            sweeps = np.where(h, outer_prod[so] * r_before[so], sweeps)
-            bound = np.where(h, r_bound[so], bound)
-            step_index = np.where(h, step_at[so], step_index)
-            found = found | h
-            touched = touched * rel_prod[so]
-            out.append((found, sweeps, bound, step_index, touched))
-        return out
+    # Per storage level si and tensor: where the innermost relevant loop r outside si is
+    # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
+    # factors outside si (for first touches); all tensors at once, [tensors, ...].
+    tensors = plan.tensors
+    wanted = np.array([1 << ti for ti in tensors], dtype=np.uint8)[:, None, None, None]
+    mask = ((relevant_bits * iterating)[None] & wanted) != 0                # [T, st, 8, n]
+    # each level's innermost relevant loop r (if it has one): the lowest set bit of the
+    # mask's positions packed into a byte (much faster than argmax over a middle axis)
+    code = np.einsum("tsqn,q->tsn", mask.view(np.uint8), _POSITION_BITS)
+    has = code != 0
+    at = _LOWEST_BIT.take(code) * n + level_offset                         # [T, st, n]
+    r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
+    r_sweeps = outer_prod * r_before
+    rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
+    # r's step (its dimension's factors in all slots after r's slot) sits at
+    # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
+    step_at = (r_dim + ((np.array(st_slots) + 1) * ND)[:, None]) * n + rows
+    found = np.zeros((len(tensors), n), dtype=bool)
+    sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
+    step_index = np.broadcast_to(ND * n + rows, found.shape)
+    reused = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
+    for so in range(plan.deepest_fill):
+        h = has[:, so]
+        # a level with a relevant loop holds the new r; one without lies inside r (no change)
+        sweeps = np.where(h, r_sweeps[:, so], sweeps)
+        bound = np.where(h, r_bound[:, so], bound)
+        step_index = np.where(h, step_at[:, so], step_index)
+        found = found | h
+        touched = touched * rel_prod[:, so]
+        reused.append((found, sweeps, bound, step_index, touched))
 
-    reused = {}
     quantities_at = {}
     for ti, si in plan.fills:
         # (fetched per instance, distinct touched per instance) at storage si for tensor ti
-        if ti not in reused:
-            reused[ti] = reuse(ti)
-        tile, extents = _tile_extents(layer, TENSORS[ti], inner[st_slots[si]], np.ones(n))
-        found, sweeps, r_bound, step_index, touched = reused[ti][si]
+        extents = layout.coefficients[ti] @ (inner[st_slots[si]] - 1.0) + 1.0   # [axes, n], exact integers
+        tile = _product(extents)
+        found, sweeps, r_bound, step_index, touched = (x[tensors.index(ti)] for x in reused[si])
         # Only a sliding axis (two dimensions, e.g. P and R over input rows) can overlap
         # between consecutive tiles; a step along any other axis brings a disjoint tile.
         overlap = np.zeros(n)
@@ -739,26 +741,40 @@ def _weighted_sum(terms):
     return out
 
 
+def _product(arrays):
+    """The product of arrays (or of an array's rows), multiplied in order."""
+    out = None
+    for x in arrays:
+        out = x if out is None else out * x
+    return out
+
+
 def _distinct_batch(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """distinct_offsets for every candidate: closed form for up to two non-trivial
     progressions, the scalar routine for the rare candidates with more."""
     if not terms:
         return 1.0
-    counts = np.stack([c for c, _ in terms], axis=1)
-    steps = np.stack([s for _, s in terms], axis=1)
+    counts = np.stack([c for c, _ in terms])          # [terms, n]
+    steps = np.stack([s for _, s in terms])
     nontrivial = counts > 1
-    k = nontrivial.sum(axis=1)
-    out = np.prod(counts, axis=1)           # k <= 1: the product is the single count (or 1)
+    k = nontrivial.sum(axis=0)
+    out = np.prod(counts, axis=0)           # k <= 1: the product is the single count (or 1)
     two = np.nonzero(k == 2)[0]
     if two.size:
-        idx = np.argsort(~nontrivial[two], axis=1, kind="stable")[:, :2]
-        K = np.take_along_axis(counts[two], idx, 1)
-        st = np.take_along_axis(steps[two], idx, 1).astype(np.int64)
-        g = np.gcd(st[:, 0], st[:, 1])
-        a1, b1 = st[:, 0] // g, st[:, 1] // g
-        out[two] = np.minimum(K[:, 0], b1) * K[:, 1] + np.maximum(0, K[:, 0] - b1) * np.minimum(K[:, 1], a1)
+        # the first two non-trivial progressions: the lowest two set bits of a bit per term
+        # (at most 8 terms: two fan-out axes x two dimensions of an axis in practice)
+        assert len(terms) <= 8
+        bits = np.einsum("kn,k->n", nontrivial[:, two].view(np.uint8), _POSITION_BITS[:len(terms)])
+        first = _LOWEST_BIT.take(bits)
+        second = _LOWEST_BIT.take(bits & (bits - 1))
+        n = counts.shape[1]
+        K0, K1 = counts.reshape(-1)[first * n + two], counts.reshape(-1)[second * n + two]
+        s0, s1 = (steps.reshape(-1)[i * n + two].astype(np.int64) for i in (first, second))
+        g = np.gcd(s0, s1)
+        a1, b1 = s0 // g, s1 // g
+        out[two] = np.minimum(K0, b1) * K1 + np.maximum(0, K0 - b1) * np.minimum(K1, a1)
     for row in np.nonzero(k > 2)[0]:
-        out[row] = distinct_offsets(tuple((int(c), int(s)) for c, s in zip(counts[row], steps[row])))
+        out[row] = distinct_offsets(tuple((int(c), int(s)) for c, s in zip(counts[:, row], steps[:, row])))
     return out
 
 
