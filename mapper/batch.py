@@ -33,8 +33,11 @@ T_INDEX = {t: i for i, t in enumerate(TENSORS)}
 assert len(DIMS) == 8
 _POSITION_BITS = (1 << np.arange(8)).astype(np.uint8)
 _LOWEST_BIT = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(256)], dtype=np.int64)
-_RELEVANT_BITS = np.array([sum(1 << ti for ti, t in enumerate(TENSORS) if d in RELEVANT[t]) for d in DIMS],
-                          dtype=np.uint8)
+# Per dimension, one bit per tensor that depends on it, in byte ti of a word (so one sum
+# over loop positions packs every tensor's relevant positions into its own byte).
+_RELEVANT_BYTES = np.array([sum(1 << (8 * ti) for ti, t in enumerate(TENSORS) if d in RELEVANT[t]) for d in DIMS],
+                           dtype=np.uint32)
+_POSITION_WEIGHTS = (1 << np.arange(8)).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
         first = 0 if rows is None else rows[0]
         plan = _plan(enc, flat[first].reshape(keep.shape[1:]))
         assign = all_assignments if not fixed else modes[first:first + 1]
-        F = factors if rows is None else factors[rows]
+        F = factors if rows is None else np.take(factors, rows, axis=0)
         Ff = np.ascontiguousarray(F.transpose(1, 2, 0), dtype=np.float64)     # [S, 8, rows]
         # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
         inner = np.ones((Ff.shape[0] + 1,) + Ff.shape[1:])
@@ -256,7 +259,7 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
             np.multiply(inner[s + 1], Ff[s], out=inner[s])
         if check and (inner[0] != layout.sizes).any():
             return None
-        groups.append((rows, plan, assign, Ff, inner, orders if rows is None else orders[rows]))
+        groups.append((rows, plan, assign, Ff, inner, orders if rows is None else np.take(orders, rows, axis=0)))
     return groups
 
 
@@ -413,9 +416,9 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
         np.multiply(instances_at[s], per_slot_spatial[s], out=instances_at[s + 1])
 
     n_st = len(enc.storage_levels)
-    reads = np.zeros((n_st, 3, A, n))       # reads and updates may depend on the network modes
-    fills = np.zeros((n_st, 3, n))
-    updates = np.zeros((n_st, 3, A, n))
+    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
+    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
+    counted = {READS: {}, FILLS: {}, UPDATES: {}}
     carried = {}
     demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
@@ -431,7 +434,6 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
     for q in range(ND - 2, -1, -1):
         np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
     iterating = ordered > 1
-    relevant_bits = _RELEVANT_BITS.take(O)          # bit ti set: the loop's dim matters to tensor ti
     level_prod = slot_prod[st_slots]                                        # [st, n]
     outer_prod = np.ones((n_st, n))
     for si in range(1, n_st):
@@ -442,11 +444,11 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
     # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
     # factors outside si (for first touches); all tensors at once, [tensors, ...].
     tensors = plan.tensors
-    wanted = np.array([1 << ti for ti in tensors], dtype=np.uint8)[:, None, None, None]
-    mask = ((relevant_bits * iterating)[None] & wanted) != 0                # [T, st, 8, n]
     # each level's innermost relevant loop r (if it has one): the lowest set bit of the
-    # mask's positions packed into a byte (much faster than argmax over a middle axis)
-    code = np.einsum("tsqn,q->tsn", mask.view(np.uint8), _POSITION_BITS)
+    # positions of iterating loops relevant to the tensor, packed into a byte per tensor
+    # (much faster than argmax over a middle axis)
+    packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [st, n]
+    code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, st, n]
     has = code != 0
     at = _LOWEST_BIT.take(code) * n + level_offset                         # [T, st, n]
     r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
@@ -560,14 +562,16 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
             return _weighted_sum([(t.coefficient, product(t)) for t in terms])
 
         for x in link.counts:
-            counted = {READS: reads, FILLS: fills, UPDATES: updates}[x.kind][x.storage, ti]
+            into, key = counted[x.kind], (x.storage, ti)
             c = x.term.coefficient
-            if c == 1.0:
-                counted += product(x.term)
+            p = product(x.term)
+            # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
+            if key not in into:
+                into[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
             elif c == -1.0:
-                counted -= product(x.term)
+                into[key] = into[key] - p
             else:
-                counted += c * product(x.term)
+                into[key] = into[key] + (p if c == 1.0 else c * p)
         if lp.energy_fans:
             words = total(link.words)
             for i, _ in lp.energy_fans:
@@ -580,17 +584,21 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
     energy = np.zeros((A, n))
     compute = ops * sparse.mac_cycles
     cyc = np.ones((A, 1)) * compute
+    reads, fills, updates = counted[READS], counted[FILLS], counted[UPDATES]
+    zero = np.zeros(n)
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
             if plan.keep[si][ti]:
-                er, ew, eu = level.energy_of(t)
-                energy += reads[si, ti] * er + fills[si, ti] * ew + updates[si, ti] * eu
+                # the terms of absent (zero) counts would add exactly 0.0: left out
+                terms = [x[(si, ti)] * e for x, e in zip((reads, fills, updates), level.energy_of(t))
+                         if (si, ti) in x]
+                if terms:
+                    energy += _sum(terms)
         inst = instances_at[enc.storage_slot[si]]
-        if level.read_bw or level.shared_bw:
-            r = reads[si].sum(axis=0) / inst
-        if level.write_bw or level.shared_bw:
-            w = (fills[si][:, None, :] + updates[si]).sum(axis=0) / inst
+        r = _sum([reads[si, ti] for ti in range(len(TENSORS)) if (si, ti) in reads], zero) / inst
+        w = _sum([_sum([x[si, ti] for x in (fills, updates) if (si, ti) in x])
+                  for ti in range(len(TENSORS)) if (si, ti) in fills or (si, ti) in updates], zero) / inst
         if level.read_bw:
             cyc = np.maximum(cyc, r / level.read_bw)
         if level.write_bw:
@@ -627,8 +635,10 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
     sel = (pick, rows)
     counts = None
     if with_counts:
-        counts = np.stack([reads[:, :, pick, rows], fills, updates[:, :, pick, rows]],
-                          axis=-1).transpose(2, 0, 1, 3)
+        counts = np.zeros((n, n_st, len(TENSORS), 3))
+        for a, x in enumerate((reads, fills, updates)):
+            for (si, ti), v in x.items():
+                counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
     return energy[sel], cyc[sel], compute, counts, pick
 
 
@@ -665,19 +675,14 @@ class _Nest:
             self.cache[key] = make()
         return self.cache[key]
 
-    def level_bits(self):
-        """[st, n]: the dims iterating at each storage level, one bit each."""
-        return self._once("level_bits", lambda: np.einsum("sdn,d->sn", (self.level_f > 1).view(np.uint8),
-                                                           _POSITION_BITS))
-
     def inside(self, so: int):
-        """[8, n]: per position q of level so, the dims iterating at its positions inside q."""
+        """([8, n], [n]): per position q of level so, the dims iterating at its positions
+        inside q, and all dims iterating at level so (one bit each)."""
         def make():
-            bits = np.where(self.iterating[so], np.left_shift(np.uint8(1), self.O[so].astype(np.uint8)),
-                            np.uint8(0))
+            bits = _POSITION_BITS.take(self.O[so]) * self.iterating[so]
             inside = np.zeros_like(bits)
             np.bitwise_or.accumulate(bits[:-1], axis=0, out=inside[1:])
-            return inside
+            return inside, inside[-1] | bits[-1]
         return self._once(("inside", so), make)
 
     def unchanged_steps(self, rule: _UnchangedRule, si: int) -> np.ndarray:
@@ -696,16 +701,16 @@ class _Nest:
         saved = np.zeros(n)
         if not rule.multi or si == 0:
             return saved
-        level_bits = self.level_bits()
         maybe = np.zeros(n, dtype=bool)
         between = np.zeros(n, dtype=np.uint8)          # dims iterating at the levels inside so, outside si
         for so in range(si - 1, -1, -1):
-            resets = (self.inside(so) | between) & rule.counted
+            inside, level_bits = self.inside(so)
+            resets = (inside | between) & rule.counted
             not_allowed, partner = self._once((id(rule), so), lambda: (rule.not_allowed.take(self.O[so]),
                                                                        rule.partner.take(self.O[so])))
             ok = self.iterating[so] & ((resets & not_allowed) == 0) & ((resets & partner) != 0)
             maybe |= ok.any(axis=0)
-            between |= level_bits[so]
+            between |= level_bits
         rows = np.nonzero(maybe)[0]
         if not len(rows):
             return saved
@@ -739,6 +744,14 @@ def _weighted_sum(terms):
         v = a if c == 1.0 else c * a
         out = v if out is None else out + v
     return out
+
+
+def _sum(arrays, empty=None):
+    """The sum of arrays, added in order (`empty` if there are none)."""
+    out = None
+    for x in arrays:
+        out = x if out is None else out + x
+    return empty if out is None else out
 
 
 def _product(arrays):
