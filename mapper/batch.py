@@ -422,53 +422,61 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
     carried = {}
     demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
-    # Each storage level's temporal loops, innermost first: the dimension and factor at each
-    # position, and the product of the factors of the loops outside each position.
     st_slots = list(enc.storage_slot)
-    O = np.ascontiguousarray(orders[:, :, ::-1].transpose(1, 2, 0))        # [st, 8, n] dims
-    level_f = Ff[st_slots]                                                  # [st, 8, n] by dim
-    # ordered[si, q] = level_f[si, O[si, q]]: one gather in the flattened array
-    level_offset = rows + (np.arange(n_st) * (ND * n))[:, None]           # [st, n]
+    level_prod = slot_prod[st_slots]                                        # [st, n]
+    outer_prod = np.ones((n_st, n))
+    for si in range(1, n_st):
+        outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
+    # The levels whose loops can be outside a needed tile: those outside the innermost one
+    # whose fills are counted, and with some factor > 1 in this batch (a level of ones has no
+    # loop to reuse across, reset or step: leaving it out changes no count).
+    active = [so for so in range(plan.deepest_fill) if (level_prod[so] != 1).any()]
+    A_st = len(active)
+    # Each active level's temporal loops, innermost first: the dimension and factor at each
+    # position, and the product of the factors of the loops outside each position.
+    O = np.ascontiguousarray(orders[:, active, ::-1].transpose(1, 2, 0))   # [active, 8, n] dims
+    level_f = Ff[[st_slots[so] for so in active]]                          # [active, 8, n] by dim
+    # ordered[i, q] = level_f[i, O[i, q]]: one gather in the flattened array
+    level_offset = rows + (np.arange(A_st) * (ND * n))[:, None]           # [active, n]
     ordered = level_f.reshape(-1)[O * n + level_offset[:, None, :]]
     outside = np.ones_like(ordered)
     for q in range(ND - 2, -1, -1):
         np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
     iterating = ordered > 1
-    level_prod = slot_prod[st_slots]                                        # [st, n]
-    outer_prod = np.ones((n_st, n))
-    for si in range(1, n_st):
-        outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
-    nest = _Nest(st_slots, level_f, inner, outer_prod, O, iterating)
+    nest = _Nest(st_slots, active, level_f, inner, outer_prod, O, iterating)
 
     # Per storage level si and tensor: where the innermost relevant loop r outside si is
     # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
     # factors outside si (for first touches); all tensors at once, [tensors, ...].
     tensors = plan.tensors
-    # each level's innermost relevant loop r (if it has one): the lowest set bit of the
-    # positions of iterating loops relevant to the tensor, packed into a byte per tensor
-    # (much faster than argmax over a middle axis)
-    packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [st, n]
-    code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, st, n]
-    has = code != 0
-    at = _LOWEST_BIT.take(code) * n + level_offset                         # [T, st, n]
-    r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
-    r_sweeps = outer_prod * r_before
-    rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
-    # r's step (its dimension's factors in all slots after r's slot) sits at
-    # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
-    step_at = (r_dim + ((np.array(st_slots) + 1) * ND)[:, None]) * n + rows
     found = np.zeros((len(tensors), n), dtype=bool)
     sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
     step_index = np.broadcast_to(ND * n + rows, found.shape)
     reused = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
+    if active:
+        # each level's innermost relevant loop r (if it has one): the lowest set bit of the
+        # positions of iterating loops relevant to the tensor, packed into a byte per tensor
+        # (much faster than argmax over a middle axis)
+        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [active, n]
+        code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, active, n]
+        has = code != 0
+        at = _LOWEST_BIT.take(code) * n + level_offset                     # [T, active, n]
+        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
+        r_sweeps = outer_prod[active] * r_before
+        rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
+        # r's step (its dimension's factors in all slots after r's slot) sits at
+        # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
+        step_at = (r_dim + ((np.array([st_slots[so] for so in active]) + 1) * ND)[:, None]) * n + rows
     for so in range(plan.deepest_fill):
-        h = has[:, so]
-        # a level with a relevant loop holds the new r; one without lies inside r (no change)
-        sweeps = np.where(h, r_sweeps[:, so], sweeps)
-        bound = np.where(h, r_bound[:, so], bound)
-        step_index = np.where(h, step_at[:, so], step_index)
-        found = found | h
-        touched = touched * rel_prod[:, so]
+        if so in active:
+            i = active.index(so)
+            h = has[:, i]
+            # a level with a relevant loop holds the new r; one without lies inside r (no change)
+            sweeps = np.where(h, r_sweeps[:, i], sweeps)
+            bound = np.where(h, r_bound[:, i], bound)
+            step_index = np.where(h, step_at[:, i], step_index)
+            found = found | h
+            touched = touched * rel_prod[:, i]
         reused.append((found, sweeps, bound, step_index, touched))
 
     quantities_at = {}
@@ -665,8 +673,11 @@ class _Nest:
     positions innermost first), for the unchanged-tile rule; what several tensors and
     storage levels share is computed once."""
 
-    def __init__(self, st_slots, level_f, inner, outer_prod, O, iterating):
+    def __init__(self, st_slots, active, level_f, inner, outer_prod, O, iterating):
+        """level_f, O and iterating hold the `active` storage levels only: the others have
+        no factor > 1 (no loop that can step or reset)."""
         self.st_slots, self.level_f, self.inner, self.outer_prod = st_slots, level_f, inner, outer_prod
+        self.row = {so: i for i, so in enumerate(active)}
         self.O, self.iterating = O, iterating
         self.cache = {}
 
@@ -675,15 +686,15 @@ class _Nest:
             self.cache[key] = make()
         return self.cache[key]
 
-    def inside(self, so: int):
-        """([8, n], [n]): per position q of level so, the dims iterating at its positions
-        inside q, and all dims iterating at level so (one bit each)."""
+    def inside(self, i: int):
+        """([8, n], [n]): per position q of active level i, the dims iterating at its
+        positions inside q, and all dims iterating at that level (one bit each)."""
         def make():
-            bits = _POSITION_BITS.take(self.O[so]) * self.iterating[so]
+            bits = _POSITION_BITS.take(self.O[i]) * self.iterating[i]
             inside = np.zeros_like(bits)
             np.bitwise_or.accumulate(bits[:-1], axis=0, out=inside[1:])
             return inside, inside[-1] | bits[-1]
-        return self._once(("inside", so), make)
+        return self._once(("inside", i), make)
 
     def unchanged_steps(self, rule: _UnchangedRule, si: int) -> np.ndarray:
         """[n]: steps of the loops outside storage si that bring back exactly the held tile of
@@ -697,18 +708,19 @@ class _Nest:
         may only be over dk and dimensions sharing an axis with dk, and at least one of
         those partners must reset.
         """
-        n = self.O.shape[-1]
+        n = self.inner.shape[-1]
         saved = np.zeros(n)
         if not rule.multi or si == 0:
             return saved
         maybe = np.zeros(n, dtype=bool)
         between = np.zeros(n, dtype=np.uint8)          # dims iterating at the levels inside so, outside si
-        for so in range(si - 1, -1, -1):
-            inside, level_bits = self.inside(so)
+        outer = [self.row[so] for so in range(si - 1, -1, -1) if so in self.row]     # inside out
+        for i in outer:
+            inside, level_bits = self.inside(i)
             resets = (inside | between) & rule.counted
-            not_allowed, partner = self._once((id(rule), so), lambda: (rule.not_allowed.take(self.O[so]),
-                                                                       rule.partner.take(self.O[so])))
-            ok = self.iterating[so] & ((resets & not_allowed) == 0) & ((resets & partner) != 0)
+            not_allowed, partner = self._once((id(rule), i), lambda: (rule.not_allowed.take(self.O[i]),
+                                                                      rule.partner.take(self.O[i])))
+            ok = self.iterating[i] & ((resets & not_allowed) == 0) & ((resets & partner) != 0)
             maybe |= ok.any(axis=0)
             between |= level_bits
         rows = np.nonzero(maybe)[0]
@@ -718,11 +730,14 @@ class _Nest:
         part = np.zeros(m)
         between = np.zeros((len(DIMS), m))   # resets of the levels strictly inside so, outside si
         for so in range(si - 1, -1, -1):
-            f = self.level_f[so][:, rows]                        # [8, m] by dim
+            if so not in self.row:
+                continue        # no factor > 1: nothing steps or resets there
+            i = self.row[so]
+            f = self.level_f[i][:, rows]                         # [8, m] by dim
             step = self.inner[self.st_slots[so] + 1][:, rows]    # [8, m]
             term = (f - 1) * step      # how far level so's loop over d resets when a loop outside it steps
             pos = np.empty((len(DIMS), m), dtype=np.int64)     # pos[d]: dimension d's position (0 = innermost)
-            pos[self.O[so][:, rows], np.arange(m)] = np.arange(len(DIMS))[:, None]
+            pos[self.O[i][:, rows], np.arange(m)] = np.arange(len(DIMS))[:, None]
             pk = pos[window]                                     # [W, m]: each window dim dk's position
             # per dk: the step of its loop k moves dk forward and resets the loops nested in k
             move = -(between + term * (pos < pk[:, None]))       # [W, 8, m]
