@@ -16,6 +16,7 @@ loop, which is what makes the "innermost relevant loop" a small array computatio
 from __future__ import annotations
 
 import itertools
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,9 +221,10 @@ def _with_remainders(enc: Encoding, factors, orders, keep, modes, objective: str
 
 
 def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = True):
-    """The candidates grouped by keep pattern (and fixed modes): per group (rows or None for
-    all, plan, assign, factors as float [slots, 8, rows], inner products [slots + 1, 8, rows],
-    orders [rows, storages, 8]). None if `check` and some candidate has remainders.
+    """The candidates grouped by fixed network modes (one group without them): per group
+    (rows or None for all, plan of its keep patterns, each row's pattern (None: one), assign,
+    factors as float [slots, 8, rows], inner products [slots + 1, 8, rows], orders
+    [rows, storages, 8]). None if `check` and some candidate has remainders.
 
     Every perfect nest's factors of a dimension multiply to its size, so the product over
     all slots (inner[0], needed anyway) is an exact test: the factors are positive integers
@@ -234,23 +236,25 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
     fixed = modes is not None and bool(enc.mode_fans)
     if not n:
         found = []
-    elif (flat == flat[0]).all() and (not fixed or (modes == modes[0]).all()):
-        found = [None]          # one pattern: no gathers, no sort
+    elif not fixed or (modes == modes[0]).all():
+        found = [None]          # one group: no gathers
     else:
-        # Candidates with the same keep pattern (and fixed modes) share their level chains.
-        code = flat @ layout.keep_weight
-        if fixed:
-            # the row of each candidate's modes in all_assignments (itertools.product order:
-            # mixed radix, the last fan-out's last tensor varying fastest)
-            code = code * len(all_assignments) + modes.reshape(n, -1) @ layout.mode_weight
-        ordered_codes = np.sort(code)       # (np.unique hashes, several times slower here)
-        found = [np.nonzero(code == c)[0]
-                 for c in ordered_codes[np.concatenate(([True], ordered_codes[1:] != ordered_codes[:-1]))]]
+        # the row of each candidate's modes in all_assignments (itertools.product order:
+        # mixed radix, the last fan-out's last tensor varying fastest)
+        found = _same_code(modes.reshape(n, -1) @ layout.mode_weight)[1]
     groups = []
     for rows in found:
         first = 0 if rows is None else rows[0]
-        plan = _plan(enc, flat[first].reshape(keep.shape[1:]))
         assign = all_assignments if not fixed else modes[first:first + 1]
+        pattern = flat if rows is None else flat[rows]
+        if (pattern == pattern[0]).all():
+            patterns, pattern_id = [pattern[0]], None
+        else:
+            # Candidates with other keep patterns differ in some tensors' level chains only:
+            # one pass evaluates the union of their links, each on the rows that have it.
+            pattern_id, members = _same_code(pattern @ layout.keep_weight)
+            patterns = [pattern[m[0]] for m in members]
+        plan = _plan(enc, [p.reshape(keep.shape[1:]) for p in patterns])
         F = factors if rows is None else np.take(factors, rows, axis=0)
         Ff = np.ascontiguousarray(F.transpose(1, 2, 0), dtype=np.float64)     # [S, 8, rows]
         # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
@@ -259,20 +263,32 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
             np.multiply(inner[s + 1], Ff[s], out=inner[s])
         if check and (inner[0] != layout.sizes).any():
             return None
-        groups.append((rows, plan, assign, Ff, inner, orders if rows is None else np.take(orders, rows, axis=0)))
+        groups.append((rows, plan, pattern_id, assign, Ff, inner,
+                       orders if rows is None else np.take(orders, rows, axis=0)))
     return groups
+
+
+def _same_code(code: np.ndarray):
+    """(index of each row's code among the distinct codes, the rows of each distinct code),
+    codes in increasing order."""
+    ordered = np.sort(code)       # (np.unique hashes, several times slower here)
+    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    index = np.searchsorted(distinct, code)
+    return index, [np.nonzero(index == i)[0] for i in range(len(distinct))]
 
 
 def _evaluate_groups(enc: Encoding, n: int, groups, objective: str, with_counts: bool) -> BatchCost:
     if len(groups) == 1 and groups[0][0] is None:
-        _, plan, assign, Ff, inner, orders = groups[0]
-        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, Ff, inner, orders, assign, objective, with_counts)
+        _, plan, pattern_id, assign, Ff, inner, orders = groups[0]
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, pattern_id, Ff, inner, orders, assign, objective,
+                                                 with_counts)
         return BatchCost(e, cyc, o, cnt, assign[pick].astype(np.int64, copy=False))
     energy, cycles, ops = np.zeros(n), np.zeros(n), np.ones(n)
     counts = np.zeros((n, len(enc.storage_levels), 3, 3)) if with_counts else None
     chosen = np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64)
-    for rows, plan, assign, Ff, inner, orders in groups:
-        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, Ff, inner, orders, assign, objective, with_counts)
+    for rows, plan, pattern_id, assign, Ff, inner, orders in groups:
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, pattern_id, Ff, inner, orders, assign, objective,
+                                                 with_counts)
         energy[rows], cycles[rows], ops[rows] = e, cyc, o
         if with_counts:
             counts[rows] = cnt
@@ -335,49 +351,66 @@ class _LinkPlan:
     parts: tuple
     energy_fans: tuple                # (fan-out level, energy per word) charged for the words carried
     limited_fans: tuple               # (fan-out level, its X slot) whose bandwidth the link loads
+    patterns: tuple[int, ...] | None = None   # the keep patterns having the link (None: all)
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """Everything about one keep pattern that does not depend on the candidates' factors."""
+    """Everything about a batch's keep patterns that does not depend on the factors: the
+    union of their links (per row, each count, carried word and fan-out demand comes from
+    exactly one link of its pattern's chain, so the union adds each row's own terms)."""
 
     layout: _Layout
-    keep: tuple[tuple[bool, ...], ...]       # [storage][tensor]
+    keep: tuple[tuple[bool, ...], ...]       # [storage][tensor]: kept by some pattern
     links: tuple[_LinkPlan, ...]
     fills: tuple[tuple[int, int], ...]       # (tensor, storage) whose fills quantities are needed
     tensors: list[int]                       # the tensors of `fills`
     deepest_fill: int                        # the innermost storage of `fills`
 
 
-def _plan(enc: Encoding, pattern: np.ndarray) -> _Plan:
-    """The plan of keep pattern `pattern` [storages, 3], built once per Encoding."""
-    key = pattern.tobytes()
+def _plan(enc: Encoding, patterns: list[np.ndarray]) -> _Plan:
+    """The plan of keep patterns [storages, 3] (candidates of one batch), built once per
+    Encoding."""
+    key = tuple(p.tobytes() for p in patterns)
     if key not in enc.plans:
         arch, layout = enc.arch, _layout(enc)
-        plans, fills = [], []
-        for link in links(arch, enc.storage_levels, pattern, layout.sparse):
-            ti, t = link.tensor, TENSORS[link.tensor]
-            fills_at = None
-            if link.child is not None or t == "Outputs":
-                fills_at = link.parent if link.child is None else link.child
-                if (ti, fills_at) not in fills:
-                    fills.append((ti, fills_at))
-            parts = []
-            for li in link.fanouts:
-                fan = arch.levels[li]
-                if li in enc.mode_fans:
-                    parts.append((enc.mode_fans.index(li), tuple(_part_key(enc, ti, li, fan.credit(m))
-                                                                for m in fan.modes_of(t))))
-                else:
-                    parts.append((None, (_part_key(enc, ti, li, fan.credit(None)),)))
-            # network energy and bandwidth: a fan-out without either adds exactly nothing
-            energy_fans = tuple((li, arch.levels[li].energy_of(t)) for li in link.fanouts
-                                if arch.levels[li].energy_of(t) != 0.0)
-            limited_fans = tuple((li, enc.slots.index((li, "X"))) for li in link.fanouts if arch.levels[li].limited(t))
-            plans.append(_LinkPlan(link, fills_at, tuple(parts), energy_fans, limited_fans))
-        enc.plans[key] = _Plan(layout, tuple(tuple(bool(k) for k in row) for row in pattern), tuple(plans),
-                               tuple(fills), sorted({ti for ti, _ in fills}), max((si for _, si in fills), default=0))
+        plans, members, fills = {}, {}, []
+        for k, pattern in enumerate(patterns):
+            for link in links(arch, enc.storage_levels, pattern, layout.sparse):
+                at = link.tensor, link.parent, link.child      # the same terms in every pattern
+                members.setdefault(at, []).append(k)
+                if at not in plans:
+                    plans[at] = _link_plan(enc, link)
+                    if plans[at].fills_at is not None and (link.tensor, plans[at].fills_at) not in fills:
+                        fills.append((link.tensor, plans[at].fills_at))
+        union = tuple(dataclasses.replace(lp, patterns=None if len(members[at]) == len(patterns)
+                                          else tuple(members[at])) for at, lp in plans.items())
+        keep = tuple(tuple(any(bool(p[si][ti]) for p in patterns) for ti in range(len(TENSORS)))
+                     for si in range(len(enc.storage_levels)))
+        enc.plans[key] = _Plan(layout, keep, union, tuple(fills), sorted({ti for ti, _ in fills}),
+                               max((si for _, si in fills), default=0))
     return enc.plans[key]
+
+
+def _link_plan(enc: Encoding, link) -> _LinkPlan:
+    arch = enc.arch
+    ti, t = link.tensor, TENSORS[link.tensor]
+    fills_at = None
+    if link.child is not None or t == "Outputs":
+        fills_at = link.parent if link.child is None else link.child
+    parts = []
+    for li in link.fanouts:
+        fan = arch.levels[li]
+        if li in enc.mode_fans:
+            parts.append((enc.mode_fans.index(li), tuple(_part_key(enc, ti, li, fan.credit(m))
+                                                        for m in fan.modes_of(t))))
+        else:
+            parts.append((None, (_part_key(enc, ti, li, fan.credit(None)),)))
+    # network energy and bandwidth: a fan-out without either adds exactly nothing
+    energy_fans = tuple((li, arch.levels[li].energy_of(t)) for li in link.fanouts
+                        if arch.levels[li].energy_of(t) != 0.0)
+    limited_fans = tuple((li, enc.slots.index((li, "X"))) for li in link.fanouts if arch.levels[li].limited(t))
+    return _LinkPlan(link, fills_at, tuple(parts), energy_fans, limited_fans)
 
 
 def _part_key(enc: Encoding, ti: int, li: int, credit: dict[str, str]):
@@ -389,11 +422,12 @@ def _part_key(enc: Encoding, ti: int, li: int, credit: dict[str, str]):
     return ti, li, exact, others
 
 
-def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndarray, orders: np.ndarray,
-                      assign: np.ndarray, objective: str, with_counts: bool):
-    """One keep pattern; `assign` [A, mode fan-outs, 3] lists the network-mode choices to
-    evaluate (the cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the
-    factors and inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
+def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
+                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
+    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
+    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
+    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
+    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
 
     Working arrays keep the candidate axis last, so every per-slot, per-dimension or
     per-level row is one contiguous vector (about twice as fast as candidate-major)."""
@@ -536,6 +570,18 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
             exact_cache[key] = total
         return exact_cache[key]
 
+    masks = {}
+
+    def merge(into: dict, key, value, patterns):
+        """Store a link's count (or words): per row, only one link of its pattern's chain
+        has it, so the rows of the link's patterns take its value."""
+        if patterns is None:
+            into[key] = value
+            return
+        if patterns not in masks:
+            masks[patterns] = np.isin(pattern_id, patterns)
+        into[key] = np.where(masks[patterns], value, into[key] if key in into else 0.0)
+
     copies_of = {MACS: mac_units}
     for lp in plan.links:
         link = lp.link
@@ -569,25 +615,28 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
         def total(terms):
             return _weighted_sum([(t.coefficient, product(t)) for t in terms])
 
+        mine = {}
         for x in link.counts:
-            into, key = counted[x.kind], (x.storage, ti)
+            key = x.kind, x.storage
             c = x.term.coefficient
             p = product(x.term)
             # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
-            if key not in into:
-                into[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
+            if key not in mine:
+                mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
             elif c == -1.0:
-                into[key] = into[key] - p
+                mine[key] = mine[key] - p
             else:
-                into[key] = into[key] + (p if c == 1.0 else c * p)
+                mine[key] = mine[key] + (p if c == 1.0 else c * p)
+        for (kind, si), value in mine.items():
+            merge(counted[kind], (si, ti), value, lp.patterns)
         if lp.energy_fans:
             words = total(link.words)
             for i, _ in lp.energy_fans:
-                carried[i, ti] = carried.get((i, ti), 0.0) + words
+                merge(carried, (i, ti), words, lp.patterns)
         if lp.limited_fans:
             down = total(link.down)
             for i, x_slot in lp.limited_fans:
-                demand[i, ti] = demand.get((i, ti), 0.0) + down / instances_at[x_slot]
+                merge(demand, (i, ti), down / instances_at[x_slot], lp.patterns)
 
     energy = np.zeros((A, n))
     compute = ops * sparse.mac_cycles
@@ -613,8 +662,9 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, Ff: np.ndarray, inner: np.ndar
             cyc = np.maximum(cyc, w / level.write_bw)
         if level.shared_bw:
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
-    for (i, ti), words in carried.items():
-        energy += words * arch.levels[i].energy_of(TENSORS[ti])
+    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
+    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
+        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
     for (i, ti), words in demand.items():
         fan: Fanout = arch.levels[i]
         if i in enc.mode_fans:
