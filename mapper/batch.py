@@ -588,7 +588,7 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
             into[key] = value
             return
         if patterns not in masks:
-            masks[patterns] = np.isin(pattern_id, patterns)
+            masks[patterns] = _sum([pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
         into[key] = np.where(masks[patterns], value, into[key] if key in into else 0.0)
 
     copies_of = {MACS: mac_units}
