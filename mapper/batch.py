@@ -258,7 +258,8 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
         F = factors if rows is None else np.take(factors, rows, axis=0)
         Ff = _transposed(F)                                                   # [S, 8, rows]
         # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
-        inner = np.ones((Ff.shape[0] + 1,) + Ff.shape[1:])
+        inner = np.empty((Ff.shape[0] + 1,) + Ff.shape[1:])
+        inner[-1] = 1.0
         for s in range(Ff.shape[0] - 1, -1, -1):
             np.multiply(inner[s + 1], Ff[s], out=inner[s])
         if check and (inner[0] != layout.sizes).any():
