@@ -232,7 +232,7 @@ def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = T
     n = factors.shape[0]
     layout = _layout(enc)
     all_assignments = layout.assignments
-    flat = keep.reshape(n, -1)
+    flat = keep.reshape(n, keep.shape[1] * keep.shape[2])
     fixed = modes is not None and bool(enc.mode_fans)
     if not n:
         found = []
