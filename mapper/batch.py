@@ -12,11 +12,18 @@ slot, each fan-out an X and a Y slot (in arch order, outermost first). For n can
 are the ones documented there, written with arrays, and which access terms a keep pattern
 charges comes from `mapper.access` (shared with the CP-SAT formulation). Within a slot each dimension has one
 loop, which is what makes the "innermost relevant loop" a small array computation.
+
+What depends only on the layer, the arch and the keep patterns (the links and their terms,
+tensor axes, bit masks) is built once per Encoding (`Encoding.plans`); a batch of mixed keep
+patterns is evaluated in one pass over the union of their links. Products of factors are
+integers below 2**53, so they are exact in any order; sums involving fractional
+coefficients (sparsity, energies) keep the scalar model's order, so results do not depend on
+the batch they are evaluated in.
 """
 from __future__ import annotations
 
-import itertools
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
