@@ -12,11 +12,19 @@ slot, each fan-out an X and a Y slot (in arch order, outermost first). For n can
 are the ones documented there, written with arrays, and which access terms a keep pattern
 charges comes from `mapper.access` (shared with the CP-SAT formulation). Within a slot each dimension has one
 loop, which is what makes the "innermost relevant loop" a small array computation.
+
+What depends only on the layer, the arch and the keep patterns (the links and their terms,
+tensor axes, bit masks) is built once per Encoding (`Encoding.plans`); a batch of mixed keep
+patterns is evaluated in one pass over the union of their links. Products of factors are
+integers below 2**53, so they are exact in any order; sums involving fractional
+coefficients (sparsity, energies) keep the scalar model's order, so results do not depend on
+the batch they are evaluated in.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,8 +41,11 @@ T_INDEX = {t: i for i, t in enumerate(TENSORS)}
 assert len(DIMS) == 8
 _POSITION_BITS = (1 << np.arange(8)).astype(np.uint8)
 _LOWEST_BIT = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(256)], dtype=np.int64)
-_RELEVANT_BITS = np.array([sum(1 << ti for ti, t in enumerate(TENSORS) if d in RELEVANT[t]) for d in DIMS],
-                          dtype=np.uint8)
+# Per dimension, one bit per tensor that depends on it, in byte ti of a word (so one sum
+# over loop positions packs every tensor's relevant positions into its own byte).
+_RELEVANT_BYTES = np.array([sum(1 << (8 * ti) for ti, t in enumerate(TENSORS) if d in RELEVANT[t]) for d in DIMS],
+                           dtype=np.uint32)
+_POSITION_WEIGHTS = (1 << np.arange(8)).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,9 @@ class Encoding:
     storage_levels: tuple[int, ...]           # arch level index of each storage level
     storage_slot: tuple[int, ...]             # slot of each storage level
     mode_fans: tuple[int, ...] = ()           # arch level index of each fan-out with network modes
+    # What evaluate_batch derives from the layer and arch alone (per keep pattern: the links,
+    # their terms, axes and constants), built on first use instead of once per batch.
+    plans: dict = field(default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
     @classmethod
     def of(cls, layer: Layer, arch: Arch) -> "Encoding":
@@ -173,27 +187,6 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
     evaluated) and returns them in BatchCost.modes.
     """
     n = factors.shape[0]
-    from .remainder_batch import evaluate_remainders, remainder_rows
-    odd = remainder_rows(enc, factors)
-    if odd.any():
-        # Remainder nests are counted exactly by the scalar model, one at a time; the
-        # perfect ones stay vectorized.
-        out = BatchCost(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, len(enc.storage_levels), 3, 3))
-                        if with_counts else None, np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64))
-        rest = np.nonzero(~odd)[0]
-        if len(rest):
-            part = evaluate_batch(enc, factors[rest], orders[rest], keep[rest],
-                                  None if modes is None else modes[rest], objective, with_counts)
-            for f in ("energy_pj", "cycles", "compute_cycles", "counts", "modes"):
-                if getattr(out, f) is not None:
-                    getattr(out, f)[rest] = getattr(part, f)
-        idx = np.nonzero(odd)[0]
-        e, cyc, comp, cnt, md = evaluate_remainders(enc, factors[idx], orders[idx], keep[idx],
-                                                    None if modes is None else modes[idx], objective, with_counts)
-        out.energy_pj[idx], out.cycles[idx], out.compute_cycles[idx], out.modes[idx] = e, cyc, comp, md
-        if with_counts:
-            out.counts[idx] = cnt
-        return out
     if n > 2 * CHUNK:
         # Blocks of a few thousand candidates keep the working arrays in cache (about 2x faster).
         parts = [evaluate_batch(enc, factors[i:i + CHUNK], orders[i:i + CHUNK], keep[i:i + CHUNK],
@@ -202,28 +195,117 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
         cat = lambda xs: None if xs[0] is None else np.concatenate(xs)   # noqa: E731
         return BatchCost(*(cat([getattr(p, f) for p in parts])
                            for f in ("energy_pj", "cycles", "compute_cycles", "counts", "modes")))
+    groups = _pattern_groups(enc, factors, orders, keep, modes)
+    if groups is None:
+        return _with_remainders(enc, factors, orders, keep, modes, objective, with_counts)
+    return _evaluate_groups(enc, n, groups, objective, with_counts)
+
+
+def _with_remainders(enc: Encoding, factors, orders, keep, modes, objective: str, with_counts: bool) -> BatchCost:
+    """evaluate_batch of a batch with remainder nests: those are counted exactly by the
+    scalar model, one at a time; the perfect ones stay vectorized."""
+    from .remainder_batch import evaluate_remainders, remainder_rows
+    n = factors.shape[0]
+    odd = remainder_rows(enc, factors)
+    out = BatchCost(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros((n, len(enc.storage_levels), 3, 3))
+                    if with_counts else None, np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64))
+    rest = np.nonzero(~odd)[0]
+    if len(rest):
+        groups = _pattern_groups(enc, factors[rest], orders[rest], keep[rest], None if modes is None else modes[rest],
+                                 check=False)
+        part = _evaluate_groups(enc, len(rest), groups, objective, with_counts)
+        for f in ("energy_pj", "cycles", "compute_cycles", "counts", "modes"):
+            if getattr(out, f) is not None:
+                getattr(out, f)[rest] = getattr(part, f)
+    idx = np.nonzero(odd)[0]
+    if len(idx):
+        e, cyc, comp, cnt, md = evaluate_remainders(enc, factors[idx], orders[idx], keep[idx],
+                                                    None if modes is None else modes[idx], objective, with_counts)
+        out.energy_pj[idx], out.cycles[idx], out.compute_cycles[idx], out.modes[idx] = e, cyc, comp, md
+        if with_counts:
+            out.counts[idx] = cnt
+    return out
+
+
+def _pattern_groups(enc: Encoding, factors, orders, keep, modes, check: bool = True):
+    """The candidates grouped by fixed network modes (one group without them): per group
+    (rows or None for all, plan of its keep patterns, each row's pattern (None: one), assign,
+    factors as float [slots, 8, rows], inner products [slots + 1, 8, rows], orders
+    [rows, storages, 8]). None if `check` and some candidate has remainders.
+
+    Every perfect nest's factors of a dimension multiply to its size, so the product over
+    all slots (inner[0], needed anyway) is an exact test: the factors are positive integers
+    and a float product is exact below 2**53, and at or above it cannot equal a size."""
+    n = factors.shape[0]
+    layout = _layout(enc)
+    all_assignments = layout.assignments
+    flat = keep.reshape(n, keep.shape[1] * keep.shape[2])
+    fixed = modes is not None and bool(enc.mode_fans)
+    if not n:
+        found = []
+    elif not fixed or (modes == modes[0]).all():
+        found = [None]          # one group: no gathers
+    else:
+        # the row of each candidate's modes in all_assignments (itertools.product order:
+        # mixed radix, the last fan-out's last tensor varying fastest)
+        found = _same_code(modes.reshape(n, -1) @ layout.mode_weight)[1]
+    groups = []
+    for rows in found:
+        first = 0 if rows is None else rows[0]
+        assign = all_assignments if not fixed else modes[first:first + 1]
+        pattern = flat if rows is None else flat[rows]
+        if (pattern == pattern[0]).all():
+            patterns, pattern_id = [pattern[0]], None
+        else:
+            # Candidates with other keep patterns differ in some tensors' level chains only:
+            # one pass evaluates the union of their links, each on the rows that have it.
+            pattern_id, members = _same_code(pattern @ layout.keep_weight)
+            patterns = [pattern[m[0]] for m in members]
+        plan = _plan(enc, [p.reshape(keep.shape[1:]) for p in patterns])
+        F = factors if rows is None else np.take(factors, rows, axis=0)
+        Ff = _transposed(F)                                                   # [S, 8, rows]
+        # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
+        inner = np.empty((Ff.shape[0] + 1,) + Ff.shape[1:])
+        inner[-1] = 1.0
+        for s in range(Ff.shape[0] - 1, -1, -1):
+            np.multiply(inner[s + 1], Ff[s], out=inner[s])
+        if check and (inner[0] != layout.sizes).any():
+            return None
+        groups.append((rows, plan, pattern_id, assign, Ff, inner,
+                       orders if rows is None else np.take(orders, rows, axis=0)))
+    return groups
+
+
+def _transposed(F: np.ndarray) -> np.ndarray:
+    """F [n, S, 8] as float [S, 8, n], copied in blocks of candidates (a whole large batch
+    at once is about 1.5x slower: the strided reads leave the cache)."""
+    out = np.empty(F.shape[1:] + F.shape[:1])
+    for a in range(0, len(F), 512):
+        out[..., a:a + 512] = F[a:a + 512].transpose(1, 2, 0)
+    return out
+
+
+def _same_code(code: np.ndarray):
+    """(index of each row's code among the distinct codes, the rows of each distinct code),
+    codes in increasing order."""
+    ordered = np.sort(code)       # (np.unique hashes, several times slower here)
+    distinct = ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+    index = np.searchsorted(distinct, code)
+    return index, [np.nonzero(index == i)[0] for i in range(len(distinct))]
+
+
+def _evaluate_groups(enc: Encoding, n: int, groups, objective: str, with_counts: bool) -> BatchCost:
+    if len(groups) == 1 and groups[0][0] is None:
+        _, plan, pattern_id, assign, Ff, inner, orders = groups[0]
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, pattern_id, Ff, inner, orders, assign, objective,
+                                                 with_counts)
+        return BatchCost(e, cyc, o, cnt, assign[pick].astype(np.int64, copy=False))
     energy, cycles, ops = np.zeros(n), np.zeros(n), np.ones(n)
     counts = np.zeros((n, len(enc.storage_levels), 3, 3)) if with_counts else None
     chosen = np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64)
-    all_assignments = enc.assignments()
-    # Candidates with the same keep pattern (and fixed modes) share their level chains.
-    flat = keep.reshape(n, -1)
-    code = flat.astype(np.int64) @ (1 << np.arange(flat.shape[1], dtype=np.int64))
-    if modes is not None and enc.mode_fans:
-        # the row of each candidate's modes in all_assignments (itertools.product order:
-        # mixed radix, the last fan-out's last tensor varying fastest)
-        radix = np.array([len(enc.arch.levels[i].modes_of(t)) for i in enc.mode_fans for t in TENSORS])
-        weight = np.concatenate([np.cumprod(radix[::-1])[::-1][1:], [1]])
-        code = code * len(all_assignments) + modes.reshape(n, -1) @ weight
-    ordered_codes = np.sort(code)       # (np.unique hashes, several times slower here)
-    for c in ordered_codes[np.concatenate(([True], ordered_codes[1:] != ordered_codes[:-1]))]:
-        rows = np.nonzero(code == c)[0]
-        pattern = flat[rows[0]].reshape(keep.shape[1:])
-        assign = all_assignments if modes is None or not enc.mode_fans else modes[rows[:1]]
-        whole = len(rows) == n               # one pattern: no need to gather copies
-        e, cyc, o, cnt, pick = _evaluate_pattern(enc, factors if whole else factors[rows],
-                                                 orders if whole else orders[rows], pattern, assign,
-                                                 objective, with_counts)
+    for rows, plan, pattern_id, assign, Ff, inner, orders in groups:
+        e, cyc, o, cnt, pick = _evaluate_pattern(enc, plan, pattern_id, Ff, inner, orders, assign, objective,
+                                                 with_counts)
         energy[rows], cycles[rows], ops[rows] = e, cyc, o
         if with_counts:
             counts[rows] = cnt
@@ -231,25 +313,150 @@ def evaluate_batch(enc: Encoding, factors: np.ndarray, orders: np.ndarray, keep:
     return BatchCost(energy, cycles, ops, counts, chosen)
 
 
-def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np.ndarray,
-                      assign: np.ndarray, objective: str, with_counts: bool):
-    """One keep pattern; `assign` [A, mode fan-outs, 3] lists the network-mode choices to
-    evaluate (the cheapest per candidate by `objective` is kept).
+class _Layout:
+    """What evaluating any keep pattern needs of the layer and arch alone (slot kinds, tensor
+    axes, relevant dimensions, the unchanged-tile rule's bit masks), derived once per
+    Encoding instead of once per batch."""
+
+    def __init__(self, enc: Encoding):
+        layer, arch = enc.layer, enc.arch
+        self.sparse = Sparse.of(layer, arch)
+        self.temporal = [s for s, (_, k) in enumerate(enc.slots) if k == "T"]
+        self.spatial = [s for s, (_, k) in enumerate(enc.slots) if k != "T"]
+        self.axes = [_axes_index(layer, t) for t in TENSORS]
+        self.rel = [np.array([d in RELEVANT[t] for d in DIMS]) for t in TENSORS]
+        self.rel_dims = [np.nonzero(r)[0] for r in self.rel]
+        self.coefficients = [_coefficients(axes) for axes in self.axes]       # [axes, 8] per tensor
+        self.sizes = np.array([layer.dims[d] for d in DIMS], dtype=np.float64)[:, None]
+        # Per tensor, the sliding axes (two dimensions, e.g. P and R over input rows): the
+        # axis' position and its coefficient of each dimension.
+        self.sliding = [[(a, _coefficients([axis])[0]) for a, axis in enumerate(axes) if len(axis) > 1]
+                        for axes in self.axes]
+        self.unchanged = [_UnchangedRule(axes) for axes in self.axes]
+        self.fan_slots = {li: [s for s in self.spatial if enc.slots[s][0] == li]
+                          for li, level in enumerate(arch.levels) if isinstance(level, Fanout)}
+        self.assignments = enc.assignments()
+        width = len(enc.storage_levels) * len(TENSORS)
+        self.keep_weight = 1 << np.arange(width, dtype=np.int64)
+        radix = np.array([len(arch.levels[i].modes_of(t)) for i in enc.mode_fans for t in TENSORS], dtype=np.int64)
+        self.mode_weight = np.concatenate([np.cumprod(radix[::-1])[::-1][1:], [1]]).astype(np.int64)
+
+
+def _coefficients(axes) -> np.ndarray:
+    """[axes, 8]: each axis' coefficient of each dimension (0 where it does not depend on it)."""
+    out = np.zeros((len(axes), len(DIMS)))
+    for a, axis in enumerate(axes):
+        for d, c in axis:
+            out[a, d] += c
+    return out
+
+
+def _layout(enc: Encoding) -> _Layout:
+    if "layout" not in enc.plans:
+        enc.plans["layout"] = _Layout(enc)
+    return enc.plans["layout"]
+
+
+@dataclass(frozen=True)
+class _LinkPlan:
+    """One link of a keep pattern (access.Link) with its per-batch work resolved: which fills
+    it needs, the fan-out parts of its distinct-tile count, and where its terms go."""
+
+    link: object                      # access.Link
+    fills_at: int | None              # storage whose fetched / touched quantities the link uses
+    # per fan-out between: (mode fan-out index or None, part key per mode (one without modes))
+    parts: tuple
+    energy_fans: tuple                # (fan-out level, energy per word) charged for the words carried
+    limited_fans: tuple               # (fan-out level, its X slot) whose bandwidth the link loads
+    patterns: tuple[int, ...] | None = None   # the keep patterns having the link (None: all)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about a batch's keep patterns that does not depend on the factors: the
+    union of their links (per row, each count, carried word and fan-out demand comes from
+    exactly one link of its pattern's chain, so the union adds each row's own terms)."""
+
+    layout: _Layout
+    keep: tuple[tuple[bool, ...], ...]       # [storage][tensor]: kept by some pattern
+    links: tuple[_LinkPlan, ...]
+    fills: tuple[tuple[int, int], ...]       # (tensor, storage) whose fills quantities are needed
+    tensors: list[int]                       # the tensors of `fills`
+    deepest_fill: int                        # the innermost storage of `fills`
+
+
+def _plan(enc: Encoding, patterns: list[np.ndarray]) -> _Plan:
+    """The plan of keep patterns [storages, 3] (candidates of one batch), built once per
+    Encoding."""
+    key = tuple(p.tobytes() for p in patterns)
+    if key not in enc.plans:
+        arch, layout = enc.arch, _layout(enc)
+        plans, members, fills = {}, {}, []
+        for k, pattern in enumerate(patterns):
+            for link in links(arch, enc.storage_levels, pattern, layout.sparse):
+                at = link.tensor, link.parent, link.child      # the same terms in every pattern
+                members.setdefault(at, []).append(k)
+                if at not in plans:
+                    plans[at] = _link_plan(enc, link)
+                    if plans[at].fills_at is not None and (link.tensor, plans[at].fills_at) not in fills:
+                        fills.append((link.tensor, plans[at].fills_at))
+        union = tuple(dataclasses.replace(lp, patterns=None if len(members[at]) == len(patterns)
+                                          else tuple(members[at])) for at, lp in plans.items())
+        keep = tuple(tuple(any(bool(p[si][ti]) for p in patterns) for ti in range(len(TENSORS)))
+                     for si in range(len(enc.storage_levels)))
+        enc.plans[key] = _Plan(layout, keep, union, tuple(fills), sorted({ti for ti, _ in fills}),
+                               max((si for _, si in fills), default=0))
+    return enc.plans[key]
+
+
+def _link_plan(enc: Encoding, link) -> _LinkPlan:
+    arch = enc.arch
+    ti, t = link.tensor, TENSORS[link.tensor]
+    fills_at = None
+    if link.child is not None or t == "Outputs":
+        fills_at = link.parent if link.child is None else link.child
+    parts = []
+    for li in link.fanouts:
+        fan = arch.levels[li]
+        if li in enc.mode_fans:
+            parts.append((enc.mode_fans.index(li), tuple(_part_key(enc, ti, li, fan.credit(m))
+                                                        for m in fan.modes_of(t))))
+        else:
+            parts.append((None, (_part_key(enc, ti, li, fan.credit(None)),)))
+    # network energy and bandwidth: a fan-out without either adds exactly nothing
+    energy_fans = tuple((li, arch.levels[li].energy_of(t)) for li in link.fanouts
+                        if arch.levels[li].energy_of(t) != 0.0)
+    limited_fans = tuple((li, enc.slots.index((li, "X"))) for li in link.fanouts if arch.levels[li].limited(t))
+    return _LinkPlan(link, fills_at, tuple(parts), energy_fans, limited_fans)
+
+
+def _part_key(enc: Encoding, ti: int, li: int, credit: dict[str, str]):
+    """(tensor, fan-out, its axes sharing reads exactly, (slot, label) of its other slots):
+    what the fan-out's factor of distinct child tiles depends on."""
+    exact = "".join(a for a in "XY" if credit[a] == "exact")
+    others = tuple((s, credit[enc.slots[s][1]]) for s in _layout(enc).fan_slots[li]
+                   if credit[enc.slots[s][1]] != "exact")
+    return ti, li, exact, others
+
+
+def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
+                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
+    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
+    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
+    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
+    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
 
     Working arrays keep the candidate axis last, so every per-slot, per-dimension or
     per-level row is one contiguous vector (about twice as fast as candidate-major)."""
-    arch, layer = enc.arch, enc.layer
+    arch, layer, layout = enc.arch, enc.layer, plan.layout
     A = len(assign)
-    sparse = Sparse.of(layer, arch)
-    n, S, ND = F.shape
-    Ff = np.ascontiguousarray(F.transpose(1, 2, 0), dtype=np.float64)     # [S, 8, n]
-    # inner[s, d]: product of dimension d's factors in slots s.. (inside and at slot s).
-    inner = np.ones((S + 1, ND, n))
-    for s in range(S - 1, -1, -1):
-        np.multiply(inner[s + 1], Ff[s], out=inner[s])
-    temporal = [s for s, (_, k) in enumerate(enc.slots) if k == "T"]
-    spatial = [s for s, (_, k) in enumerate(enc.slots) if k != "T"]
-    slot_prod = np.prod(Ff, axis=1)                                          # [S, n]
+    sparse = layout.sparse
+    S, ND, n = Ff.shape
+    temporal, spatial = layout.temporal, layout.spatial
+    # every product of factors below is an integer under 2**53, so exact in any order
+    half = Ff[:, :4] * Ff[:, 4:]
+    half = half[:, :2] * half[:, 2:]
+    slot_prod = half[:, 0] * half[:, 1]                                      # [S, n]
     ops = np.prod(slot_prod[temporal], axis=0) if temporal else np.ones(n)
     mac_units = np.prod(slot_prod[spatial], axis=0) if spatial else np.ones(n)
     # used instances of each slot's level: spatial factors in slots above it
@@ -260,102 +467,105 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         np.multiply(instances_at[s], per_slot_spatial[s], out=instances_at[s + 1])
 
     n_st = len(enc.storage_levels)
-    reads = np.zeros((n_st, 3, A, n))       # reads and updates may depend on the network modes
-    fills = np.zeros((n_st, 3, n))
-    updates = np.zeros((n_st, 3, A, n))
+    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
+    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
+    counted = {READS: {}, FILLS: {}, UPDATES: {}}
     carried = {}
     demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
-    # Each storage level's temporal loops, innermost first: the dimension and factor at each
-    # position, and the product of the factors of the loops outside each position.
     st_slots = list(enc.storage_slot)
-    O = np.ascontiguousarray(orders[:, :, ::-1].transpose(1, 2, 0))        # [st, 8, n] dims
-    level_f = Ff[st_slots]                                                  # [st, 8, n] by dim
-    # ordered[si, q] = level_f[si, O[si, q]]: one gather in the flattened array
-    level_offset = rows + (np.arange(n_st) * (ND * n))[:, None]           # [st, n]
+    level_prod = slot_prod[st_slots]                                        # [st, n]
+    outer_prod = np.ones((n_st, n))
+    for si in range(1, n_st):
+        outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
+    # The levels whose loops can be outside a needed tile: those outside the innermost one
+    # whose fills are counted, and with some factor > 1 in this batch (a level of ones has no
+    # loop to reuse across, reset or step: leaving it out changes no count).
+    active = [so for so in range(plan.deepest_fill) if (level_prod[so] != 1).any()]
+    A_st = len(active)
+    # Each active level's temporal loops, innermost first: the dimension and factor at each
+    # position, and the product of the factors of the loops outside each position.
+    O = np.ascontiguousarray(orders[:, active, ::-1].transpose(1, 2, 0))   # [active, 8, n] dims
+    level_f = Ff[[st_slots[so] for so in active]]                          # [active, 8, n] by dim
+    # ordered[i, q] = level_f[i, O[i, q]]: one gather in the flattened array
+    level_offset = rows + (np.arange(A_st) * (ND * n))[:, None]           # [active, n]
     ordered = level_f.reshape(-1)[O * n + level_offset[:, None, :]]
     outside = np.ones_like(ordered)
     for q in range(ND - 2, -1, -1):
         np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
     iterating = ordered > 1
-    relevant_bits = _RELEVANT_BITS.take(O)          # bit ti set: the loop's dim matters to tensor ti
-    level_prod = slot_prod[st_slots]                                        # [st, n]
-    outer_prod = np.ones((n_st, n))
-    for si in range(1, n_st):
-        outer_prod[si] = outer_prod[si - 1] * level_prod[si - 1]
+    nest = _Nest(st_slots, active, level_f, inner, outer_prod, O, iterating)
 
-    tiles = {}
-
-    def tile_of(ti: int, slot: int):
-        if (ti, slot) not in tiles:
-            tiles[ti, slot] = _tile(ti, slot)
-        return tiles[ti, slot]
-
-    def _tile(ti: int, slot: int):
-        return _tile_extents(layer, TENSORS[ti], inner[slot], np.ones(n))
-
-    reuse_cache = {}
-
-    def reuse(ti: int):
-        """Per storage level si: where the innermost relevant outer loop r is (found, sweeps,
-        bound, dim, slot) and the product of the relevant outer factors (for first touches)."""
-        if ti in reuse_cache:
-            return reuse_cache[ti]
-        rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
-        mask = ((relevant_bits & (1 << ti)) != 0) & iterating               # [st, 8, n]
+    # Per storage level si and tensor: where the innermost relevant loop r outside si is
+    # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
+    # factors outside si (for first touches); all tensors at once, [tensors, ...].
+    tensors = plan.tensors
+    found = np.zeros((len(tensors), n), dtype=bool)
+    sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
+    step_index = np.broadcast_to(ND * n + rows, found.shape)
+    reused = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
+    if active:
         # each level's innermost relevant loop r (if it has one): the lowest set bit of the
-        # mask's positions packed into a byte (much faster than argmax over a middle axis)
-        code = np.einsum("sqn,q->sn", mask.view(np.uint8), _POSITION_BITS)
+        # positions of iterating loops relevant to the tensor, packed into a byte per tensor
+        # (much faster than argmax over a middle axis)
+        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [active, n]
+        code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, active, n]
         has = code != 0
-        at = _LOWEST_BIT.take(code) * n + level_offset                     # [st, n]
+        at = _LOWEST_BIT.take(code) * n + level_offset                     # [T, active, n]
         r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
-        rel_prod = np.prod(level_f[:, rel], axis=1)                         # [st, n]
-        found = np.zeros(n, dtype=bool)
-        sweeps, bound, dim, slot = np.ones(n), np.ones(n), np.zeros(n, np.int64), np.zeros(n, np.int64)
-        touched = np.ones(n)
-        out = [(found, sweeps, bound, dim, slot, touched)]      # the outermost level: no loops outside
-        for si in range(1, n_st):
-            so = si - 1
-            h = has[so]
+        r_sweeps = outer_prod[active] * r_before
+        rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
+        # r's step (its dimension's factors in all slots after r's slot) sits at
+        # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
+        step_at = (r_dim + ((np.array([st_slots[so] for so in active]) + 1) * ND)[:, None]) * n + rows
+    for so in range(plan.deepest_fill):
+        if so in active:
+            i = active.index(so)
+            h = has[:, i]
             # a level with a relevant loop holds the new r; one without lies inside r (no change)
-            sweeps = np.where(h, outer_prod[so] * r_before[so], sweeps)
-            bound = np.where(h, r_bound[so], bound)
-            dim = np.where(h, r_dim[so], dim)
-            slot = np.where(h, st_slots[so], slot)
+            sweeps = np.where(h, r_sweeps[:, i], sweeps)
+            bound = np.where(h, r_bound[:, i], bound)
+            step_index = np.where(h, step_at[:, i], step_index)
             found = found | h
-            touched = touched * rel_prod[so]
-            out.append((found, sweeps, bound, dim, slot, touched))
-        reuse_cache[ti] = out
-        return out
+            touched = touched * rel_prod[:, i]
+        reused.append((found, sweeps, bound, step_index, touched))
 
-    def fills_of(ti: int, si: int):
-        """(fetched per instance, distinct touched per instance) at storage si for tensor ti."""
-        tile, extents = tile_of(ti, enc.storage_slot[si])
-        found, sweeps, r_bound, r_dim, r_slot, touched = reuse(ti)[si]
+    quantities_at = {}
+    for ti, si in plan.fills:
+        # (fetched per instance, distinct touched per instance) at storage si for tensor ti
+        extents = layout.coefficients[ti] @ (inner[st_slots[si]] - 1.0) + 1.0   # [axes, n], exact integers
+        tile = _product(extents)
+        found, sweeps, r_bound, step_index, touched = (x[tensors.index(ti)] for x in reused[si])
         # Only a sliding axis (two dimensions, e.g. P and R over input rows) can overlap
         # between consecutive tiles; a step along any other axis brings a disjoint tile.
         overlap = np.zeros(n)
-        sliding = [(axis, extent) for axis, extent in zip(_axes_index(layer, TENSORS[ti]), extents)
-                   if len(axis) > 1]
+        sliding = layout.sliding[ti]
         if sliding:
-            # step of loop r: its dimension's factors in all slots after r's slot
-            step = inner[r_slot + 1, r_dim, rows]
-            for axis, extent in sliding:
-                coef = np.zeros(len(DIMS))
-                for d, c in axis:
-                    coef[d] = c
-                shift = coef[r_dim] * step
+            step = inner.reshape(-1)[step_index]
+            r_dim = (step_index // n) % ND
+            for a, coef in sliding:
+                extent = extents[a]
+                shift = coef.take(r_dim) * step
                 overlap = np.where(shift > 0, tile / extent * np.maximum(0.0, extent - shift), overlap)
         fetched = np.where(found, sweeps * (tile + (r_bound - 1) * (tile - overlap)), tile)
         if sliding:
-            fetched = fetched - tile * unchanged_steps(ti, si)
-        return fetched, tile * touched
+            fetched = fetched - tile * nest.unchanged_steps(layout.unchanged[ti], si)
+        quantities_at[ti, si] = fetched, tile * touched
 
-    def unchanged_steps(ti: int, si: int):
-        """Steps of the loops outside storage si that bring back exactly the held tile of ti,
-        counted per instance (see _unchanged_steps)."""
-        return _unchanged_steps(_axes_index(layer, TENSORS[ti]), si, st_slots, level_f, inner, outer_prod,
-                                O, iterating)
+    parts = {}
+
+    def part_of(key):
+        """[n]: the factor of distinct child tiles one fan-out creates (see _part_key)."""
+        if key not in parts:
+            ti, li, exact, others = key
+            part = exact_part(ti, li, exact)
+            for s, label in others:
+                if label == "none":
+                    part = part * per_slot_spatial[s]
+                elif label == "projection":
+                    part = part * np.prod(Ff[s, layout.rel[ti]], axis=0)
+            parts[key] = part
+        return parts[key]
 
     exact_cache = {}
 
@@ -364,9 +574,9 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         li that differ only on the fan-out axes in `axes` (those sharing reads exactly)."""
         key = (ti, li, axes)
         if key not in exact_cache:
-            fan_slots = [s for s in spatial if enc.slots[s][0] == li and enc.slots[s][1] in axes]
+            fan_slots = [s for s in layout.fan_slots[li] if enc.slots[s][1] in axes]
             total = np.ones(n)
-            for axis in _axes_index(layer, TENSORS[ti]):
+            for axis in layout.axes[ti]:
                 if len(axis) > 1:
                     total = total * _distinct_batch([(Ff[s, d], c * inner[s + 1, d])
                                                      for s in fan_slots for d, c in axis])
@@ -377,48 +587,38 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
             exact_cache[key] = total
         return exact_cache[key]
 
-    def fanout_part(ti: int, li: int, credit: dict[str, str]):
-        fan_slots = [s for s in spatial if enc.slots[s][0] == li]
-        rel = np.array([d in RELEVANT[TENSORS[ti]] for d in DIMS])
-        part = exact_part(ti, li, "".join(a for a in "XY" if credit[a] == "exact"))
-        for s in fan_slots:
-            label = credit[enc.slots[s][1]]
-            if label == "none":
-                part = part * per_slot_spatial[s]
-            elif label == "projection":
-                part = part * np.prod(Ff[s, rel], axis=0)
-        return part
+    masks = {}
 
-    def groups_of(ti: int, parent_si: int, child_si: int | None):
-        """[A, n]: distinct child tiles per parent instance (the product over the fan-outs in
-        between of the distinct tiles each creates, under each mode choice) times the
-        parent's instances."""
-        p_level = enc.storage_levels[parent_si]
-        c_level = len(arch.levels) if child_si is None else enc.storage_levels[child_si]
-        total = np.ones((A, 1)) * instances_at[enc.storage_slot[parent_si]]
-        for li in range(p_level + 1, c_level):
-            fan = arch.levels[li]
-            if not isinstance(fan, Fanout):
-                continue
-            if li in enc.mode_fans:
-                j = enc.mode_fans.index(li)
-                options = fan.modes_of(TENSORS[ti])
-                per_mode = np.stack([fanout_part(ti, li, fan.credit(m)) for m in options])
-                total = total * per_mode[assign[:, j, ti]]
-            else:
-                total = total * fanout_part(ti, li, fan.credit(None))
-        return total
+    def merge(into: dict, key, value, patterns):
+        """Store a link's count (or words): per row, only one link of its pattern's chain
+        has it, so the rows of the link's patterns take its value."""
+        if patterns is None:
+            into[key] = value
+            return
+        if patterns not in masks:
+            masks[patterns] = _sum([pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
+        into[key] = np.where(masks[patterns], value, into[key] if key in into else 0.0)
 
     copies_of = {MACS: mac_units}
-    for link in links(arch, enc.storage_levels, keep, sparse):
+    for lp in plan.links:
+        link = lp.link
         ti = link.tensor
-        copies_of[DISTINCT] = groups_of(ti, link.parent, link.child)
+        # [A, n]: distinct child tiles per parent instance (the product over the fan-outs in
+        # between of the distinct tiles each creates, under each mode choice) times the
+        # parent's instances
+        distinct = np.ones((A, 1)) * instances_at[enc.storage_slot[link.parent]]
+        for j, keys in lp.parts:
+            if j is None:
+                distinct = distinct * part_of(keys[0])
+            else:
+                distinct = distinct * np.stack([part_of(k) for k in keys])[assign[:, j, ti]]
+        copies_of[DISTINCT] = distinct
         copies_of[PARENT] = instances_at[enc.storage_slot[link.parent]]
         if link.child is not None:
             copies_of[CHILD] = instances_at[enc.storage_slot[link.child]]
         quantities = {OPS: ops}
-        if link.child is not None or ti == T_INDEX["Outputs"]:
-            quantities[FETCHED], quantities[TOUCHED] = fills_of(ti, link.parent if link.child is None else link.child)
+        if lp.fills_at is not None:
+            quantities[FETCHED], quantities[TOUCHED] = quantities_at[ti, lp.fills_at]
 
         products = {}
 
@@ -432,50 +632,64 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
         def total(terms):
             return _weighted_sum([(t.coefficient, product(t)) for t in terms])
 
+        mine = {}
         for x in link.counts:
-            counted = {READS: reads, FILLS: fills, UPDATES: updates}[x.kind][x.storage, ti]
+            key = x.kind, x.storage
             c = x.term.coefficient
-            if c == 1.0:
-                counted += product(x.term)
+            p = product(x.term)
+            # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
+            if key not in mine:
+                mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
             elif c == -1.0:
-                counted -= product(x.term)
+                mine[key] = mine[key] - p
             else:
-                counted += c * product(x.term)
-        if link.fanouts:
-            words, down = total(link.words), total(link.down)
-            for i in link.fanouts:
-                carried[i, ti] = carried.get((i, ti), 0.0) + words
-                fan_inst = instances_at[enc.slots.index((i, "X"))]
-                demand[i, ti] = demand.get((i, ti), 0.0) + down / fan_inst
+                mine[key] = mine[key] + (p if c == 1.0 else c * p)
+        for (kind, si), value in mine.items():
+            merge(counted[kind], (si, ti), value, lp.patterns)
+        if lp.energy_fans:
+            words = total(link.words)
+            for i, _ in lp.energy_fans:
+                merge(carried, (i, ti), words, lp.patterns)
+        if lp.limited_fans:
+            down = total(link.down)
+            for i, x_slot in lp.limited_fans:
+                merge(demand, (i, ti), down / instances_at[x_slot], lp.patterns)
 
     energy = np.zeros((A, n))
     compute = ops * sparse.mac_cycles
     cyc = np.ones((A, 1)) * compute
+    reads, fills, updates = counted[READS], counted[FILLS], counted[UPDATES]
+    zero = np.zeros(n)
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
-            if keep[si, ti]:
-                er, ew, eu = level.energy_of(t)
-                energy += reads[si, ti] * er + fills[si, ti] * ew + updates[si, ti] * eu
+            if plan.keep[si][ti]:
+                # the terms of absent (zero) counts would add exactly 0.0: left out
+                terms = [x[(si, ti)] * e for x, e in zip((reads, fills, updates), level.energy_of(t))
+                         if (si, ti) in x]
+                if terms:
+                    energy += _sum(terms)
         inst = instances_at[enc.storage_slot[si]]
-        r = reads[si].sum(axis=0) / inst
-        w = (fills[si][:, None, :] + updates[si]).sum(axis=0) / inst
+        r = _sum([reads[si, ti] for ti in range(len(TENSORS)) if (si, ti) in reads], zero) / inst
+        w = _sum([_sum([x[si, ti] for x in (fills, updates) if (si, ti) in x])
+                  for ti in range(len(TENSORS)) if (si, ti) in fills or (si, ti) in updates], zero) / inst
         if level.read_bw:
             cyc = np.maximum(cyc, r / level.read_bw)
         if level.write_bw:
             cyc = np.maximum(cyc, w / level.write_bw)
         if level.shared_bw:
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
-    for (i, ti), words in carried.items():
+    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
+    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
+        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
+    for (i, ti), words in demand.items():
         fan: Fanout = arch.levels[i]
-        energy += words * fan.energy_of(TENSORS[ti])
-        if fan.limited(TENSORS[ti]):
-            if i in enc.mode_fans:
-                options = fan.modes_of(TENSORS[ti])
-                bw = np.array([fan.bandwidth(TENSORS[ti], options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
-            else:
-                bw = np.full(A, fan.bandwidth(TENSORS[ti], None))
-            cyc = np.maximum(cyc, demand[i, ti] / bw[:, None])
+        if i in enc.mode_fans:
+            options = fan.modes_of(TENSORS[ti])
+            bw = np.array([fan.bandwidth(TENSORS[ti], options[m]) for m in assign[:, enc.mode_fans.index(i), ti]])
+        else:
+            bw = np.full(A, fan.bandwidth(TENSORS[ti], None))
+        cyc = np.maximum(cyc, words / bw[:, None])
     energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
     cyc = np.ceil(cyc - 1e-9)
@@ -496,73 +710,115 @@ def _evaluate_pattern(enc: Encoding, F: np.ndarray, orders: np.ndarray, keep: np
     sel = (pick, rows)
     counts = None
     if with_counts:
-        counts = np.stack([reads[:, :, pick, rows], fills, updates[:, :, pick, rows]],
-                          axis=-1).transpose(2, 0, 1, 3)
+        counts = np.zeros((n, n_st, len(TENSORS), 3))
+        for a, x in enumerate((reads, fills, updates)):
+            for (si, ti), v in x.items():
+                counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
     return energy[sel], cyc[sel], compute, counts, pick
 
 
-def _unchanged_steps(axes, si: int, st_slots, level_f, inner, outer_prod, O, iterating) -> np.ndarray:
-    """[n]: steps of the loops outside storage si that bring back exactly the held tile of a
-    tensor with `axes` (model._Nest.unchanged: the moves of a two-dimension axis cancel),
-    counted per instance; each saves a whole tile.
+class _UnchangedRule:
+    """The constants of _Nest.unchanged_steps for a tensor with `axes` (see there)."""
 
-    Such a step is rare, so a cheap bitmask test first finds the candidates that may have
-    one, and the exact arithmetic runs on those only. A step of loop k over dimension dk
-    moves dk forward (by more than its own resets, which telescope) and resets the loops
-    inside k; every axis must end where it was, so the resetting loops may only be over dk
-    and dimensions sharing an axis with dk, and at least one of those partners must reset.
-    """
-    n = level_f.shape[-1]
-    saved = np.zeros(n)
-    weighted = [(d, c) for axis in axes for d, c in axis if c]
-    multi = [axis for axis in axes if len(axis) > 1]
-    if not multi or si == 0:
-        return saved
-    bit = lambda ds: sum(1 << d for d in set(ds))            # noqa: E731
-    counted = np.uint8(bit(d for d, _ in weighted))           # dims whose resets move the tile
-    allowed = np.zeros(len(DIMS), dtype=np.uint8)             # dk and the dims sharing an axis
-    partner = np.zeros(len(DIMS), dtype=np.uint8)
-    for axis in multi:
-        for d, _ in axis:
-            allowed[d] |= bit(e for e, _ in axis)
-            partner[d] |= bit(e for e, _ in axis if e != d)
-    # dims iterating at each storage level, one bit each
-    level_bits = np.einsum("sdn,d->sn", (level_f[:si] > 1).view(np.uint8), _POSITION_BITS)
-    maybe = np.zeros(n, dtype=bool)
-    between = np.zeros(n, dtype=np.uint8)          # dims iterating at the levels inside so, outside si
-    for so in range(si - 1, -1, -1):
-        bits = np.where(iterating[so], np.left_shift(np.uint8(1), O[so].astype(np.uint8)), np.uint8(0))
-        inside = np.zeros_like(bits)               # dims iterating at level so's positions inside q
-        np.bitwise_or.accumulate(bits[:-1], axis=0, out=inside[1:])
-        resets = (inside | between) & counted
-        ok = iterating[so] & ((resets & ~allowed.take(O[so])) == 0) & ((resets & partner.take(O[so])) != 0)
-        maybe |= ok.any(axis=0)
-        between |= level_bits[so]
-    rows = np.nonzero(maybe)[0]
-    if not len(rows):
-        return saved
-    level_f, inner, outer_prod, O = level_f[..., rows], inner[..., rows], outer_prod[..., rows], O[..., rows]
-    window = sorted({d for axis in multi for d, _ in axis})
-    part = np.zeros(len(rows))
-    # term[so][d]: how far level so's loop over d resets when a loop outside it steps
-    term = [(level_f[so] - 1) * inner[st_slots[so] + 1] for so in range(si)]
-    between = np.zeros((len(DIMS), len(rows)))   # resets of the levels strictly inside so, outside si
-    for so in range(si - 1, -1, -1):
-        pos = np.argsort(O[so], axis=0)          # pos[d]: dimension d's position (0 = innermost)
-        for dk in window:
-            b = level_f[so, dk]
-            inside = pos < pos[dk]                              # [8, rows] loops nested in k
-            move = -(between + term[so] * inside)
-            move[dk] += inner[st_slots[so] + 1, dk]
-            same = b > 1
-            for axis in axes:
-                same &= sum(c * move[d] for d, c in axis) == 0
+    def __init__(self, axes):
+        self.multi = [axis for axis in axes if len(axis) > 1]
+        bit = lambda ds: sum(1 << d for d in set(ds))            # noqa: E731
+        self.counted = np.uint8(bit(d for axis in axes for d, c in axis if c))   # dims whose resets move the tile
+        allowed = np.zeros(len(DIMS), dtype=np.uint8)             # dk and the dims sharing an axis
+        self.partner = np.zeros(len(DIMS), dtype=np.uint8)
+        for axis in self.multi:
+            for d, _ in axis:
+                allowed[d] |= bit(e for e, _ in axis)
+                self.partner[d] |= bit(e for e, _ in axis if e != d)
+        self.not_allowed = ~allowed
+        self.window = np.array(sorted({d for axis in self.multi for d, _ in axis}), dtype=np.int64)
+        self.coefficients = _coefficients(axes)                   # [axes, 8]
+
+
+class _Nest:
+    """The temporal loop nests of one pattern's candidates (storage levels outermost first,
+    positions innermost first), for the unchanged-tile rule; what several tensors and
+    storage levels share is computed once."""
+
+    def __init__(self, st_slots, active, level_f, inner, outer_prod, O, iterating):
+        """level_f, O and iterating hold the `active` storage levels only: the others have
+        no factor > 1 (no loop that can step or reset)."""
+        self.st_slots, self.level_f, self.inner, self.outer_prod = st_slots, level_f, inner, outer_prod
+        self.row = {so: i for i, so in enumerate(active)}
+        self.O, self.iterating = O, iterating
+        self.cache = {}
+
+    def _once(self, key, make):
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def inside(self, i: int):
+        """([8, n], [n]): per position q of active level i, the dims iterating at its
+        positions inside q, and all dims iterating at that level (one bit each)."""
+        def make():
+            bits = _POSITION_BITS.take(self.O[i]) * self.iterating[i]
+            inside = np.empty_like(bits)
+            inside[0] = 0
+            for q in range(1, len(bits)):       # (bitwise_or.accumulate over axis 0 is ~25x slower)
+                np.bitwise_or(inside[q - 1], bits[q - 1], out=inside[q])
+            return inside, inside[-1] | bits[-1]
+        return self._once(("inside", i), make)
+
+    def unchanged_steps(self, rule: _UnchangedRule, si: int) -> np.ndarray:
+        """[n]: steps of the loops outside storage si that bring back exactly the held tile of
+        a tensor (model._Nest.unchanged: the moves of a two-dimension axis cancel), counted
+        per instance; each saves a whole tile.
+
+        Such a step is rare, so a cheap bitmask test first finds the candidates that may
+        have one, and the exact arithmetic runs on those only. A step of loop k over
+        dimension dk moves dk forward (by more than its own resets, which telescope) and
+        resets the loops inside k; every axis must end where it was, so the resetting loops
+        may only be over dk and dimensions sharing an axis with dk, and at least one of
+        those partners must reset.
+        """
+        n = self.inner.shape[-1]
+        saved = np.zeros(n)
+        if not rule.multi or si == 0:
+            return saved
+        maybe = np.zeros(n, dtype=bool)
+        between = np.zeros(n, dtype=np.uint8)          # dims iterating at the levels inside so, outside si
+        outer = [self.row[so] for so in range(si - 1, -1, -1) if so in self.row]     # inside out
+        for i in outer:
+            inside, level_bits = self.inside(i)
+            resets = (inside | between) & rule.counted
+            not_allowed, partner = self._once((id(rule), i), lambda: (rule.not_allowed.take(self.O[i]),
+                                                                      rule.partner.take(self.O[i])))
+            ok = self.iterating[i] & ((resets & not_allowed) == 0) & ((resets & partner) != 0)
+            maybe |= ok.any(axis=0)
+            between |= level_bits
+        rows = np.nonzero(maybe)[0]
+        if not len(rows):
+            return saved
+        m, window = len(rows), rule.window
+        part = np.zeros(m)
+        between = np.zeros((len(DIMS), m))   # resets of the levels strictly inside so, outside si
+        for so in range(si - 1, -1, -1):
+            if so not in self.row:
+                continue        # no factor > 1: nothing steps or resets there
+            i = self.row[so]
+            f = self.level_f[i][:, rows]                         # [8, m] by dim
+            step = self.inner[self.st_slots[so] + 1][:, rows]    # [8, m]
+            term = (f - 1) * step      # how far level so's loop over d resets when a loop outside it steps
+            pos = np.empty((len(DIMS), m), dtype=np.int64)     # pos[d]: dimension d's position (0 = innermost)
+            pos[self.O[i][:, rows], np.arange(m)] = np.arange(len(DIMS))[:, None]
+            pk = pos[window]                                     # [W, m]: each window dim dk's position
+            # per dk: the step of its loop k moves dk forward and resets the loops nested in k
+            move = -(between + term * (pos < pk[:, None]))       # [W, 8, m]
+            move[np.arange(len(window)), window] += step[window]
+            b = f[window]
+            same = (b > 1) & ~(np.einsum("ad,wdm->wam", rule.coefficients, move) != 0).any(axis=1)
             if same.any():
-                count = outer_prod[so] * np.prod(np.where(pos > pos[dk], level_f[so], 1.0), axis=0) * (b - 1)
-                part += np.where(same, count, 0.0)
-        between = between + term[so]
-    saved[rows] = part
-    return saved
+                count = self.outer_prod[so][rows] * np.prod(np.where(pos > pk[:, None], f, 1.0), axis=1) * (b - 1)
+                part += np.where(same, count, 0.0).sum(axis=0)
+            between = between + term
+        saved[rows] = part
+        return saved
 
 
 def _weighted_sum(terms):
@@ -574,26 +830,48 @@ def _weighted_sum(terms):
     return out
 
 
+def _sum(arrays, empty=None):
+    """The sum of arrays, added in order (`empty` if there are none)."""
+    out = None
+    for x in arrays:
+        out = x if out is None else out + x
+    return empty if out is None else out
+
+
+def _product(arrays):
+    """The product of arrays (or of an array's rows), multiplied in order."""
+    out = None
+    for x in arrays:
+        out = x if out is None else out * x
+    return out
+
+
 def _distinct_batch(terms: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """distinct_offsets for every candidate: closed form for up to two non-trivial
     progressions, the scalar routine for the rare candidates with more."""
     if not terms:
         return 1.0
-    counts = np.stack([c for c, _ in terms], axis=1)
-    steps = np.stack([s for _, s in terms], axis=1)
+    counts = np.stack([c for c, _ in terms])          # [terms, n]
+    steps = np.stack([s for _, s in terms])
     nontrivial = counts > 1
-    k = nontrivial.sum(axis=1)
-    out = np.prod(counts, axis=1)           # k <= 1: the product is the single count (or 1)
+    k = nontrivial.sum(axis=0)
+    out = np.prod(counts, axis=0)           # k <= 1: the product is the single count (or 1)
     two = np.nonzero(k == 2)[0]
     if two.size:
-        idx = np.argsort(~nontrivial[two], axis=1, kind="stable")[:, :2]
-        K = np.take_along_axis(counts[two], idx, 1)
-        st = np.take_along_axis(steps[two], idx, 1).astype(np.int64)
-        g = np.gcd(st[:, 0], st[:, 1])
-        a1, b1 = st[:, 0] // g, st[:, 1] // g
-        out[two] = np.minimum(K[:, 0], b1) * K[:, 1] + np.maximum(0, K[:, 0] - b1) * np.minimum(K[:, 1], a1)
+        # the first two non-trivial progressions: the lowest two set bits of a bit per term
+        # (at most 8 terms: two fan-out axes x two dimensions of an axis in practice)
+        assert len(terms) <= 8
+        bits = np.einsum("kn,k->n", nontrivial[:, two].view(np.uint8), _POSITION_BITS[:len(terms)])
+        first = _LOWEST_BIT.take(bits)
+        second = _LOWEST_BIT.take(bits & (bits - 1))
+        n = counts.shape[1]
+        K0, K1 = counts.reshape(-1)[first * n + two], counts.reshape(-1)[second * n + two]
+        s0, s1 = (steps.reshape(-1)[i * n + two].astype(np.int64) for i in (first, second))
+        g = np.gcd(s0, s1)
+        a1, b1 = s0 // g, s1 // g
+        out[two] = np.minimum(K0, b1) * K1 + np.maximum(0, K0 - b1) * np.minimum(K1, a1)
     for row in np.nonzero(k > 2)[0]:
-        out[row] = distinct_offsets(tuple((int(c), int(s)) for c, s in zip(counts[row], steps[row])))
+        out[row] = distinct_offsets(tuple((int(c), int(s)) for c, s in zip(counts[:, row], steps[:, row])))
     return out
 
 

@@ -10,6 +10,7 @@ with `problems_of(...) == []`.
 """
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from functools import lru_cache
 
@@ -197,6 +198,41 @@ def test_comparison_covers_unchanged_input_tiles():
                     hits += 1
                     break
     assert hits >= 20, hits
+
+
+def _with_array(arch, **changes):
+    """`arch` with its array fan-out changed (a variant no arch file has)."""
+    return dataclasses.replace(arch, name=arch.name + "+variant", levels=tuple(
+        dataclasses.replace(level, **changes) if level.name == "array" else level for level in arch.levels))
+
+
+NETWORK_VARIANTS = {
+    # no network energy: the batch skips the words carried (they would add exactly 0.0)
+    "no energy": dict(energy=(("Weights", 0.0), ("Inputs", 0.0), ("Outputs", 0.0))),
+    # some tensors free and unlimited, others charged and limited by ports
+    "mixed": dict(energy=(("Weights", 0.0), ("Inputs", 2.0), ("Outputs", 0.0)),
+                  port_words=(("Inputs", 1.0), ("Outputs", 2.0)), port_counts=(("Inputs", 2),)),
+}
+
+
+@pytest.mark.parametrize("variant", NETWORK_VARIANTS)
+def test_batch_equals_scalar_network_variants(variant):
+    """The batch model evaluates a fan-out's carried words only where it charges energy, and
+    its demand only where it has a bandwidth limit: with and without each, it still equals the
+    scalar model (Eyeriss v1 with its array changed; both keep patterns in one batch)."""
+    arch = _with_array(arch_of("eyeriss_v1"), **NETWORK_VARIANTS[variant])
+    for layer in (layer_of("tiny.stride2"), layer_of("alexnet.conv2")):
+        space = Space.build(layer, arch)
+        f, o, k = sample(space, np.random.default_rng(seed_of(variant, layer.name)), 4096)
+        ok = space.valid(f, k)
+        f, o, k = f[ok][:120], o[ok][:120], k[ok][:120]
+        assert len(set(map(bytes, k))) > 1
+        batch = evaluate_batch(space.enc, f, o, k, with_counts=True)
+        for j in range(len(f)):
+            cost = evaluate(layer, arch, space.enc.decode(f[j], o[j], k[j]))
+            assert np.array_equal(batch.counts[j], scalar_counts(cost, space.enc, arch)), (variant, layer.name, j)
+            assert batch.energy_pj[j] == pytest.approx(cost.energy_pj, rel=1e-12, abs=0)
+            assert batch.cycles[j] == cost.cycles
 
 
 # ---------------------------------------------------------------------------------------
