@@ -311,3 +311,48 @@ def test_cpsat_over_the_imperfect_space_proves_the_perfect_subspace_only():
     assert imp.bound < imp.subspace_bound       # the imperfect bound, not the perfect proof
     assert best(imp) == pytest.approx(best(per), rel=REL)     # CP-SAT alone finds no remainder mapping
     assert any("perfect mappings" in n for n in imp.notes)
+
+
+
+
+def test_remainder_descent_is_iterated_and_ends_in_local_optima(monkeypatch):
+    """After the first local optimum the remainder descent goes on from random moves of
+    the best (the time after the first local optimum is not left unused), seeded, bounded
+    by STALE_KICKS kicks without progress, and the best it ends on has no improving valid
+    move. An hour's deadline: nothing depends on time."""
+    import time
+
+    from mapper.batch import score
+    from mapper.progress import Progress
+    import importlib
+
+    from mapper.search import _Run
+
+    monkeypatch.setattr(importlib.import_module("mapper.search"), "STALE_KICKS", 4)       # a shorter walk, the same rule
+
+    layer = layer_from_dims("odd7", M=7, C=3, P=5, Q=5, R=3, S=3)
+    space = Space.build(layer, arch("v1s"), "imperfect")
+
+    def run_once():
+        run = _Run(space, "edp", 1, Progress(enabled=False), time.monotonic(), time.monotonic() + 3600, "odd7")
+        run.random(0, 1, 3000, None, perfect_only=True)
+        assert not run.meets_floor()
+        starts, descend = [], _Run._descend
+
+        def recording(self, f, o, k, value, label):
+            starts.append(value)
+            return descend(self, f, o, k, value, label)
+        monkeypatch.setattr(_Run, "_descend", recording)
+        run.remainders(seed=3)
+        monkeypatch.setattr(_Run, "_descend", descend)
+        return run, starts
+    run, starts = run_once()
+    assert len(starts) > 4            # the kicks ran, and ended
+    f, o, k, best = run.pool.factors[0], run.pool.orders[0], run.pool.keep[0], run.pool.best
+    assert best <= min(starts)
+    nb = space.factor_neighbours(f)
+    nb = nb[space.valid(nb, np.repeat(k[None], len(nb), axis=0))]
+    vals, _ = score(space.enc, nb, np.repeat(o[None], len(nb), axis=0), np.repeat(k[None], len(nb), axis=0), "edp")
+    assert len(nb) and vals.min() >= best * (1 - 1e-12)
+    again, starts2 = run_once()                               # same seed, same walk
+    assert starts2 == starts and again.pool.best == best

@@ -298,6 +298,10 @@ def _search_job(job: tuple[Layer, Arch, dict[str, Any], Any]) -> SearchResult:
     return search(layer, arch, workers=1, progress=progress, **settings)
 
 
+#: Iterated remainder descent: random kicks in a row that do not improve the best end it.
+STALE_KICKS = 30
+
+
 def interrupted(res: SearchResult) -> bool:
     """Whether Ctrl-C stopped this search (its best so far is kept, status budget)."""
     return res.reason == "interrupted"
@@ -642,25 +646,51 @@ class _Run:
         else:
             self.subspace_bound = max(sub.bound or 0.0, min(sub.floor, sub.pool.best))
 
-    def remainders(self, label: str = "remainders") -> None:
-        """Descent over remainder moves from the best candidate (imperfect space only): one
-        dimension's factorization replaced by another row of the space differing in at most
-        two slots. Remainder candidates are counted one at a time (exact, slow:
-        mapper.remainder_batch), so the moves are tried best-first by how few temporal
-        steps they leave (fewer compute cycles: filling the array is where remainders pay,
-        cf. Ruby), one at a time, the first improving one taken; a move is not started when
-        the time left is below what the last one took."""
+    def remainders(self, seed: int = 0, label: str = "remainders") -> None:
+        """Descent over remainder moves (imperfect space only) from the best candidate, then,
+        while time is left, iterated: a random valid move from the best found (seeded),
+        and descent from there (a descent ends in a local optimum, often well before the
+        budget now that remainder candidates are cheap; the kicks use that time)."""
         space = self.space
         if space.factorization == "perfect" or not len(self.pool.values):
             return
+        rng = np.random.default_rng(seed)
+        p = self.pool
+        point = (p.factors[0], p.orders[0], p.keep[0], float(p.values[0]))
+        stale, best = 0, self.pool.best
+        # kicks that did not improve the best end it too (a search without a time limit)
+        while self._descend(*point, label) and not self.meets_floor() and stale < STALE_KICKS:
+            stale = 0 if self.pool.best < best else stale + 1
+            best = self.pool.best
+            f, o, k = self.pool.factors[0], self.pool.orders[0], self.pool.keep[0]
+            nb = space.factor_neighbours(f)
+            nb = nb[space.valid(nb, np.repeat(k[None], len(nb), axis=0))] if len(nb) else nb
+            if not len(nb) or self.out_of_time():
+                break
+            kick = nb[rng.integers(len(nb))]
+            vals, modes = score(space.enc, kick[None], o[None], k[None], self.objective)
+            self.evaluated += 1
+            self.valid += 1
+            self.offer(vals, kick[None], o[None], k[None], modes, label)
+            point = (kick, o, k, float(vals[0]))
+        self._base_eval, self._base_valid = self.evaluated, self.valid
+
+    def _descend(self, f: np.ndarray, o: np.ndarray, k: np.ndarray, value: float, label: str) -> bool:
+        """Descent from candidate (f, o, k) of objective `value`: one dimension's
+        factorization replaced by another row of the space differing in at most two slots.
+        Remainder candidates are counted one at a time (exact, slower than a perfect one:
+        mapper.remainder_batch), so the moves are tried best-first by how few temporal steps
+        they leave (fewer compute cycles: filling the array is where remainders pay, cf.
+        Ruby), one at a time, the first improving one taken; a move is not started when the
+        time left is below what the last one took. True at a local optimum, False when it
+        stopped for time or Ctrl-C."""
+        space = self.space
         temporal = [s for s, (_, kind) in enumerate(space.enc.slots) if kind == "T"]
-        f, o, k = self.pool.factors[0], self.pool.orders[0], self.pool.keep[0]
-        value = float(self.pool.values[0])
         seen, took = set(), 0.0
         while not self.out_of_time():
             nb = space.factor_neighbours(f)
             if not len(nb):
-                return
+                return True
             nb = nb[space.valid(nb, np.repeat(k[None], len(nb), axis=0))]
             steps = np.prod(nb[:, temporal, :].reshape(len(nb), -1).astype(np.float64), axis=1)
             nb = nb[np.argsort(steps, kind="stable")]
@@ -672,7 +702,7 @@ class _Run:
                 left = self.time_left()
                 if self.interrupted or (left is not None and left < took):
                     self.stopped_by_limit = not self.interrupted
-                    return
+                    return False
                 seen.add(tag)
                 t0 = time.monotonic()
                 vals, modes = score(space.enc, cand[None], o[None], k[None], self.objective)
@@ -687,8 +717,8 @@ class _Run:
                     improved = True
                     break
             if not improved:
-                return
-        self._base_eval, self._base_valid = self.evaluated, self.valid
+                return True
+        return False
 
     def meets_floor(self) -> bool:
         """Whether the best found meets the analytic bound of the space (a proof)."""
@@ -737,5 +767,5 @@ class _Run:
         if not self.interrupted and not self.meets_floor():
             cut = self.stopped_by_limit and not self.perfect_proven     # CP-SAT's share ran out
             self.stopped_by_limit = False
-            self.remainders()
+            self.remainders(seed)
             self.stopped_by_limit |= cut
