@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -439,19 +440,20 @@ def _part_key(enc: Encoding, ti: int, li: int, credit: dict[str, str]):
     return ti, li, exact, others
 
 
-def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
-                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
-    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
-    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
-    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
-    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
+class _SlotProducts(NamedTuple):
+    """A batch's product of factors per slot and what follows from it alone ([.., n] each)."""
 
-    Working arrays keep the candidate axis last, so every per-slot, per-dimension or
-    per-level row is one contiguous vector (about twice as fast as candidate-major)."""
-    arch, layer, layout = enc.arch, enc.layer, plan.layout
-    A = len(assign)
-    sparse = layout.sparse
-    S, ND, n = Ff.shape
+    slot_prod: np.ndarray          # [S, n]: the product of each slot's factors
+    ops: np.ndarray                # [n]: temporal iterations (product over temporal slots)
+    mac_units: np.ndarray          # [n]: MAC units used (product over spatial slots)
+    spatial: np.ndarray            # [S, n]: slot_prod at spatial slots, 1 at temporal ones
+    instances_at: np.ndarray       # [S + 1, n]: used instances of each slot's level
+
+
+def _slot_products(layout: _Layout, Ff: np.ndarray) -> _SlotProducts:
+    """Each slot's product of factors, the ops, MAC units and used instances per slot: every
+    count of the roll-up scales by them, so they are computed once per batch."""
+    S, _, n = Ff.shape
     temporal, spatial = layout.temporal, layout.spatial
     # every product of factors below is an integer under 2**53, so exact in any order
     half = Ff[:, :4] * Ff[:, 4:]
@@ -465,13 +467,30 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     instances_at = np.ones((S + 1, n))
     for s in range(S):
         np.multiply(instances_at[s], per_slot_spatial[s], out=instances_at[s + 1])
+    return _SlotProducts(slot_prod, ops, mac_units, per_slot_spatial, instances_at)
 
+
+class _LevelLoops(NamedTuple):
+    """The temporal loops of a batch's storage levels, as the reuse rules read them; the
+    [active, 8, n] arrays hold the `active` levels only, positions innermost first."""
+
+    st_slots: list[int]            # each storage level's temporal slot
+    outer_prod: np.ndarray         # [storages, n]: product of the factors of the levels outside each
+    active: list[int]              # the levels whose loops can be outside a needed tile
+    O: np.ndarray                  # [active, 8, n]: the dimension at each position
+    level_f: np.ndarray            # [active, 8, n]: the factors by dimension
+    level_offset: np.ndarray       # [active, n]: flat index of each level's first row, plus the row
+    ordered: np.ndarray            # [active, 8, n]: the factor at each position
+    outside: np.ndarray            # [active, 8, n]: product of the factors of the loops outside each position
+    iterating: np.ndarray          # [active, 8, n]: the loop at each position has a factor > 1
+
+
+def _level_loops(enc: Encoding, plan: _Plan, Ff: np.ndarray, orders: np.ndarray,
+                 slot_prod: np.ndarray) -> _LevelLoops:
+    """The storage levels' loop nests in position order, built once per batch because the
+    innermost-relevant-loop search and the unchanged-tile rule both walk them."""
+    S, ND, n = Ff.shape
     n_st = len(enc.storage_levels)
-    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
-    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
-    counted = {READS: {}, FILLS: {}, UPDATES: {}}
-    carried = {}
-    demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
     st_slots = list(enc.storage_slot)
     level_prod = slot_prod[st_slots]                                        # [st, n]
@@ -493,12 +512,17 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     outside = np.ones_like(ordered)
     for q in range(ND - 2, -1, -1):
         np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
-    iterating = ordered > 1
-    nest = _Nest(st_slots, active, level_f, inner, outer_prod, O, iterating)
+    return _LevelLoops(st_slots, outer_prod, active, O, level_f, level_offset, ordered, outside, ordered > 1)
 
-    # Per storage level si and tensor: where the innermost relevant loop r outside si is
-    # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
-    # factors outside si (for first touches); all tensors at once, [tensors, ...].
+
+def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[tuple]:
+    """Per storage level si (0 to the deepest fill) and tensor of plan.tensors, where the
+    innermost relevant loop r outside si is: (found, sweeps, bound, flat index of r's step in
+    inner) and the product of the relevant factors outside si (for first touches); all
+    tensors at once, [tensors, n] each. The fills of every level follow from these."""
+    layout, active, st_slots = plan.layout, loops.active, loops.st_slots
+    _, ND, n = loops.O.shape
+    rows = np.arange(n)
     tensors = plan.tensors
     found = np.zeros((len(tensors), n), dtype=bool)
     sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
@@ -508,13 +532,13 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
         # each level's innermost relevant loop r (if it has one): the lowest set bit of the
         # positions of iterating loops relevant to the tensor, packed into a byte per tensor
         # (much faster than argmax over a middle axis)
-        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [active, n]
+        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(loops.O) * loops.iterating, _POSITION_WEIGHTS)
         code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, active, n]
         has = code != 0
-        at = _LOWEST_BIT.take(code) * n + level_offset                     # [T, active, n]
-        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
-        r_sweeps = outer_prod[active] * r_before
-        rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
+        at = _LOWEST_BIT.take(code) * n + loops.level_offset                # [T, active, n]
+        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (loops.ordered, loops.outside, loops.O))
+        r_sweeps = loops.outer_prod[active] * r_before
+        rel_prod = np.stack([_product(loops.level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
         # r's step (its dimension's factors in all slots after r's slot) sits at
         # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
         step_at = (r_dim + ((np.array([st_slots[so] for so in active]) + 1) * ND)[:, None]) * n + rows
@@ -529,10 +553,18 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
             found = found | h
             touched = touched * rel_prod[:, i]
         reused.append((found, sweeps, bound, step_index, touched))
+    return reused
 
+
+def _fill_quantities(plan: _Plan, inner: np.ndarray, loops: _LevelLoops, reused: list[tuple]) -> dict:
+    """(tensor, storage) -> (fetched per instance, distinct touched per instance) for each of
+    plan.fills: the tile times how often it is brought in, less the overlap a sliding axis
+    keeps and the steps that bring back the held tile."""
+    layout, st_slots, tensors = plan.layout, loops.st_slots, plan.tensors
+    ND, n = inner.shape[1:]
+    nest = _Nest(st_slots, loops.active, loops.level_f, inner, loops.outer_prod, loops.O, loops.iterating)
     quantities_at = {}
     for ti, si in plan.fills:
-        # (fetched per instance, distinct touched per instance) at storage si for tensor ti
         extents = layout.coefficients[ti] @ (inner[st_slots[si]] - 1.0) + 1.0   # [axes, n], exact integers
         tile = _product(extents)
         found, sweeps, r_bound, step_index, touched = (x[tensors.index(ti)] for x in reused[si])
@@ -551,6 +583,33 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
         if sliding:
             fetched = fetched - tile * nest.unchanged_steps(layout.unchanged[ti], si)
         quantities_at[ti, si] = fetched, tile * touched
+    return quantities_at
+
+
+def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
+                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
+    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
+    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
+    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
+    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
+
+    Working arrays keep the candidate axis last, so every per-slot, per-dimension or
+    per-level row is one contiguous vector (about twice as fast as candidate-major)."""
+    arch, layer, layout = enc.arch, enc.layer, plan.layout
+    A = len(assign)
+    sparse = layout.sparse
+    S, ND, n = Ff.shape
+    slots = _slot_products(layout, Ff)
+    ops, mac_units, per_slot_spatial, instances_at = slots.ops, slots.mac_units, slots.spatial, slots.instances_at
+    n_st = len(enc.storage_levels)
+    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
+    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
+    counted = {READS: {}, FILLS: {}, UPDATES: {}}
+    carried = {}
+    demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
+    rows = np.arange(n)
+    loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
+    quantities_at = _fill_quantities(plan, inner, loops, _innermost_relevant_loops(plan, loops))
 
     parts = {}
 
