@@ -586,6 +586,155 @@ def _fill_quantities(plan: _Plan, inner: np.ndarray, loops: _LevelLoops, reused:
     return quantities_at
 
 
+class _DistinctTiles:
+    """The factor of distinct child tiles each fan-out creates in a batch, per part key (see
+    _part_key), computed once: several links and mode choices share one."""
+
+    def __init__(self, enc: Encoding, layout: _Layout, Ff: np.ndarray, inner: np.ndarray, spatial: np.ndarray):
+        self.enc, self.layout, self.Ff, self.inner, self.spatial = enc, layout, Ff, inner, spatial
+        self.parts, self.exact = {}, {}
+
+    def part(self, key) -> np.ndarray:
+        """[n]: the factor of distinct child tiles one fan-out creates (see _part_key)."""
+        if key not in self.parts:
+            ti, li, exact, others = key
+            part = self.exact_part(ti, li, exact)
+            for s, label in others:
+                if label == "none":
+                    part = part * self.spatial[s]
+                elif label == "projection":
+                    part = part * np.prod(self.Ff[s, self.layout.rel[ti]], axis=0)
+            self.parts[key] = part
+        return self.parts[key]
+
+    def exact_part(self, ti: int, li: int, axes: str) -> np.ndarray:
+        """Distinct tile offsets along every axis of tensor ti among the children of fan-out
+        li that differ only on the fan-out axes in `axes` (those sharing reads exactly)."""
+        key = (ti, li, axes)
+        if key not in self.exact:
+            Ff, inner = self.Ff, self.inner
+            fan_slots = [s for s in self.layout.fan_slots[li] if self.enc.slots[s][1] in axes]
+            total = np.ones(Ff.shape[-1])
+            for axis in self.layout.axes[ti]:
+                if len(axis) > 1:
+                    total = total * _distinct_batch([(Ff[s, d], c * inner[s + 1, d])
+                                                     for s in fan_slots for d, c in axis])
+                else:
+                    # one dimension per axis: nested progressions never collide -> product
+                    for s in fan_slots:
+                        total = total * Ff[s, axis[0][0]]
+            self.exact[key] = total
+        return self.exact[key]
+
+
+class _Totals:
+    """A batch's counts, carried words and fan-out demand summed over its plan's links; each
+    row takes the values of its own pattern's links only."""
+
+    def __init__(self, pattern_id: np.ndarray | None):
+        # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
+        # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
+        self.counted = {READS: {}, FILLS: {}, UPDATES: {}}
+        self.carried = {}                    # (fan-out level, tensor) -> words carried
+        self.demand = {}                     # (fan-out level, tensor) -> [A, n] words per fan-out instance
+        self.pattern_id = pattern_id
+        self.masks = {}                      # patterns -> [n] bool: the rows having one of them
+
+    def merge(self, into: dict, key, value, patterns):
+        """Store a link's count (or words): per row, only one link of its pattern's chain
+        has it, so the rows of the link's patterns take its value."""
+        if patterns is None:
+            into[key] = value
+            return
+        if patterns not in self.masks:
+            self.masks[patterns] = _sum([self.pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
+        into[key] = np.where(self.masks[patterns], value, into[key] if key in into else 0.0)
+
+
+class _TermProducts:
+    """copies x quantity of one link's terms (each computed once per link: several terms
+    share one)."""
+
+    def __init__(self, copies_of: dict, quantities: dict):
+        self.copies_of, self.quantities, self.cache = copies_of, quantities, {}
+
+    def of(self, term) -> np.ndarray:
+        """The term's copies x quantity, without its coefficient."""
+        key = term.copies, term.quantity
+        if key not in self.cache:
+            self.cache[key] = self.copies_of[term.copies] * self.quantities[term.quantity]
+        return self.cache[key]
+
+    def total(self, terms) -> np.ndarray:
+        """The sum of the terms' coefficient x product."""
+        return _weighted_sum([(t.coefficient, self.of(t)) for t in terms])
+
+
+def _distinct_copies(lp: _LinkPlan, tiles: _DistinctTiles, parent_instances: np.ndarray,
+                     assign: np.ndarray) -> np.ndarray:
+    """[A, n]: distinct child tiles per parent instance (the product over the fan-outs in
+    between of the distinct tiles each creates, under each mode choice) times the parent's
+    instances."""
+    ti = lp.link.tensor
+    distinct = np.ones((len(assign), 1)) * parent_instances
+    for j, keys in lp.parts:
+        if j is None:
+            distinct = distinct * tiles.part(keys[0])
+        else:
+            distinct = distinct * np.stack([tiles.part(k) for k in keys])[assign[:, j, ti]]
+    return distinct
+
+
+def _link_counts(link, products: _TermProducts) -> dict:
+    """(kind, storage) -> the link's count of that kind at that storage: its terms summed in
+    the scalar model's order."""
+    mine = {}
+    for x in link.counts:
+        key = x.kind, x.storage
+        c = x.term.coefficient
+        p = products.of(x.term)
+        # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
+        if key not in mine:
+            mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
+        elif c == -1.0:
+            mine[key] = mine[key] - p
+        else:
+            mine[key] = mine[key] + (p if c == 1.0 else c * p)
+    return mine
+
+
+def _link_totals(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray, inner: np.ndarray,
+                 slots: _SlotProducts, quantities_at: dict, assign: np.ndarray) -> _Totals:
+    """Every link's reads, fills and updates per (storage, tensor), words carried and
+    bandwidth demand per (fan-out, tensor), merged over the plan's patterns: the counts
+    energy and cycles are computed from."""
+    tiles = _DistinctTiles(enc, plan.layout, Ff, inner, slots.spatial)
+    totals = _Totals(pattern_id)
+    instances_at = slots.instances_at
+    for lp in plan.links:
+        link = lp.link
+        ti = link.tensor
+        parent = instances_at[enc.storage_slot[link.parent]]
+        copies_of = {MACS: slots.mac_units, DISTINCT: _distinct_copies(lp, tiles, parent, assign), PARENT: parent}
+        if link.child is not None:
+            copies_of[CHILD] = instances_at[enc.storage_slot[link.child]]
+        quantities = {OPS: slots.ops}
+        if lp.fills_at is not None:
+            quantities[FETCHED], quantities[TOUCHED] = quantities_at[ti, lp.fills_at]
+        products = _TermProducts(copies_of, quantities)
+        for (kind, si), value in _link_counts(link, products).items():
+            totals.merge(totals.counted[kind], (si, ti), value, lp.patterns)
+        if lp.energy_fans:
+            words = products.total(link.words)
+            for i, _ in lp.energy_fans:
+                totals.merge(totals.carried, (i, ti), words, lp.patterns)
+        if lp.limited_fans:
+            down = products.total(link.down)
+            for i, x_slot in lp.limited_fans:
+                totals.merge(totals.demand, (i, ti), down / instances_at[x_slot], lp.patterns)
+    return totals
+
+
 def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
                       inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
     """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
@@ -602,117 +751,11 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     slots = _slot_products(layout, Ff)
     ops, mac_units, per_slot_spatial, instances_at = slots.ops, slots.mac_units, slots.spatial, slots.instances_at
     n_st = len(enc.storage_levels)
-    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
-    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
-    counted = {READS: {}, FILLS: {}, UPDATES: {}}
-    carried = {}
-    demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
     loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
     quantities_at = _fill_quantities(plan, inner, loops, _innermost_relevant_loops(plan, loops))
-
-    parts = {}
-
-    def part_of(key):
-        """[n]: the factor of distinct child tiles one fan-out creates (see _part_key)."""
-        if key not in parts:
-            ti, li, exact, others = key
-            part = exact_part(ti, li, exact)
-            for s, label in others:
-                if label == "none":
-                    part = part * per_slot_spatial[s]
-                elif label == "projection":
-                    part = part * np.prod(Ff[s, layout.rel[ti]], axis=0)
-            parts[key] = part
-        return parts[key]
-
-    exact_cache = {}
-
-    def exact_part(ti: int, li: int, axes: str):
-        """Distinct tile offsets along every axis of tensor ti among the children of fan-out
-        li that differ only on the fan-out axes in `axes` (those sharing reads exactly)."""
-        key = (ti, li, axes)
-        if key not in exact_cache:
-            fan_slots = [s for s in layout.fan_slots[li] if enc.slots[s][1] in axes]
-            total = np.ones(n)
-            for axis in layout.axes[ti]:
-                if len(axis) > 1:
-                    total = total * _distinct_batch([(Ff[s, d], c * inner[s + 1, d])
-                                                     for s in fan_slots for d, c in axis])
-                else:
-                    # one dimension per axis: nested progressions never collide -> product
-                    for s in fan_slots:
-                        total = total * Ff[s, axis[0][0]]
-            exact_cache[key] = total
-        return exact_cache[key]
-
-    masks = {}
-
-    def merge(into: dict, key, value, patterns):
-        """Store a link's count (or words): per row, only one link of its pattern's chain
-        has it, so the rows of the link's patterns take its value."""
-        if patterns is None:
-            into[key] = value
-            return
-        if patterns not in masks:
-            masks[patterns] = _sum([pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
-        into[key] = np.where(masks[patterns], value, into[key] if key in into else 0.0)
-
-    copies_of = {MACS: mac_units}
-    for lp in plan.links:
-        link = lp.link
-        ti = link.tensor
-        # [A, n]: distinct child tiles per parent instance (the product over the fan-outs in
-        # between of the distinct tiles each creates, under each mode choice) times the
-        # parent's instances
-        distinct = np.ones((A, 1)) * instances_at[enc.storage_slot[link.parent]]
-        for j, keys in lp.parts:
-            if j is None:
-                distinct = distinct * part_of(keys[0])
-            else:
-                distinct = distinct * np.stack([part_of(k) for k in keys])[assign[:, j, ti]]
-        copies_of[DISTINCT] = distinct
-        copies_of[PARENT] = instances_at[enc.storage_slot[link.parent]]
-        if link.child is not None:
-            copies_of[CHILD] = instances_at[enc.storage_slot[link.child]]
-        quantities = {OPS: ops}
-        if lp.fills_at is not None:
-            quantities[FETCHED], quantities[TOUCHED] = quantities_at[ti, lp.fills_at]
-
-        products = {}
-
-        def product(term):
-            """copies x quantity (each computed once per link: several terms share one)."""
-            key = term.copies, term.quantity
-            if key not in products:
-                products[key] = copies_of[term.copies] * quantities[term.quantity]
-            return products[key]
-
-        def total(terms):
-            return _weighted_sum([(t.coefficient, product(t)) for t in terms])
-
-        mine = {}
-        for x in link.counts:
-            key = x.kind, x.storage
-            c = x.term.coefficient
-            p = product(x.term)
-            # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
-            if key not in mine:
-                mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
-            elif c == -1.0:
-                mine[key] = mine[key] - p
-            else:
-                mine[key] = mine[key] + (p if c == 1.0 else c * p)
-        for (kind, si), value in mine.items():
-            merge(counted[kind], (si, ti), value, lp.patterns)
-        if lp.energy_fans:
-            words = total(link.words)
-            for i, _ in lp.energy_fans:
-                merge(carried, (i, ti), words, lp.patterns)
-        if lp.limited_fans:
-            down = total(link.down)
-            for i, x_slot in lp.limited_fans:
-                merge(demand, (i, ti), down / instances_at[x_slot], lp.patterns)
+    totals = _link_totals(enc, plan, pattern_id, Ff, inner, slots, quantities_at, assign)
+    counted, carried, demand = totals.counted, totals.carried, totals.demand
 
     energy = np.zeros((A, n))
     compute = ops * sparse.mac_cycles
