@@ -744,33 +744,56 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
 
     Working arrays keep the candidate axis last, so every per-slot, per-dimension or
     per-level row is one contiguous vector (about twice as fast as candidate-major)."""
-    arch, layer, layout = enc.arch, enc.layer, plan.layout
-    A = len(assign)
-    sparse = layout.sparse
-    S, ND, n = Ff.shape
-    slots = _slot_products(layout, Ff)
-    ops, mac_units, per_slot_spatial, instances_at = slots.ops, slots.mac_units, slots.spatial, slots.instances_at
-    n_st = len(enc.storage_levels)
-    rows = np.arange(n)
+    n = Ff.shape[-1]
+    slots = _slot_products(plan.layout, Ff)
     loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
     quantities_at = _fill_quantities(plan, inner, loops, _innermost_relevant_loops(plan, loops))
     totals = _link_totals(enc, plan, pattern_id, Ff, inner, slots, quantities_at, assign)
-    counted, carried, demand = totals.counted, totals.carried, totals.demand
+    compute = slots.ops * plan.layout.sparse.mac_cycles
+    energy = _access_energy(enc, plan, totals, len(assign), n)
+    cyc = _cycles_under_bandwidth(enc, totals, slots.instances_at, compute, assign)
+    _add_time_energy(enc, energy, cyc, slots.instances_at)
+    compute = np.ceil(compute - 1e-9)
+    pick = _cheapest_modes(objective, energy, cyc, compute)
+    sel = (pick, np.arange(n))
+    counts = _counts_array(enc, totals, sel, len(assign)) if with_counts else None
+    return energy[sel], cyc[sel], compute, counts, pick
 
+
+def _access_energy(enc: Encoding, plan: _Plan, totals: _Totals, A: int, n: int) -> np.ndarray:
+    """[A, n]: the energy of the storage accesses, the words carried by fan-outs and the
+    MACs, added in the scalar model's order (so sums do not depend on the batch)."""
+    arch = enc.arch
+    counted = totals.counted
     energy = np.zeros((A, n))
-    compute = ops * sparse.mac_cycles
-    cyc = np.ones((A, 1)) * compute
-    reads, fills, updates = counted[READS], counted[FILLS], counted[UPDATES]
-    zero = np.zeros(n)
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
             if plan.keep[si][ti]:
                 # the terms of absent (zero) counts would add exactly 0.0: left out
-                terms = [x[(si, ti)] * e for x, e in zip((reads, fills, updates), level.energy_of(t))
-                         if (si, ti) in x]
+                terms = [x[(si, ti)] * e for x, e in zip((counted[READS], counted[FILLS], counted[UPDATES]),
+                                                         level.energy_of(t)) if (si, ti) in x]
                 if terms:
                     energy += _sum(terms)
+    carried = totals.carried
+    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
+    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
+        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
+    energy += enc.layer.macs * arch.mac_energy * plan.layout.sparse.mac_energy
+    return energy
+
+
+def _cycles_under_bandwidth(enc: Encoding, totals: _Totals, instances_at: np.ndarray, compute: np.ndarray,
+                            assign: np.ndarray) -> np.ndarray:
+    """[A, n]: cycles, the most of the compute cycles and the cycles each storage level's and
+    fan-out's bandwidth needs for its words per instance, rounded up as the scalar model."""
+    arch, n = enc.arch, len(compute)
+    reads, fills, updates = totals.counted[READS], totals.counted[FILLS], totals.counted[UPDATES]
+    A = len(assign)
+    cyc = np.ones((A, 1)) * compute
+    zero = np.zeros(n)
+    for si, li in enumerate(enc.storage_levels):
+        level: Storage = arch.levels[li]
         inst = instances_at[enc.storage_slot[si]]
         r = _sum([reads[si, ti] for ti in range(len(TENSORS)) if (si, ti) in reads], zero) / inst
         w = _sum([_sum([x[si, ti] for x in (fills, updates) if (si, ti) in x])
@@ -781,10 +804,7 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
             cyc = np.maximum(cyc, w / level.write_bw)
         if level.shared_bw:
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
-    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
-    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
-        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
-    for (i, ti), words in demand.items():
+    for (i, ti), words in totals.demand.items():
         fan: Fanout = arch.levels[i]
         if i in enc.mode_fans:
             options = fan.modes_of(TENSORS[ti])
@@ -792,31 +812,42 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
         else:
             bw = np.full(A, fan.bandwidth(TENSORS[ti], None))
         cyc = np.maximum(cyc, words / bw[:, None])
-    energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
-    cyc = np.ceil(cyc - 1e-9)
+    return np.ceil(cyc - 1e-9)
+
+
+def _add_time_energy(enc: Encoding, energy: np.ndarray, cyc: np.ndarray, instances_at: np.ndarray):
+    """Add (in place) the energy that grows with the cycles: each storage instance's leakage
+    and the arch's energy per cycle; last, as the scalar model adds them."""
+    arch = enc.arch
     for si, li in enumerate(enc.storage_levels):
         if arch.levels[li].leakage:
             energy += arch.levels[li].leakage * cyc * instances_at[enc.storage_slot[si]]
     if arch.cycle_energy:
         energy += arch.cycle_energy * cyc
-    compute = np.ceil(compute - 1e-9)
+
+
+def _cheapest_modes(objective: str, energy: np.ndarray, cyc: np.ndarray, compute: np.ndarray) -> np.ndarray:
+    """[n]: per candidate, the network-mode choice (row of energy [A, n]) that minimises the
+    objective; ties go to the lower energy, then the first listed."""
+    A, n = energy.shape
     if A == 1:
-        pick = np.zeros(n, dtype=np.int64)
-    else:
-        # the best mode choice per candidate; ties go to the lower energy, then the first listed
-        value = objective_of(objective, energy, cyc, np.ones((A, 1)) * compute)
-        best = value.min(axis=0, keepdims=True)
-        tie = value <= best * (1 + 1e-12)
-        pick = np.argmin(np.where(tie, energy, np.inf), axis=0)
-    sel = (pick, rows)
-    counts = None
-    if with_counts:
-        counts = np.zeros((n, n_st, len(TENSORS), 3))
-        for a, x in enumerate((reads, fills, updates)):
-            for (si, ti), v in x.items():
-                counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
-    return energy[sel], cyc[sel], compute, counts, pick
+        return np.zeros(n, dtype=np.int64)
+    value = objective_of(objective, energy, cyc, np.ones((A, 1)) * compute)
+    best = value.min(axis=0, keepdims=True)
+    tie = value <= best * (1 + 1e-12)
+    return np.argmin(np.where(tie, energy, np.inf), axis=0)
+
+
+def _counts_array(enc: Encoding, totals: _Totals, sel: tuple, A: int) -> np.ndarray:
+    """[n, storages, 3 tensors, 3 (reads, fills, updates)]: the counts under each candidate's
+    chosen modes (`sel`: (mode choice, row) per candidate), for BatchCost.counts."""
+    n = len(sel[1])
+    counts = np.zeros((n, len(enc.storage_levels), len(TENSORS), 3))
+    for a, kind in enumerate((READS, FILLS, UPDATES)):
+        for (si, ti), v in totals.counted[kind].items():
+            counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
+    return counts
 
 
 class _UnchangedRule:
