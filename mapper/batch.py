@@ -440,6 +440,37 @@ def _part_key(enc: Encoding, ti: int, li: int, credit: dict[str, str]):
     return ti, li, exact, others
 
 
+def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
+                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
+    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
+    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
+    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
+    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
+
+    The roll-up, one step each: products of factors per slot -> each storage level's loop
+    nest -> the innermost relevant loop outside each level -> fetched and touched words per
+    fill -> reads, fills and updates per (storage, tensor) and words per fan-out, over the
+    links -> energy -> cycles under bandwidth -> the cheapest mode choice.
+
+    Working arrays keep the candidate axis last, so every per-slot, per-dimension or
+    per-level row is one contiguous vector (about twice as fast as candidate-major)."""
+    n = Ff.shape[-1]
+    slots = _slot_products(plan.layout, Ff)
+    loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
+    reuse = _innermost_relevant_loops(plan, loops)
+    fill_quantities = _fill_quantities(plan, inner, loops, reuse)
+    totals = _link_totals(enc, plan, pattern_id, Ff, inner, slots, fill_quantities, assign)
+    compute = slots.ops * plan.layout.sparse.mac_cycles
+    energy = _access_energy(enc, plan, totals, len(assign), n)
+    cyc = _cycles_under_bandwidth(enc, totals, slots.instances_at, compute, assign)
+    _add_time_energy(enc, energy, cyc, slots.instances_at)
+    compute = np.ceil(compute - 1e-9)
+    pick = _cheapest_modes(objective, energy, cyc, compute)
+    sel = (pick, np.arange(n))
+    counts = _counts_array(enc, totals, sel, len(assign)) if with_counts else None
+    return energy[sel], cyc[sel], compute, counts, pick
+
+
 class _SlotProducts(NamedTuple):
     """A batch's product of factors per slot and what follows from it alone ([.., n] each)."""
 
@@ -479,7 +510,7 @@ class _LevelLoops(NamedTuple):
     active: list[int]              # the levels whose loops can be outside a needed tile
     O: np.ndarray                  # [active, 8, n]: the dimension at each position
     level_f: np.ndarray            # [active, 8, n]: the factors by dimension
-    level_offset: np.ndarray       # [active, n]: flat index of each level's first row, plus the row
+    level_offset: np.ndarray       # [active, n]: flat index of (level, position 0, row) in these arrays
     ordered: np.ndarray            # [active, 8, n]: the factor at each position
     outside: np.ndarray            # [active, 8, n]: product of the factors of the loops outside each position
     iterating: np.ndarray          # [active, 8, n]: the loop at each position has a factor > 1
@@ -489,7 +520,7 @@ def _level_loops(enc: Encoding, plan: _Plan, Ff: np.ndarray, orders: np.ndarray,
                  slot_prod: np.ndarray) -> _LevelLoops:
     """The storage levels' loop nests in position order, built once per batch because the
     innermost-relevant-loop search and the unchanged-tile rule both walk them."""
-    S, ND, n = Ff.shape
+    _, ND, n = Ff.shape
     n_st = len(enc.storage_levels)
     rows = np.arange(n)
     st_slots = list(enc.storage_slot)
@@ -515,11 +546,21 @@ def _level_loops(enc: Encoding, plan: _Plan, Ff: np.ndarray, orders: np.ndarray,
     return _LevelLoops(st_slots, outer_prod, active, O, level_f, level_offset, ordered, outside, ordered > 1)
 
 
-def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[tuple]:
-    """Per storage level si (0 to the deepest fill) and tensor of plan.tensors, where the
-    innermost relevant loop r outside si is: (found, sweeps, bound, flat index of r's step in
-    inner) and the product of the relevant factors outside si (for first touches); all
-    tensors at once, [tensors, n] each. The fills of every level follow from these."""
+class _Reuse(NamedTuple):
+    """Per tensor of plan.tensors ([tensors, n] each), the innermost relevant loop r outside
+    one storage level and what the level's fills need of it."""
+
+    found: np.ndarray              # bool: some relevant loop iterates outside the level
+    sweeps: np.ndarray             # how many times r's loop starts (the product of the factors outside it)
+    bound: np.ndarray              # r's factor
+    step_index: np.ndarray         # flat index in inner of r's step (its dimension's factors inside r)
+    touched: np.ndarray            # product of the relevant factors outside the level
+
+
+def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[_Reuse]:
+    """Per storage level si (0 to the deepest fill), where the innermost relevant loop r
+    outside si is and the product of the relevant factors outside si (for first touches),
+    all tensors at once: the fills of every level follow from these."""
     layout, active, st_slots = plan.layout, loops.active, loops.st_slots
     _, ND, n = loops.O.shape
     rows = np.arange(n)
@@ -527,7 +568,7 @@ def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[tuple]:
     found = np.zeros((len(tensors), n), dtype=bool)
     sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
     step_index = np.broadcast_to(ND * n + rows, found.shape)
-    reused = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
+    reused = [_Reuse(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
     if active:
         # each level's innermost relevant loop r (if it has one): the lowest set bit of the
         # positions of iterating loops relevant to the tensor, packed into a byte per tensor
@@ -552,11 +593,11 @@ def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[tuple]:
             step_index = np.where(h, step_at[:, i], step_index)
             found = found | h
             touched = touched * rel_prod[:, i]
-        reused.append((found, sweeps, bound, step_index, touched))
+        reused.append(_Reuse(found, sweeps, bound, step_index, touched))
     return reused
 
 
-def _fill_quantities(plan: _Plan, inner: np.ndarray, loops: _LevelLoops, reused: list[tuple]) -> dict:
+def _fill_quantities(plan: _Plan, inner: np.ndarray, loops: _LevelLoops, reused: list[_Reuse]) -> dict:
     """(tensor, storage) -> (fetched per instance, distinct touched per instance) for each of
     plan.fills: the tile times how often it is brought in, less the overlap a sliding axis
     keeps and the steps that bring back the held tile."""
@@ -733,31 +774,6 @@ def _link_totals(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: 
             for i, x_slot in lp.limited_fans:
                 totals.merge(totals.demand, (i, ti), down / instances_at[x_slot], lp.patterns)
     return totals
-
-
-def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray,
-                      inner: np.ndarray, orders: np.ndarray, assign: np.ndarray, objective: str, with_counts: bool):
-    """Candidates of the keep patterns of `plan` (pattern_id [n]: each one's, None: all the
-    same); `assign` [A, mode fan-outs, 3] lists the network-mode choices to evaluate (the
-    cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
-    inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
-
-    Working arrays keep the candidate axis last, so every per-slot, per-dimension or
-    per-level row is one contiguous vector (about twice as fast as candidate-major)."""
-    n = Ff.shape[-1]
-    slots = _slot_products(plan.layout, Ff)
-    loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
-    quantities_at = _fill_quantities(plan, inner, loops, _innermost_relevant_loops(plan, loops))
-    totals = _link_totals(enc, plan, pattern_id, Ff, inner, slots, quantities_at, assign)
-    compute = slots.ops * plan.layout.sparse.mac_cycles
-    energy = _access_energy(enc, plan, totals, len(assign), n)
-    cyc = _cycles_under_bandwidth(enc, totals, slots.instances_at, compute, assign)
-    _add_time_energy(enc, energy, cyc, slots.instances_at)
-    compute = np.ceil(compute - 1e-9)
-    pick = _cheapest_modes(objective, energy, cyc, compute)
-    sel = (pick, np.arange(n))
-    counts = _counts_array(enc, totals, sel, len(assign)) if with_counts else None
-    return energy[sel], cyc[sel], compute, counts, pick
 
 
 def _access_energy(enc: Encoding, plan: _Plan, totals: _Totals, A: int, n: int) -> np.ndarray:
