@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -446,12 +447,44 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     cheapest per candidate by `objective` is kept). Ff [S, 8, n] holds the factors and
     inner [S + 1, 8, n] their products over slots s.. (see _pattern_groups).
 
+    The roll-up, one step each: products of factors per slot -> each storage level's loop
+    nest -> the innermost relevant loop outside each level -> fetched and touched words per
+    fill -> reads, fills and updates per (storage, tensor) and words per fan-out, over the
+    links -> energy -> cycles under bandwidth -> the cheapest mode choice.
+
     Working arrays keep the candidate axis last, so every per-slot, per-dimension or
     per-level row is one contiguous vector (about twice as fast as candidate-major)."""
-    arch, layer, layout = enc.arch, enc.layer, plan.layout
-    A = len(assign)
-    sparse = layout.sparse
-    S, ND, n = Ff.shape
+    n = Ff.shape[-1]
+    slots = _slot_products(plan.layout, Ff)
+    loops = _level_loops(enc, plan, Ff, orders, slots.slot_prod)
+    reuse = _innermost_relevant_loops(plan, loops)
+    fill_quantities = _fill_quantities(plan, inner, loops, reuse)
+    totals = _link_totals(enc, plan, pattern_id, Ff, inner, slots, fill_quantities, assign)
+    compute = slots.ops * plan.layout.sparse.mac_cycles
+    energy = _access_energy(enc, plan, totals, len(assign), n)
+    cyc = _cycles_under_bandwidth(enc, totals, slots.instances_at, compute, assign)
+    _add_time_energy(enc, energy, cyc, slots.instances_at)
+    compute = np.ceil(compute - 1e-9)
+    pick = _cheapest_modes(objective, energy, cyc, compute)
+    sel = (pick, np.arange(n))
+    counts = _counts_array(enc, totals, sel, len(assign)) if with_counts else None
+    return energy[sel], cyc[sel], compute, counts, pick
+
+
+class _SlotProducts(NamedTuple):
+    """A batch's product of factors per slot and what follows from it alone ([.., n] each)."""
+
+    slot_prod: np.ndarray          # [S, n]: the product of each slot's factors
+    ops: np.ndarray                # [n]: temporal iterations (product over temporal slots)
+    mac_units: np.ndarray          # [n]: MAC units used (product over spatial slots)
+    spatial: np.ndarray            # [S, n]: slot_prod at spatial slots, 1 at temporal ones
+    instances_at: np.ndarray       # [S + 1, n]: used instances of each slot's level
+
+
+def _slot_products(layout: _Layout, Ff: np.ndarray) -> _SlotProducts:
+    """Each slot's product of factors, the ops, MAC units and used instances per slot: every
+    count of the roll-up scales by them, so they are computed once per batch."""
+    S, _, n = Ff.shape
     temporal, spatial = layout.temporal, layout.spatial
     # every product of factors below is an integer under 2**53, so exact in any order
     half = Ff[:, :4] * Ff[:, 4:]
@@ -465,13 +498,30 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     instances_at = np.ones((S + 1, n))
     for s in range(S):
         np.multiply(instances_at[s], per_slot_spatial[s], out=instances_at[s + 1])
+    return _SlotProducts(slot_prod, ops, mac_units, per_slot_spatial, instances_at)
 
+
+class _LevelLoops(NamedTuple):
+    """The temporal loops of a batch's storage levels, as the reuse rules read them; the
+    [active, 8, n] arrays hold the `active` levels only, positions innermost first."""
+
+    st_slots: list[int]            # each storage level's temporal slot
+    outer_prod: np.ndarray         # [storages, n]: product of the factors of the levels outside each
+    active: list[int]              # the levels whose loops can be outside a needed tile
+    O: np.ndarray                  # [active, 8, n]: the dimension at each position
+    level_f: np.ndarray            # [active, 8, n]: the factors by dimension
+    level_offset: np.ndarray       # [active, n]: flat index of (level, position 0, row) in these arrays
+    ordered: np.ndarray            # [active, 8, n]: the factor at each position
+    outside: np.ndarray            # [active, 8, n]: product of the factors of the loops outside each position
+    iterating: np.ndarray          # [active, 8, n]: the loop at each position has a factor > 1
+
+
+def _level_loops(enc: Encoding, plan: _Plan, Ff: np.ndarray, orders: np.ndarray,
+                 slot_prod: np.ndarray) -> _LevelLoops:
+    """The storage levels' loop nests in position order, built once per batch because the
+    innermost-relevant-loop search and the unchanged-tile rule both walk them."""
+    _, ND, n = Ff.shape
     n_st = len(enc.storage_levels)
-    # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
-    # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
-    counted = {READS: {}, FILLS: {}, UPDATES: {}}
-    carried = {}
-    demand = {}                              # (fan-out level, tensor) -> [A, n] words per fan-out instance
     rows = np.arange(n)
     st_slots = list(enc.storage_slot)
     level_prod = slot_prod[st_slots]                                        # [st, n]
@@ -493,28 +543,43 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
     outside = np.ones_like(ordered)
     for q in range(ND - 2, -1, -1):
         np.multiply(outside[:, q + 1], ordered[:, q + 1], out=outside[:, q])
-    iterating = ordered > 1
-    nest = _Nest(st_slots, active, level_f, inner, outer_prod, O, iterating)
+    return _LevelLoops(st_slots, outer_prod, active, O, level_f, level_offset, ordered, outside, ordered > 1)
 
-    # Per storage level si and tensor: where the innermost relevant loop r outside si is
-    # (found, sweeps, bound, flat index of r's step in inner) and the product of the relevant
-    # factors outside si (for first touches); all tensors at once, [tensors, ...].
+
+class _Reuse(NamedTuple):
+    """Per tensor of plan.tensors ([tensors, n] each), the innermost relevant loop r outside
+    one storage level and what the level's fills need of it."""
+
+    found: np.ndarray              # bool: some relevant loop iterates outside the level
+    sweeps: np.ndarray             # how many times r's loop starts (the product of the factors outside it)
+    bound: np.ndarray              # r's factor
+    step_index: np.ndarray         # flat index in inner of r's step (its dimension's factors inside r)
+    touched: np.ndarray            # product of the relevant factors outside the level
+
+
+def _innermost_relevant_loops(plan: _Plan, loops: _LevelLoops) -> list[_Reuse]:
+    """Per storage level si (0 to the deepest fill), where the innermost relevant loop r
+    outside si is and the product of the relevant factors outside si (for first touches),
+    all tensors at once: the fills of every level follow from these."""
+    layout, active, st_slots = plan.layout, loops.active, loops.st_slots
+    _, ND, n = loops.O.shape
+    rows = np.arange(n)
     tensors = plan.tensors
     found = np.zeros((len(tensors), n), dtype=bool)
     sweeps, bound, touched = np.ones((len(tensors), n)), np.ones((len(tensors), n)), np.ones((len(tensors), n))
     step_index = np.broadcast_to(ND * n + rows, found.shape)
-    reused = [(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
+    reused = [_Reuse(found, sweeps, bound, step_index, touched)]      # the outermost level: no loops outside
     if active:
         # each level's innermost relevant loop r (if it has one): the lowest set bit of the
         # positions of iterating loops relevant to the tensor, packed into a byte per tensor
         # (much faster than argmax over a middle axis)
-        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(O) * iterating, _POSITION_WEIGHTS)   # [active, n]
+        packed = np.einsum("sqn,q->sn", _RELEVANT_BYTES.take(loops.O) * loops.iterating, _POSITION_WEIGHTS)
         code = np.stack([(packed >> np.uint32(8 * ti)) & np.uint32(0xFF) for ti in tensors])     # [T, active, n]
         has = code != 0
-        at = _LOWEST_BIT.take(code) * n + level_offset                     # [T, active, n]
-        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (ordered, outside, O))
-        r_sweeps = outer_prod[active] * r_before
-        rel_prod = np.stack([_product(level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
+        at = _LOWEST_BIT.take(code) * n + loops.level_offset                # [T, active, n]
+        r_bound, r_before, r_dim = (a.reshape(-1)[at] for a in (loops.ordered, loops.outside, loops.O))
+        r_sweeps = loops.outer_prod[active] * r_before
+        rel_prod = np.stack([_product(loops.level_f[:, d] for d in layout.rel_dims[ti]) for ti in tensors])
         # r's step (its dimension's factors in all slots after r's slot) sits at
         # inner[slot + 1, dim, row]: flat index ((slot + 1) * 8 + dim) * n + row
         step_at = (r_dim + ((np.array([st_slots[so] for so in active]) + 1) * ND)[:, None]) * n + rows
@@ -528,11 +593,19 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
             step_index = np.where(h, step_at[:, i], step_index)
             found = found | h
             touched = touched * rel_prod[:, i]
-        reused.append((found, sweeps, bound, step_index, touched))
+        reused.append(_Reuse(found, sweeps, bound, step_index, touched))
+    return reused
 
+
+def _fill_quantities(plan: _Plan, inner: np.ndarray, loops: _LevelLoops, reused: list[_Reuse]) -> dict:
+    """(tensor, storage) -> (fetched per instance, distinct touched per instance) for each of
+    plan.fills: the tile times how often it is brought in, less the overlap a sliding axis
+    keeps and the steps that bring back the held tile."""
+    layout, st_slots, tensors = plan.layout, loops.st_slots, plan.tensors
+    ND, n = inner.shape[1:]
+    nest = _Nest(st_slots, loops.active, loops.level_f, inner, loops.outer_prod, loops.O, loops.iterating)
     quantities_at = {}
     for ti, si in plan.fills:
-        # (fetched per instance, distinct touched per instance) at storage si for tensor ti
         extents = layout.coefficients[ti] @ (inner[st_slots[si]] - 1.0) + 1.0   # [axes, n], exact integers
         tile = _product(extents)
         found, sweeps, r_bound, step_index, touched = (x[tensors.index(ti)] for x in reused[si])
@@ -551,32 +624,39 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
         if sliding:
             fetched = fetched - tile * nest.unchanged_steps(layout.unchanged[ti], si)
         quantities_at[ti, si] = fetched, tile * touched
+    return quantities_at
 
-    parts = {}
 
-    def part_of(key):
+class _DistinctTiles:
+    """The factor of distinct child tiles each fan-out creates in a batch, per part key (see
+    _part_key), computed once: several links and mode choices share one."""
+
+    def __init__(self, enc: Encoding, layout: _Layout, Ff: np.ndarray, inner: np.ndarray, spatial: np.ndarray):
+        self.enc, self.layout, self.Ff, self.inner, self.spatial = enc, layout, Ff, inner, spatial
+        self.parts, self.exact = {}, {}
+
+    def part(self, key) -> np.ndarray:
         """[n]: the factor of distinct child tiles one fan-out creates (see _part_key)."""
-        if key not in parts:
+        if key not in self.parts:
             ti, li, exact, others = key
-            part = exact_part(ti, li, exact)
+            part = self.exact_part(ti, li, exact)
             for s, label in others:
                 if label == "none":
-                    part = part * per_slot_spatial[s]
+                    part = part * self.spatial[s]
                 elif label == "projection":
-                    part = part * np.prod(Ff[s, layout.rel[ti]], axis=0)
-            parts[key] = part
-        return parts[key]
+                    part = part * np.prod(self.Ff[s, self.layout.rel[ti]], axis=0)
+            self.parts[key] = part
+        return self.parts[key]
 
-    exact_cache = {}
-
-    def exact_part(ti: int, li: int, axes: str):
+    def exact_part(self, ti: int, li: int, axes: str) -> np.ndarray:
         """Distinct tile offsets along every axis of tensor ti among the children of fan-out
         li that differ only on the fan-out axes in `axes` (those sharing reads exactly)."""
         key = (ti, li, axes)
-        if key not in exact_cache:
-            fan_slots = [s for s in layout.fan_slots[li] if enc.slots[s][1] in axes]
-            total = np.ones(n)
-            for axis in layout.axes[ti]:
+        if key not in self.exact:
+            Ff, inner = self.Ff, self.inner
+            fan_slots = [s for s in self.layout.fan_slots[li] if self.enc.slots[s][1] in axes]
+            total = np.ones(Ff.shape[-1])
+            for axis in self.layout.axes[ti]:
                 if len(axis) > 1:
                     total = total * _distinct_batch([(Ff[s, d], c * inner[s + 1, d])
                                                      for s in fan_slots for d, c in axis])
@@ -584,91 +664,152 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
                     # one dimension per axis: nested progressions never collide -> product
                     for s in fan_slots:
                         total = total * Ff[s, axis[0][0]]
-            exact_cache[key] = total
-        return exact_cache[key]
+            self.exact[key] = total
+        return self.exact[key]
 
-    masks = {}
 
-    def merge(into: dict, key, value, patterns):
+class _Totals:
+    """A batch's counts, carried words and fan-out demand summed over its plan's links; each
+    row takes the values of its own pattern's links only."""
+
+    def __init__(self, pattern_id: np.ndarray | None):
+        # (storage, tensor) -> count; absent ones are zero (so add nothing, exactly). Reads and
+        # updates may depend on the network modes ([A, n] or [n]), fills do not ([n]).
+        self.counted = {READS: {}, FILLS: {}, UPDATES: {}}
+        self.carried = {}                    # (fan-out level, tensor) -> words carried
+        self.demand = {}                     # (fan-out level, tensor) -> [A, n] words per fan-out instance
+        self.pattern_id = pattern_id
+        self.masks = {}                      # patterns -> [n] bool: the rows having one of them
+
+    def merge(self, into: dict, key, value, patterns):
         """Store a link's count (or words): per row, only one link of its pattern's chain
         has it, so the rows of the link's patterns take its value."""
         if patterns is None:
             into[key] = value
             return
-        if patterns not in masks:
-            masks[patterns] = _sum([pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
-        into[key] = np.where(masks[patterns], value, into[key] if key in into else 0.0)
+        if patterns not in self.masks:
+            self.masks[patterns] = _sum([self.pattern_id == k for k in patterns])    # (np.isin: ~40x slower here)
+        into[key] = np.where(self.masks[patterns], value, into[key] if key in into else 0.0)
 
-    copies_of = {MACS: mac_units}
+
+class _TermProducts:
+    """copies x quantity of one link's terms (each computed once per link: several terms
+    share one)."""
+
+    def __init__(self, copies_of: dict, quantities: dict):
+        self.copies_of, self.quantities, self.cache = copies_of, quantities, {}
+
+    def of(self, term) -> np.ndarray:
+        """The term's copies x quantity, without its coefficient."""
+        key = term.copies, term.quantity
+        if key not in self.cache:
+            self.cache[key] = self.copies_of[term.copies] * self.quantities[term.quantity]
+        return self.cache[key]
+
+    def total(self, terms) -> np.ndarray:
+        """The sum of the terms' coefficient x product."""
+        return _weighted_sum([(t.coefficient, self.of(t)) for t in terms])
+
+
+def _distinct_copies(lp: _LinkPlan, tiles: _DistinctTiles, parent_instances: np.ndarray,
+                     assign: np.ndarray) -> np.ndarray:
+    """[A, n]: distinct child tiles per parent instance (the product over the fan-outs in
+    between of the distinct tiles each creates, under each mode choice) times the parent's
+    instances."""
+    ti = lp.link.tensor
+    distinct = np.ones((len(assign), 1)) * parent_instances
+    for j, keys in lp.parts:
+        if j is None:
+            distinct = distinct * tiles.part(keys[0])
+        else:
+            distinct = distinct * np.stack([tiles.part(k) for k in keys])[assign[:, j, ti]]
+    return distinct
+
+
+def _link_counts(link, products: _TermProducts) -> dict:
+    """(kind, storage) -> the link's count of that kind at that storage: its terms summed in
+    the scalar model's order."""
+    mine = {}
+    for x in link.counts:
+        key = x.kind, x.storage
+        c = x.term.coefficient
+        p = products.of(x.term)
+        # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
+        if key not in mine:
+            mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
+        elif c == -1.0:
+            mine[key] = mine[key] - p
+        else:
+            mine[key] = mine[key] + (p if c == 1.0 else c * p)
+    return mine
+
+
+def _link_totals(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None, Ff: np.ndarray, inner: np.ndarray,
+                 slots: _SlotProducts, quantities_at: dict, assign: np.ndarray) -> _Totals:
+    """Every link's reads, fills and updates per (storage, tensor), words carried and
+    bandwidth demand per (fan-out, tensor), merged over the plan's patterns: the counts
+    energy and cycles are computed from."""
+    tiles = _DistinctTiles(enc, plan.layout, Ff, inner, slots.spatial)
+    totals = _Totals(pattern_id)
+    instances_at = slots.instances_at
     for lp in plan.links:
         link = lp.link
         ti = link.tensor
-        # [A, n]: distinct child tiles per parent instance (the product over the fan-outs in
-        # between of the distinct tiles each creates, under each mode choice) times the
-        # parent's instances
-        distinct = np.ones((A, 1)) * instances_at[enc.storage_slot[link.parent]]
-        for j, keys in lp.parts:
-            if j is None:
-                distinct = distinct * part_of(keys[0])
-            else:
-                distinct = distinct * np.stack([part_of(k) for k in keys])[assign[:, j, ti]]
-        copies_of[DISTINCT] = distinct
-        copies_of[PARENT] = instances_at[enc.storage_slot[link.parent]]
+        parent = instances_at[enc.storage_slot[link.parent]]
+        copies_of = {MACS: slots.mac_units, DISTINCT: _distinct_copies(lp, tiles, parent, assign), PARENT: parent}
         if link.child is not None:
             copies_of[CHILD] = instances_at[enc.storage_slot[link.child]]
-        quantities = {OPS: ops}
+        quantities = {OPS: slots.ops}
         if lp.fills_at is not None:
             quantities[FETCHED], quantities[TOUCHED] = quantities_at[ti, lp.fills_at]
-
-        products = {}
-
-        def product(term):
-            """copies x quantity (each computed once per link: several terms share one)."""
-            key = term.copies, term.quantity
-            if key not in products:
-                products[key] = copies_of[term.copies] * quantities[term.quantity]
-            return products[key]
-
-        def total(terms):
-            return _weighted_sum([(t.coefficient, product(t)) for t in terms])
-
-        mine = {}
-        for x in link.counts:
-            key = x.kind, x.storage
-            c = x.term.coefficient
-            p = product(x.term)
-            # not in place: products are shared between terms (0.0 + keeps the sign of a zero)
-            if key not in mine:
-                mine[key] = p if c == 1.0 else 0.0 - p if c == -1.0 else 0.0 + c * p
-            elif c == -1.0:
-                mine[key] = mine[key] - p
-            else:
-                mine[key] = mine[key] + (p if c == 1.0 else c * p)
-        for (kind, si), value in mine.items():
-            merge(counted[kind], (si, ti), value, lp.patterns)
+        products = _TermProducts(copies_of, quantities)
+        for (kind, si), value in _link_counts(link, products).items():
+            totals.merge(totals.counted[kind], (si, ti), value, lp.patterns)
         if lp.energy_fans:
-            words = total(link.words)
+            words = products.total(link.words)
             for i, _ in lp.energy_fans:
-                merge(carried, (i, ti), words, lp.patterns)
+                totals.merge(totals.carried, (i, ti), words, lp.patterns)
         if lp.limited_fans:
-            down = total(link.down)
+            down = products.total(link.down)
             for i, x_slot in lp.limited_fans:
-                merge(demand, (i, ti), down / instances_at[x_slot], lp.patterns)
+                totals.merge(totals.demand, (i, ti), down / instances_at[x_slot], lp.patterns)
+    return totals
 
+
+def _access_energy(enc: Encoding, plan: _Plan, totals: _Totals, A: int, n: int) -> np.ndarray:
+    """[A, n]: the energy of the storage accesses, the words carried by fan-outs and the
+    MACs, added in the scalar model's order (so sums do not depend on the batch)."""
+    arch = enc.arch
+    counted = totals.counted
     energy = np.zeros((A, n))
-    compute = ops * sparse.mac_cycles
-    cyc = np.ones((A, 1)) * compute
-    reads, fills, updates = counted[READS], counted[FILLS], counted[UPDATES]
-    zero = np.zeros(n)
     for si, li in enumerate(enc.storage_levels):
         level: Storage = arch.levels[li]
         for ti, t in enumerate(TENSORS):
             if plan.keep[si][ti]:
                 # the terms of absent (zero) counts would add exactly 0.0: left out
-                terms = [x[(si, ti)] * e for x, e in zip((reads, fills, updates), level.energy_of(t))
-                         if (si, ti) in x]
+                terms = [x[(si, ti)] * e for x, e in zip((counted[READS], counted[FILLS], counted[UPDATES]),
+                                                         level.energy_of(t)) if (si, ti) in x]
                 if terms:
                     energy += _sum(terms)
+    carried = totals.carried
+    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
+    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
+        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
+    energy += enc.layer.macs * arch.mac_energy * plan.layout.sparse.mac_energy
+    return energy
+
+
+def _cycles_under_bandwidth(enc: Encoding, totals: _Totals, instances_at: np.ndarray, compute: np.ndarray,
+                            assign: np.ndarray) -> np.ndarray:
+    """[A, n]: cycles, the most of the compute cycles and the cycles each storage level's and
+    fan-out's bandwidth needs for its words per instance, rounded up as the scalar model."""
+    arch, n = enc.arch, len(compute)
+    reads, fills, updates = totals.counted[READS], totals.counted[FILLS], totals.counted[UPDATES]
+    A = len(assign)
+    cyc = np.ones((A, 1)) * compute
+    zero = np.zeros(n)
+    for si, li in enumerate(enc.storage_levels):
+        level: Storage = arch.levels[li]
         inst = instances_at[enc.storage_slot[si]]
         r = _sum([reads[si, ti] for ti in range(len(TENSORS)) if (si, ti) in reads], zero) / inst
         w = _sum([_sum([x[si, ti] for x in (fills, updates) if (si, ti) in x])
@@ -679,10 +820,7 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
             cyc = np.maximum(cyc, w / level.write_bw)
         if level.shared_bw:
             cyc = np.maximum(cyc, (r + w) / level.shared_bw)
-    # in a chain's order (tensor, then outermost fan-out first), as one pattern adds them
-    for i, ti in sorted(carried, key=lambda it: (it[1], it[0])):
-        energy += carried[i, ti] * arch.levels[i].energy_of(TENSORS[ti])
-    for (i, ti), words in demand.items():
+    for (i, ti), words in totals.demand.items():
         fan: Fanout = arch.levels[i]
         if i in enc.mode_fans:
             options = fan.modes_of(TENSORS[ti])
@@ -690,31 +828,42 @@ def _evaluate_pattern(enc: Encoding, plan: _Plan, pattern_id: np.ndarray | None,
         else:
             bw = np.full(A, fan.bandwidth(TENSORS[ti], None))
         cyc = np.maximum(cyc, words / bw[:, None])
-    energy += layer.macs * arch.mac_energy * sparse.mac_energy
     # The scalar model rounds up after taking the max; tolerate float noise the same way.
-    cyc = np.ceil(cyc - 1e-9)
+    return np.ceil(cyc - 1e-9)
+
+
+def _add_time_energy(enc: Encoding, energy: np.ndarray, cyc: np.ndarray, instances_at: np.ndarray):
+    """Add (in place) the energy that grows with the cycles: each storage instance's leakage
+    and the arch's energy per cycle; last, as the scalar model adds them."""
+    arch = enc.arch
     for si, li in enumerate(enc.storage_levels):
         if arch.levels[li].leakage:
             energy += arch.levels[li].leakage * cyc * instances_at[enc.storage_slot[si]]
     if arch.cycle_energy:
         energy += arch.cycle_energy * cyc
-    compute = np.ceil(compute - 1e-9)
+
+
+def _cheapest_modes(objective: str, energy: np.ndarray, cyc: np.ndarray, compute: np.ndarray) -> np.ndarray:
+    """[n]: per candidate, the network-mode choice (row of energy [A, n]) that minimises the
+    objective; ties go to the lower energy, then the first listed."""
+    A, n = energy.shape
     if A == 1:
-        pick = np.zeros(n, dtype=np.int64)
-    else:
-        # the best mode choice per candidate; ties go to the lower energy, then the first listed
-        value = objective_of(objective, energy, cyc, np.ones((A, 1)) * compute)
-        best = value.min(axis=0, keepdims=True)
-        tie = value <= best * (1 + 1e-12)
-        pick = np.argmin(np.where(tie, energy, np.inf), axis=0)
-    sel = (pick, rows)
-    counts = None
-    if with_counts:
-        counts = np.zeros((n, n_st, len(TENSORS), 3))
-        for a, x in enumerate((reads, fills, updates)):
-            for (si, ti), v in x.items():
-                counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
-    return energy[sel], cyc[sel], compute, counts, pick
+        return np.zeros(n, dtype=np.int64)
+    value = objective_of(objective, energy, cyc, np.ones((A, 1)) * compute)
+    best = value.min(axis=0, keepdims=True)
+    tie = value <= best * (1 + 1e-12)
+    return np.argmin(np.where(tie, energy, np.inf), axis=0)
+
+
+def _counts_array(enc: Encoding, totals: _Totals, sel: tuple, A: int) -> np.ndarray:
+    """[n, storages, 3 tensors, 3 (reads, fills, updates)]: the counts under each candidate's
+    chosen modes (`sel`: (mode choice, row) per candidate), for BatchCost.counts."""
+    n = len(sel[1])
+    counts = np.zeros((n, len(enc.storage_levels), len(TENSORS), 3))
+    for a, kind in enumerate((READS, FILLS, UPDATES)):
+        for (si, ti), v in totals.counted[kind].items():
+            counts[:, si, ti, a] = v if v.ndim == 1 else np.broadcast_to(v, (A, n))[sel]
+    return counts
 
 
 class _UnchangedRule:
