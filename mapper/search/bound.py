@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
@@ -276,140 +277,259 @@ def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[flo
     `imperfect`: a bound over remainder mappings too (see the module docstring): integer
     factors where sharing and compute cycles are bounded, the partial-sum trade-off relaxed
     (`_partial_sums_imperfect`), and one entry: no classes."""
-    sparse = Sparse.of(layer, arch)
-    top = arch.levels[0]
-    storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
-    fanouts = [i for i, level in enumerate(arch.levels) if isinstance(level, Fanout)]
-    reads = writes = 0.0
-    network_cycles = 0.0
-    energy = layer.macs * arch.mac_energy * sparse.mac_energy
-    # per class: (tensor, level index, coefficient): energy += coefficient x (R - 1) where R is
-    # the class' replication of the tensor above that level (see _replicated)
-    extra: list[tuple[str, int, float]] = []
-    outputs_at: dict = {}
-    for t in TENSORS:
-        action = 2 if t == "Outputs" else 0          # outputs are updated, operands read
-        # Levels that must keep t: where one lies below a fan-out, the words crossing it
-        # move between two buffers (scaled by the fractions stored there), else they may
-        # go straight to the MACs (scaled by the operand density).
-        always = [i for i in storages if t in arch.levels[i].keeps and t not in arch.levels[i].may_bypass]
-
-        def factor(i: int, holders) -> float:
-            direct = [] if any(j > i for j in always) else [sparse.operand(t)]
-            if t == "Outputs":
-                return min([1.0] + direct)
-            return min([sparse.stored(arch.levels[j].name, t) for j in holders] + direct or [1.0])
-
-        # compulsory traffic at the outermost level
-        compulsory = 0.0
-        from_top = isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass
-        if from_top:
-            used = used_words(layer, t)
-            compulsory = used * factor(0, [0])
-            if t == "Outputs":
-                writes += compulsory
-            else:
-                reads += compulsory
-            # Every word the MACs use comes from the outermost level, so it crosses every
-            # fan-out at least once: network energy (scaled as the level it reaches stores
-            # it), and cycles at the fan-out's best port bandwidth (scaled as the level it
-            # leaves stores it; the mode with the most streams, every parent instance busy).
-            for i in fanouts:
-                fan: Fanout = arch.levels[i]
-                holders_above = [j for j in storages if j < i and t in arch.levels[j].keeps]
-                holders_below = [j for j in storages if j > i and t in arch.levels[j].keeps]
-                if t != "Outputs":          # partial sums: per innermost level, below
-                    f = factor(i, holders_below)
-                    energy += used * f * fan.energy_of(t)
-                    # The first level below that keeps t, if it must: every word crosses
-                    # the fan-out once per instance of that level that needs it, at the
-                    # fraction that level stores (so R x stored >= f words per used word).
-                    if holders_below and holders_below[0] in always:
-                        c = holders_below[0]
-                        stored = sparse.stored(arch.levels[c].name, t)
-                        energy += used * (stored - f) * fan.energy_of(t)
-                        extra.append((t, c, used * stored * fan.energy_of(t)))
-                bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
-                if all(bws):
-                    network_cycles = max(network_cycles, used * factor(i, holders_above) / (max(bws) * fan.instances))
-            # a level below the top that must keep an operand is filled with each used word,
-            # once per instance of it that needs the word
-            if t != "Outputs":
-                for i in storages[1:]:
-                    level = arch.levels[i]
-                    if t in level.keeps and t not in level.may_bypass:
-                        fill = used * sparse.stored(level.name, t) * level.energy_of(t)[1]
-                        energy += fill
-                        extra.append((t, i, fill))
-
-        # The innermost level L holding t serves every MAC: at least MACs x density /
-        # (the MAC-side accesses below L one access can serve, _sharing) accesses.
-        # (L lies at or below the innermost level that cannot bypass t)
-        def innermost(reps=None, t=t, action=action, always=always, compulsory=compulsory, from_top=from_top):
-            best = math.inf
-            for i in storages:
-                level = arch.levels[i]
-                if t not in level.keeps or (always and i < always[-1]):
-                    continue
-                below = math.prod(_sharing(layer, f, t, imperfect) for f in arch.levels[i + 1:]
-                                  if isinstance(f, Fanout))
-                served = layer.macs * sparse.operand(t) / below
-                per_mac = served * level.energy_of(t)[action]
-                if t == "Outputs":
-                    per_mac += (_partial_sums_imperfect(layer, arch, sparse, i, below, from_top) if imperfect
-                                else _partial_sums(layer, arch, sparse, i, below, from_top, reps))
-                # a level between the top and L that must keep t passes each used word on at
-                # least once (operands: reads; partial sums: updates from below)
-                for j in always:
-                    if 0 < j < i:
-                        f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
-                        per_mac += used_words(layer, t) * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
-                at_top = compulsory * top.energy_of(t)[action] if compulsory else 0.0
-                best = min(best, max(per_mac, at_top) if i == 0 else per_mac + at_top)
-            return 0.0 if best == math.inf else best
-
-        base = innermost()
-        energy += base
-        if t == "Outputs":
-            outputs_at = {"base": base, "of": innermost}
-    # compute cycles: MACs / the most MAC units one step can use; with remainders, the
-    # fewest temporal steps (each dim's ceil(d / its spatial cover)), which is no less
-    compute = (fewest_steps(layer, arch) * sparse.mac_cycles if imperfect
-               else layer.macs * sparse.mac_cycles / usable_pes(layer, arch))
-    cycles = max(compute, network_cycles)
-    if isinstance(top, Storage):
-        for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
-            if bw:
-                cycles = max(cycles, words / bw)
-    per_cycle = sum(arch.levels[i].leakage for i in storages) + arch.cycle_energy
-
-    def total(e: float, cyc: float, comp: float) -> tuple[float, int, int]:
-        cyc, comp = math.ceil(cyc - 1e-9), math.ceil(comp - 1e-9)
-        return e + cyc * per_cycle, cyc, comp
-
-    out = [total(energy, cycles, compute)]
+    s = _Setting.of(layer, arch, imperfect)
+    tally = _tally_tensors(s)
+    compute = _compute_cycles(s)
+    cycles = _cycles(s, tally, compute)
+    per_cycle = sum(arch.levels[i].leakage for i in s.storages) + arch.cycle_energy
+    out = [_total(per_cycle, tally.energy, cycles, compute)]
     # The classes' arguments take the instances along a dim that do work as the product of
     # its factors; unrolled on several axes with a remainder they are fewer (5 as 3 x 2:
     # 5 of 6), so the imperfect bound has no classes (module docstring).
     classes = None if imperfect else _signatures(layer, arch)
     if not classes:
         return out
-    fan_index = {i: k for k, i in enumerate(fanouts)}
+    return _class_bounds(s, tally, classes, compute, cycles, per_cycle)
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What every step of `_bounds` reads: the layer, the arch with its densities, which of
+    its levels are storages and fan-outs, and which factorization space is bounded."""
+
+    layer: Layer
+    arch: Arch
+    sparse: Sparse
+    imperfect: bool
+    storages: list[int]
+    fanouts: list[int]
+
+    @classmethod
+    def of(cls, layer: Layer, arch: Arch, imperfect: bool) -> "_Setting":
+        storages = [i for i, level in enumerate(arch.levels) if isinstance(level, Storage)]
+        fanouts = [i for i, level in enumerate(arch.levels) if isinstance(level, Fanout)]
+        return cls(layer, arch, Sparse.of(layer, arch), imperfect, storages, fanouts)
+
+    @property
+    def top(self):
+        return self.arch.levels[0]
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """One tensor's facts the bound's arguments share: how the MACs touch it, the levels
+    that must keep it, whether it comes from the outermost level, and its compulsory traffic there."""
+
+    name: str
+    action: int                 # outputs are updated (2), operands read (0)
+    always: list[int]           # levels that must keep it
+    used: int                   # distinct words some MAC touches (used_words)
+    from_top: bool              # the outermost level keeps it and cannot bypass it
+    compulsory: float           # words read (outputs: written) at the outermost level, at least
+
+    @classmethod
+    def of(cls, s: _Setting, t: str) -> "_Tensor":
+        top = s.top
+        always = [i for i in s.storages if t in s.arch.levels[i].keeps and t not in s.arch.levels[i].may_bypass]
+        used = used_words(s.layer, t)
+        # compulsory traffic at the outermost level
+        from_top = isinstance(top, Storage) and t in top.keeps and t not in top.may_bypass
+        compulsory = used * _crossing_factor(s, t, always, 0, [0]) if from_top else 0.0
+        return cls(t, 2 if t == "Outputs" else 0, always, used, from_top, compulsory)
+
+
+@dataclass
+class _Tally:
+    """The bound's running sums over the tensors (each term added in the order of the
+    arguments, so the sums are the same to the last bit), and what the classes refine."""
+
+    energy: float
+    reads: float = 0.0          # compulsory words at the outermost level
+    writes: float = 0.0
+    network_cycles: float = 0.0
+    # per class: (tensor, level index, coefficient): energy += coefficient x (R - 1) where R is
+    # the class' replication of the tensor above that level (see _replicated)
+    extra: list[tuple[str, int, float]] = field(default_factory=list)
+    outputs: _Tensor | None = None          # for the classes' fixed partial-sum spreads
+    outputs_base: float = 0.0               # the innermost-level energy of outputs, any spread
+
+
+def _tally_tensors(s: _Setting) -> _Tally:
+    """Sum the MACs' energy and, per tensor, its compulsory traffic, network crossings, fills
+    and the innermost level's accesses: the energy every mapping pays, and the traffic the
+    cycle bound needs."""
+    tally = _Tally(s.layer.macs * s.arch.mac_energy * s.sparse.mac_energy)
+    for t in TENSORS:
+        tensor = _Tensor.of(s, t)
+        if tensor.from_top:
+            _add_compulsory(tally, tensor)
+            _add_crossings(s, tally, tensor)
+            _add_fills(s, tally, tensor)
+        base = _innermost(s, tensor)
+        tally.energy += base
+        if t == "Outputs":
+            tally.outputs, tally.outputs_base = tensor, base
+    return tally
+
+
+def _crossing_factor(s: _Setting, t: str, always: list[int], i: int, holders) -> float:
+    """The fraction of a used word of `t` that crosses level `i`, at least, given the levels
+    `holders` that may hold it there."""
+    # Levels that must keep t: where one lies below a fan-out, the words crossing it
+    # move between two buffers (scaled by the fractions stored there), else they may
+    # go straight to the MACs (scaled by the operand density).
+    direct = [] if any(j > i for j in always) else [s.sparse.operand(t)]
+    if t == "Outputs":
+        return min([1.0] + direct)
+    return min([s.sparse.stored(s.arch.levels[j].name, t) for j in holders] + direct or [1.0])
+
+
+def _add_compulsory(tally: _Tally, tensor: _Tensor) -> None:
+    """Count the tensor's compulsory traffic at the outermost level: operands read from it,
+    outputs written back to it."""
+    if tensor.name == "Outputs":
+        tally.writes += tensor.compulsory
+    else:
+        tally.reads += tensor.compulsory
+
+
+def _add_crossings(s: _Setting, tally: _Tally, tensor: _Tensor) -> None:
+    """Add the energy and cycles of every used word crossing every fan-out."""
+    t, used, always = tensor.name, tensor.used, tensor.always
+    # Every word the MACs use comes from the outermost level, so it crosses every
+    # fan-out at least once: network energy (scaled as the level it reaches stores
+    # it), and cycles at the fan-out's best port bandwidth (scaled as the level it
+    # leaves stores it; the mode with the most streams, every parent instance busy).
+    for i in s.fanouts:
+        fan: Fanout = s.arch.levels[i]
+        holders_above = [j for j in s.storages if j < i and t in s.arch.levels[j].keeps]
+        holders_below = [j for j in s.storages if j > i and t in s.arch.levels[j].keeps]
+        if t != "Outputs":          # partial sums: per innermost level, below
+            f = _crossing_factor(s, t, always, i, holders_below)
+            tally.energy += used * f * fan.energy_of(t)
+            # The first level below that keeps t, if it must: every word crosses
+            # the fan-out once per instance of that level that needs it, at the
+            # fraction that level stores (so R x stored >= f words per used word).
+            if holders_below and holders_below[0] in always:
+                c = holders_below[0]
+                stored = s.sparse.stored(s.arch.levels[c].name, t)
+                tally.energy += used * (stored - f) * fan.energy_of(t)
+                tally.extra.append((t, c, used * stored * fan.energy_of(t)))
+        bws = [fan.bandwidth(t, m) for m in (fan.modes_of(t) or (None,))]
+        if all(bws):
+            tally.network_cycles = max(tally.network_cycles, used * _crossing_factor(s, t, always, i, holders_above)
+                                       / (max(bws) * fan.instances))
+
+
+def _add_fills(s: _Setting, tally: _Tally, tensor: _Tensor) -> None:
+    """Add the energy of filling the levels below the top that must keep an operand."""
+    t = tensor.name
+    # a level below the top that must keep an operand is filled with each used word,
+    # once per instance of it that needs the word
+    if t != "Outputs":
+        for i in s.storages[1:]:
+            level = s.arch.levels[i]
+            if t in level.keeps and t not in level.may_bypass:
+                fill = tensor.used * s.sparse.stored(level.name, t) * level.energy_of(t)[1]
+                tally.energy += fill
+                tally.extra.append((t, i, fill))
+
+
+def _innermost(s: _Setting, tensor: _Tensor, reps: dict[int, int] | None = None) -> float:
+    """The least energy of serving every MAC from the innermost level holding the tensor,
+    over the levels that may be it (with `reps`, outputs' partial sums at those spreads)."""
+    # The innermost level L holding t serves every MAC: at least MACs x density /
+    # (the MAC-side accesses below L one access can serve, _sharing) accesses.
+    # (L lies at or below the innermost level that cannot bypass t)
+    best = math.inf
+    for i in s.storages:
+        level = s.arch.levels[i]
+        if tensor.name not in level.keeps or (tensor.always and i < tensor.always[-1]):
+            continue
+        best = min(best, _served_from(s, tensor, i, reps))
+    return 0.0 if best == math.inf else best
+
+
+def _served_from(s: _Setting, tensor: _Tensor, i: int, reps: dict[int, int] | None) -> float:
+    """The energy of serving every MAC from level `i` as the innermost holding the tensor:
+    its accesses, outputs' partial sums, the levels above that must pass each word on, and
+    the compulsory accesses at the top (the same accesses when `i` is the top)."""
+    layer, arch, sparse, t = s.layer, s.arch, s.sparse, tensor.name
+    level = arch.levels[i]
+    below = math.prod(_sharing(layer, f, t, s.imperfect) for f in arch.levels[i + 1:]
+                      if isinstance(f, Fanout))
+    served = layer.macs * sparse.operand(t) / below
+    per_mac = served * level.energy_of(t)[tensor.action]
+    if t == "Outputs":
+        per_mac += (_partial_sums_imperfect(layer, arch, sparse, i, below, tensor.from_top) if s.imperfect
+                    else _partial_sums(layer, arch, sparse, i, below, tensor.from_top, reps))
+    # a level between the top and L that must keep t passes each used word on at
+    # least once (operands: reads; partial sums: updates from below)
+    for j in tensor.always:
+        if 0 < j < i:
+            f = 1.0 if t == "Outputs" else sparse.stored(arch.levels[j].name, t)
+            per_mac += tensor.used * f * arch.levels[j].energy_of(t)[2 if t == "Outputs" else 0]
+    compulsory = tensor.compulsory
+    at_top = compulsory * s.top.energy_of(t)[tensor.action] if compulsory else 0.0
+    return max(per_mac, at_top) if i == 0 else per_mac + at_top
+
+
+def _compute_cycles(s: _Setting) -> float:
+    """The compute cycles no mapping goes below."""
+    # compute cycles: MACs / the most MAC units one step can use; with remainders, the
+    # fewest temporal steps (each dim's ceil(d / its spatial cover)), which is no less
+    return (fewest_steps(s.layer, s.arch) * s.sparse.mac_cycles if s.imperfect
+            else s.layer.macs * s.sparse.mac_cycles / usable_pes(s.layer, s.arch))
+
+
+def _cycles(s: _Setting, tally: _Tally, compute: float) -> float:
+    """The cycles no mapping goes below: its compute cycles, the network's for the
+    compulsory traffic, and the outermost level's bandwidth for it."""
+    cycles = max(compute, tally.network_cycles)
+    top = s.top
+    if isinstance(top, Storage):
+        reads, writes = tally.reads, tally.writes
+        for bw, words in ((top.read_bw, reads), (top.write_bw, writes), (top.shared_bw, reads + writes)):
+            if bw:
+                cycles = max(cycles, words / bw)
+    return cycles
+
+
+def _total(per_cycle: float, e: float, cyc: float, comp: float) -> tuple[float, int, int]:
+    """(energy, cycles, compute cycles) with the cycles whole and their leakage and per-cycle
+    energy paid."""
+    cyc, comp = math.ceil(cyc - 1e-9), math.ceil(comp - 1e-9)
+    return e + cyc * per_cycle, cyc, comp
+
+
+def _class_bounds(s: _Setting, tally: _Tally, classes: list[tuple], compute: float, cycles: float,
+                  per_cycle: float) -> list[tuple[float, int, int]]:
+    """The bounds refined per class of spatial mappings: its replication, partial-sum spread
+    and MAC units are fixed, so its energy and compute cycles are higher."""
+    fan_index = {i: k for k, i in enumerate(s.fanouts)}
     psums: dict = {}
     refined = []
     for sig in classes:
-        units = math.prod(sig[k][0] for k in range(len(fanouts)))
-        e = energy
-        for t, c, coef in extra:
-            e += coef * (_replicated(sig, fan_index, t, c) - 1)
-        if outputs_at:
-            inner_fans = tuple(sig[fan_index[i]][1 + TENSORS.index("Outputs")] for i in fanouts)
-            if inner_fans not in psums:
-                psums[inner_fans] = outputs_at["of"](dict(zip(fanouts, inner_fans)))
-            e += psums[inner_fans] - outputs_at["base"]
-        comp = max(compute, layer.macs * sparse.mac_cycles / units)
-        refined.append(total(e, max(cycles, comp), comp))
+        units = math.prod(sig[k][0] for k in range(len(s.fanouts)))
+        e = _class_energy(s, tally, sig, fan_index, psums)
+        comp = max(compute, s.layer.macs * s.sparse.mac_cycles / units)
+        refined.append(_total(per_cycle, e, max(cycles, comp), comp))
     return refined
+
+
+def _class_energy(s: _Setting, tally: _Tally, sig: tuple, fan_index: dict[int, int], psums: dict) -> float:
+    """The energy bound in the class `sig`: every fill and crossing once per instance that
+    needs the word, and the partial sums at the class' spread (memoized in `psums`, shared
+    by classes with the same spread)."""
+    e = tally.energy
+    for t, c, coef in tally.extra:
+        e += coef * (_replicated(sig, fan_index, t, c) - 1)
+    if tally.outputs is not None:
+        spread = tuple(sig[fan_index[i]][1 + TENSORS.index("Outputs")] for i in s.fanouts)
+        if spread not in psums:
+            psums[spread] = _innermost(s, tally.outputs, dict(zip(s.fanouts, spread)))
+        e += psums[spread] - tally.outputs_base
+    return e
 
 
 IRRELEVANT = {t: frozenset(d for d in "NGMCPQRS" if d not in RELEVANT[t]) for t in TENSORS}

@@ -2,6 +2,7 @@
 claimed optimum checked by a second solve, Ctrl-C and the run's deadline honoured."""
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -37,9 +38,7 @@ def solve(run, workers: int, hints: bool) -> None:
     if not len(run.pool.values):
         run.seed_baseline()
     scale = energy_scale(space)
-    patterns = list(range(len(space.keeps)))
-    best_keep = run.pool.keep[0]
-    patterns.sort(key=lambda j: not np.array_equal(space.keeps[j], best_keep))
+    patterns = _best_first(run)
     incumbent = _Incumbent.of(run)
     concurrent = min(workers, len(patterns))
     cp_workers = workers // concurrent          # > 1: the pattern's solve and check run at once
@@ -47,50 +46,98 @@ def solve(run, workers: int, hints: bool) -> None:
     if left is not None and left <= 0.05:
         run.stopped_by_limit = True
         return
-    started = itertools.count()          # thread-safe enough: next() on a count is atomic in CPython
-
-    def one(j):
-        # Each pattern gets an even share of the time left when it starts, so time a quick
-        # pattern leaves unused goes to the ones after it.
-        waiting = len(patterns) - next(started)
-        left = run.time_left()
-        budget = None if left is None else max(0.0, left) / math.ceil(waiting / concurrent)
-        return _solve_pattern(run, space, space.keeps[j], scale, cp_workers, hints, budget, incumbent)
-
+    plan = _Plan(run, patterns, scale, concurrent, cp_workers, hints)
     try:
-        if concurrent > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(concurrent) as pool:
-                results = list(pool.map(one, patterns))
-        else:
-            results = []
-            for j in patterns:
-                results.append(one(j))
-                incumbent = results[-1].best
-        # A pattern cut off by its share of the time (not by the run's deadline) gets the
-        # time the patterns after it left unused: solve the unfinished ones again, cut off at
-        # the best known, until they finish or the run's time is up.
-        while not run.interrupted:
-            left = run.time_left()
-            todo = [i for i, r in enumerate(results) if r.status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE)]
-            if not todo or left is None or left <= 0.05:
-                break
-            incumbent = min((r.best for r in results), key=lambda b: b.value)
-            for i in todo:
-                left = run.time_left()
-                if run.interrupted or left <= 0.05:
-                    break
-                again = _solve_pattern(run, space, space.keeps[patterns[i]], scale, cp_workers, hints,
-                                       left / len([t for t in todo if t >= i]), incumbent)
-                old = results[i]
-                results[i] = PatternResult(again.status, max(old.bound, again.bound), old.solutions + again.solutions,
-                                           old.found + again.found, again.best)
-                incumbent = again.best
+        results = _first_pass(plan, incumbent)
+        _second_pass(plan, results)
     except _Overflow:
         # energies x access counts beyond CP-SAT's 64-bit integers even at 1 pJ resolution
         run.notes.append("CP-SAT skipped: the energies overflow its 64-bit integers (sampled best kept)")
         run.stopped_by_limit = True
         return
+    _collect(run, results)
+
+
+def _best_first(run) -> list[int]:
+    """The keep patterns' indices, the pattern of the best known mapping first (its hint and
+    cutoff make the others' solves shorter)."""
+    space = run.space
+    patterns = list(range(len(space.keeps)))
+    best_keep = run.pool.keep[0]
+    patterns.sort(key=lambda j: not np.array_equal(space.keeps[j], best_keep))
+    return patterns
+
+
+@dataclass
+class _Plan:
+    """What every pattern's solve in one `solve` shares: the run, the patterns in solving
+    order, and how many are solved at once with how many CP-SAT workers each."""
+
+    run: object
+    patterns: list[int]
+    scale: int
+    concurrent: int
+    cp_workers: int
+    hints: bool
+
+    def solve(self, j: int, budget: float | None, incumbent: "_Incumbent") -> PatternResult:
+        space = self.run.space
+        return _solve_pattern(self.run, space, space.keeps[j], self.scale, self.cp_workers, self.hints,
+                              budget, incumbent)
+
+
+def _first_pass(plan: _Plan, incumbent: "_Incumbent") -> list[PatternResult]:
+    """Solve every pattern once, each with its share of the time left, concurrently in
+    threads if there are workers for it (one after another, each cut off at the best so far)."""
+    started = itertools.count()          # thread-safe enough: next() on a count is atomic in CPython
+    if plan.concurrent > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(plan.concurrent) as pool:
+            return list(pool.map(functools.partial(_solve_in_turn, plan, started, incumbent), plan.patterns))
+    results = []
+    for j in plan.patterns:
+        results.append(_solve_in_turn(plan, started, incumbent, j))
+        incumbent = results[-1].best
+    return results
+
+
+def _solve_in_turn(plan: _Plan, started, incumbent: "_Incumbent", j: int) -> PatternResult:
+    """Solve pattern `j` with an even share of the time left when it starts."""
+    # Each pattern gets an even share of the time left when it starts, so time a quick
+    # pattern leaves unused goes to the ones after it.
+    waiting = len(plan.patterns) - next(started)
+    left = plan.run.time_left()
+    budget = None if left is None else max(0.0, left) / math.ceil(waiting / plan.concurrent)
+    return plan.solve(j, budget, incumbent)
+
+
+def _second_pass(plan: _Plan, results: list[PatternResult]) -> None:
+    """Solve the patterns cut off by their share again with the time the others left, in
+    place in `results`."""
+    run = plan.run
+    # A pattern cut off by its share of the time (not by the run's deadline) gets the
+    # time the patterns after it left unused: solve the unfinished ones again, cut off at
+    # the best known, until they finish or the run's time is up.
+    while not run.interrupted:
+        left = run.time_left()
+        todo = [i for i, r in enumerate(results) if r.status not in (cp_model.OPTIMAL, cp_model.INFEASIBLE)]
+        if not todo or left is None or left <= 0.05:
+            break
+        incumbent = min((r.best for r in results), key=lambda b: b.value)
+        for i in todo:
+            left = run.time_left()
+            if run.interrupted or left <= 0.05:
+                break
+            again = plan.solve(plan.patterns[i], left / len([t for t in todo if t >= i]), incumbent)
+            old = results[i]
+            results[i] = PatternResult(again.status, max(old.bound, again.bound), old.solutions + again.solutions,
+                                       old.found + again.found, again.best)
+            incumbent = again.best
+
+
+def _collect(run, results: list[PatternResult]) -> None:
+    """Offer every pattern's solutions to the run's pool and set its bound: the best found
+    if every pattern was proven, else the least of the patterns' bounds."""
     all_proven = True
     for res in results:
         run.evaluated += res.found
