@@ -64,9 +64,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Iterable
 from typing import Any
 
 from .arch import Arch, Fanout, Storage

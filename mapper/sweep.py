@@ -27,7 +27,7 @@ from typing import Any
 
 from . import __version__
 from .arch import Arch, Storage
-from .model import network_utilization
+from .model import utilization
 from .problem import Layer, Network
 from .progress import Board, Progress, QueueProgress, Reporter
 from .result import TEMP_MARK, inputs_sha256, write_json, write_text
@@ -405,7 +405,6 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
     totals: dict[str, dict[str, dict[str, float]]] = {}
     owner: dict[tuple, tuple] = {}
     partial: set[tuple[str, str]] = set()
-    runs: dict[tuple[str, str], list[tuple[float, int]]] = {}     # (performed MACs, cycles) per layer
     for arch, net, layer, key in placements:
         owner.setdefault(key, (arch.name, net, layer.name))
     for arch, net, layer, key in placements:
@@ -431,7 +430,6 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
         t["cycles"] += cost["cycles"]
         t["macs"] += cost["macs"]
         t["performed_macs"] += cost["performed_macs"]
-        runs.setdefault((arch.name, net), []).append((cost["performed_macs"], cost["cycles"]))
         t["layers"] += 1
         if doc.get("interrupted"):
             partial.add((arch.name, net))       # its best so far, not a finished search
@@ -446,7 +444,7 @@ def write_summaries(out: Path, archs: list[Arch], networks, placements, docs) ->
             summary["networks"].setdefault(net, {})[arch_name] = {
                 **t, "latency_ms": 1e3 * seconds, "inferences_per_s": n / seconds,
                 "inferences_per_j": n / (t["energy_pj"] * 1e-12), "pj_per_mac": t["energy_pj"] / t["macs"],
-                "utilization": network_utilization(runs[arch_name, net], arch.pes),
+                "utilization": utilization(t["performed_macs"], t["cycles"], arch.pes),
                 "clock_mhz": arch.clock_mhz,
                 "complete": t["layers"] == sum(1 for a, nn, _, _ in placements if a.name == arch_name and nn == net)
                 and (arch_name, net) not in partial,

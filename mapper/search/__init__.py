@@ -668,12 +668,17 @@ class _Run:
             if not len(nb) or self.out_of_time():
                 break
             kick = nb[rng.integers(len(nb))]
-            vals, modes = score(space.enc, kick[None], o[None], k[None], self.objective)
-            self.evaluated += 1
-            self.valid += 1
+            vals, modes = self._score_one(kick, o, k)
             self.offer(vals, kick[None], o[None], k[None], modes, label)
             point = (kick, o, k, float(vals[0]))
+
+    def _score_one(self, f: np.ndarray, o: np.ndarray, k: np.ndarray):
+        """(objective [1], modes) of one valid candidate, counted as evaluated."""
+        vals, modes = score(self.space.enc, f[None], o[None], k[None], self.objective)
+        self.evaluated += 1
+        self.valid += 1
         self._base_eval, self._base_valid = self.evaluated, self.valid
+        return vals, modes
 
     def _descend(self, f: np.ndarray, o: np.ndarray, k: np.ndarray, value: float, label: str) -> bool:
         """Descent from candidate (f, o, k) of objective `value`: one dimension's
@@ -705,11 +710,8 @@ class _Run:
                     return False
                 seen.add(tag)
                 t0 = time.monotonic()
-                vals, modes = score(space.enc, cand[None], o[None], k[None], self.objective)
+                vals, modes = self._score_one(cand, o, k)
                 took = time.monotonic() - t0
-                self.evaluated += 1
-                self.valid += 1
-                self._base_eval, self._base_valid = self.evaluated, self.valid
                 if vals[0] < value * (1 - 1e-12):
                     f, value = cand, float(vals[0])
                     self.offer(vals, cand[None], o[None], k[None], modes, label)
