@@ -42,6 +42,7 @@ nothing) keeps the arguments that hold for every tile, clipped or not, and weake
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -262,9 +263,11 @@ def _sharing(layer: Layer, fan: Fanout, tensor: str, imperfect: bool = False) ->
     return share
 
 
+@functools.lru_cache(maxsize=256)
 def lower_bound(layer: Layer, arch: Arch, factorization: str = "perfect") -> tuple[float, int, int]:
     """(energy in pJ, cycles, compute cycles) that no valid mapping of the `factorization`
-    space (perfect, or imperfect: remainder mappings too) can go below."""
+    space (perfect, or imperfect: remainder mappings too) can go below. (Memoized: every
+    CP-SAT model of a search starts its cycles there.)"""
     options = _bounds(layer, arch, factorization != "perfect")
     return (min(e for e, _, _ in options), min(c for _, c, _ in options), min(k for _, _, k in options))
 
