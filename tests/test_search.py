@@ -890,3 +890,22 @@ def test_a_pattern_cut_by_its_share_is_solved_again_with_the_time_left(monkeypat
     solving.solve(run, 1, hints=True)
     assert len(calls) == len(space.keeps) + 1 and calls[-1] == calls[0]
     assert run.proven and not run.stopped_by_limit
+
+
+def test_the_second_pass_stops_when_no_pattern_finishes(monkeypatch):
+    """Solves that return at once, unproven, are not repeated until the deadline: one first
+    pass and one second pass, then the run ends (budget, time limit), long before its deadline (which
+    without that rule they would spin to, thousands of solves)."""
+    layer, arch = layer_from_dims("fc", M=16, C=8), load_arch("eyeriss_v1")
+    space = Space.build(layer, arch)
+    run = _Run(space, "edp", 1, Progress(enabled=False), time.monotonic(), time.monotonic() + 5, "fc")
+    run.seed_baseline()
+    calls = []
+
+    def fake(run_, space_, keep, scale, workers, hints, budget, incumbent):
+        calls.append(1)
+        return solving.PatternResult(cp_model.FEASIBLE, 0.0, [], 0, incumbent)
+    monkeypatch.setattr(solving, "_solve_pattern", fake)
+    solving.solve(run, 1, hints=True)
+    assert len(calls) == 2 * len(space.keeps)
+    assert not run.proven and run.stopped_by_limit

@@ -124,6 +124,7 @@ def _second_pass(plan: _Plan, results: list[PatternResult]) -> None:
         if not todo or left is None or left <= 0.05:
             break
         incumbent = min((r.best for r in results), key=lambda b: b.value)
+        finished = False
         for i in todo:
             left = run.time_left()
             if run.interrupted or left <= 0.05:
@@ -133,6 +134,12 @@ def _second_pass(plan: _Plan, results: list[PatternResult]) -> None:
             results[i] = PatternResult(again.status, max(old.bound, again.bound), old.solutions + again.solutions,
                                        old.found + again.found, again.best)
             incumbent = again.best
+            finished |= again.status in (cp_model.OPTIMAL, cp_model.INFEASIBLE)
+        if not finished:
+            # No pattern finished: the time left now is what solves that returned early,
+            # unproven, did not use; solving them again would only repeat that until the
+            # deadline.
+            break
 
 
 def _collect(run, results: list[PatternResult]) -> None:
