@@ -473,8 +473,8 @@ class Builder(Expressions):
         # No mapping takes fewer cycles than the analytic bound (bound.py: the MACs over the
         # most MAC units a mapping can use, the compulsory traffic over the bandwidths).
         # The products above reach it only once most options are fixed; as the domain's
-        # floor, it turns an EDP cutoff at once into an energy ceiling (4-5x shorter
-        # proofs on MobileNet's pointwise layers on Eyeriss v2).
+        # floor, it turns an EDP cutoff at once into an energy ceiling (2-2.5x shorter
+        # proofs of MobileNet (0.5, 128) pw3 on Eyeriss v2).
         floor = int(lower_bound(self.layer, self.arch, self.space.factorization)[1])
         cyc = self.new_var(lo=max(1, min(floor, cycles_cap)), hi=cycles_cap)
 
