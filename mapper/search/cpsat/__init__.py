@@ -23,7 +23,9 @@ is an exact product of CP-SAT integer variables:
 Capacities and fan-outs are exact integer constraints on products. Energies are integers
 after scaling (floored, so CP-SAT's bound stays a valid lower bound of the true cost);
 with the built-in archs' energies the scaling is exact. The objective is the model's
-energy, cycles (max of compute and every level's bandwidth cycles) or their product.
+energy, cycles (max of compute and every level's bandwidth cycles) or their product;
+the cycles' domain starts at the analytic cycles bound (`mapper.search.bound`), which
+holds for every mapping, so an EDP cutoff bounds the energy before anything is fixed.
 
 Which access terms a keep pattern charges (the chain walk) comes from `mapper.access`, as
 for the batch model. The package: `groups` (the decision groups and their options), `expressions` (exact
