@@ -102,6 +102,7 @@ def layer_front(layer: Layer, arch: Arch, seed: int = 0, time_limit: float | Non
     space = space_of(layer, arch)
     out_of_time = lambda: deadline is not None and time.monotonic() > deadline   # noqa: E731
     col = _Collector(space.enc)
+    ends = []   # the searched ends (sampled branch only; an exhaustive pass cut by time has none)
     if space.n_factorizations * len(space.keeps) <= exact_limit:
         done = enumerate_space(space, "energy", lambda v, f, o, k, md, frac: col.add(f, o, k), out_of_time)
         exact = done >= 0
@@ -127,7 +128,7 @@ def layer_front(layer: Layer, arch: Arch, seed: int = 0, time_limit: float | Non
         guarantee = (f"sampled: non-dominated among {col.evaluated:,} valid sampled candidates and the searched ends "
                      f"({statuses}); points between the ends are not proven")
     points = _points(space, layer, arch, col)
-    if not exact:
+    if ends:
         points = _with_ends(points, ends)
     return Front(layer, arch, tuple(points), exact, guarantee, col.evaluated, time.monotonic() - start)
 
