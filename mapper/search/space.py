@@ -144,6 +144,24 @@ def _slot_options(n: int, limit: int | None, pruned: bool) -> tuple[int, ...]:
     return tuple(range(1, top + 1))
 
 
+def _slot_quotients(n: int, limit: int | None, pruned: bool):
+    """(tiles left outside, how many of the slot's factors leave that many) over the slot's
+    factors (see _slot_options), in O(sqrt n) steps whatever the slot's limit: the factors
+    with the same ceil(n / f) form one range."""
+    top = n if limit is None else min(n, limit)
+    if pruned:
+        for f in balanced_factors(n):
+            if f <= top:
+                yield -(-n // f), 1
+        return
+    f = 1
+    while f <= top:
+        q = -(-n // f)
+        last = min(top, (n - 1) // (q - 1) if q > 1 else top)
+        yield q, last - f + 1
+        f = last + 1
+
+
 @lru_cache(maxsize=65536)
 def count_remainder_factorizations(n: int, limits: tuple[int | None, ...], pruned: bool = True) -> int:
     """How many remainder nests cover n tiles over slots with these limits (outermost first),
@@ -151,8 +169,10 @@ def count_remainder_factorizations(n: int, limits: tuple[int | None, ...], prune
     if not limits:
         return 1 if n == 1 else 0
     *outer, limit = limits
-    return sum(count_remainder_factorizations(-(-n // f), tuple(outer), pruned)
-               for f in _slot_options(n, limit, pruned))
+    if not outer:
+        return 1 if n <= (n if limit is None else limit) else 0   # the outermost slot takes all
+    return sum(k * count_remainder_factorizations(q, tuple(outer), pruned)
+               for q, k in _slot_quotients(n, limit, pruned))
 
 
 @lru_cache(maxsize=4096)
@@ -305,10 +325,12 @@ class Space:
                 unpruned["factorizations_arch"] *= count_factorizations(dims[d], len(slots))
                 f = ordered_factorizations(dims[d], tuple(limits))
             else:
+                # the searched (limited) nests first: a dimension with too many fails before
+                # the slower counts of the unpruned ones (O(n^3/4) steps for a prime n)
+                f = remainder_factorizations(dims[d], tuple(limits), prune)
                 unpruned["factorizations_unconstrained"] *= count_remainder_factorizations(
                     dims[d], (None,) * enc.n_slots, False)
                 unpruned["factorizations_arch"] *= count_remainder_factorizations(dims[d], tuple(limits), False)
-                f = remainder_factorizations(dims[d], tuple(limits), prune)
             f = f[_fits_alone(layer, arch, enc, DIMS.index(d), slots, f)]
             dim_slots.append(tuple(slots))
             facts.append(f)
