@@ -28,6 +28,16 @@ def assignments(literals: list):
                      if lit is not True and lit is not False]
 
 
+# CP-SAT's variable domains must lie in [-kint64max / 2, kint64max / 2] (Validate() rejects
+# wider ones), and its linear sums must not leave the 64-bit integers.
+DOMAIN_LIMIT = (2 ** 63 - 1) // 2
+
+
+class ModelOverflow(Exception):
+    """The model's numbers do not fit CP-SAT's integers (a domain or a sum beyond its 64-bit
+    range): the search goes on without CP-SAT."""
+
+
 class Expressions:
     """A CP-SAT model with the helpers that build exact integer expressions in it."""
 
@@ -56,6 +66,9 @@ class Expressions:
 
     def new_var(self, values=None, lo=None, hi=None):
         """An IntVar over a set of values or a range, remembering its bounds for products."""
+        lo_, hi_ = (values[0], values[-1]) if values is not None else (lo, hi)
+        if not -DOMAIN_LIMIT <= int(lo_) <= int(hi_) <= DOMAIN_LIMIT:
+            raise ModelOverflow(f"domain {lo_}..{hi_} beyond CP-SAT's integers")
         if values is not None:
             v = self.m.NewIntVarFromDomain(cp_model.Domain.FromValues(values), "")
             self.bounds[v.Index()] = (values[0], values[-1])

@@ -17,7 +17,7 @@ from ...model import Sparse, distinct_offsets
 from ...problem import AXES, DIMS, RELEVANT, SLIDING_DIMS, TENSORS, tensor_axes
 from ..bound import lower_bound
 from ..space import Space
-from .expressions import Expressions, assignments
+from .expressions import DOMAIN_LIMIT, Expressions, ModelOverflow, assignments
 from .groups import Group, build_groups
 
 #: The order in which a link's terms are built (it fixes CP-SAT's variable order).
@@ -589,6 +589,10 @@ class Builder(Expressions):
         total = sum(abs(e) * self.hi(term) for e, term in terms) + abs(const)
         while self.scale > 1 and total * self.scale > 2 ** 60:
             self.scale //= 10
+        if total * self.scale > DOMAIN_LIMIT:
+            # even at 1 pJ resolution the sum leaves CP-SAT's 64-bit integers (its Python
+            # layer would turn the products into floats and reject the constraint)
+            raise ModelOverflow(f"energy up to {total:.3g} beyond CP-SAT's integers")
 
     # -- solutions ------------------------------------------------------------------------
     def decode(self, solver):

@@ -13,6 +13,7 @@ from ortools.sat.python import cp_model
 
 from ...batch import evaluate_batch
 from ..space import Space
+from .expressions import ModelOverflow
 from .formulation import Builder, energy_scale
 
 @dataclass
@@ -52,7 +53,7 @@ def solve(run, workers: int, hints: bool) -> None:
         _second_pass(plan, results)
     except _Overflow:
         # energies x access counts beyond CP-SAT's 64-bit integers even at 1 pJ resolution
-        run.notes.append("CP-SAT skipped: the energies overflow its 64-bit integers (sampled best kept)")
+        run.notes.append("CP-SAT skipped: the energies or cycles overflow its 64-bit integers (sampled best kept)")
         run.stopped_by_limit = True
         return
     _collect(run, results)
@@ -260,8 +261,8 @@ def _one_solve(run, build, params: dict, cutoff: int | None, left: float | None)
     status = _solve_interruptibly(run, solver, b.m, cb)
     if status == cp_model.MODEL_INVALID:
         why = b.m.Validate()
-        if "overflow" in why:
-            raise _Overflow()
+        if "overflow" in why or "domain do not fall in" in why:
+            raise _Overflow(why)
         raise AssertionError(f"invalid CP-SAT model: {why}")
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return _Solve(status, solver.Value(b.goal), b.decode(solver),
@@ -343,8 +344,7 @@ def _solve_interruptibly(run, solver, model, callback):
     return box["status"]
 
 
-class _Overflow(Exception):
-    """The model's numbers do not fit CP-SAT's integers (Validate() reports an overflow)."""
+_Overflow = ModelOverflow     # the model's numbers do not fit CP-SAT's integers
 
 
 def _edp_shift(best_value: float, scale: int) -> int:
