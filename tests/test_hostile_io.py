@@ -111,3 +111,22 @@ def test_export_unknown_layer(tmp_path, fc8_result):
     one_error(run(["export", "timeloop", str(fc8_result), "--layer", "zz", "-o", "out/m.yaml"], tmp_path),
               "'zz'", "fc8")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", ["a\\nb", "\\ud800"])
+def test_bad_names_refused_at_parse(tmp_path, bad):
+    text = (REPO / "arch" / "eyeriss_v1.yaml").read_text().replace("- name: GLB", f'- name: "G{bad}LB"', 1)
+    (tmp_path / "a.yaml").write_text(text)
+    from mapper.arch import load_arch
+    from mapper.spec import MapperError
+    with pytest.raises(MapperError) as err:
+        load_arch(str(tmp_path / "a.yaml"))
+    msg = str(err.value)
+    assert "\n" not in msg and "name" in msg
+    msg.encode("utf-8")
+    key = f'name: x\nclock_mhz: 1\n"C{bad}D": 1\n'
+    (tmp_path / "k.yaml").write_text(key)
+    with pytest.raises(MapperError) as err:
+        load_arch(str(tmp_path / "k.yaml"))
+    assert "\n" not in str(err.value)
+    str(err.value).encode("utf-8")
