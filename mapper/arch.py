@@ -289,7 +289,7 @@ def _tensor_energy(value: Any, src: str, where: str, actions: tuple[str, ...]):
 
 def _parse_storage(data: dict, src: str, where: str, word_bits: int, instances: int) -> Storage:
     f = Fields(data, src, where, STORAGE_FIELDS, required=("name", "keeps", "energy"))
-    name = f.string("name")
+    name = f.name("name")
     keeps = f.names("keeps", TENSORS)
     if not keeps:
         raise f.error("keeps", "a storage level must keep at least one tensor (a level that keeps "
@@ -375,7 +375,7 @@ def _parse_fanout(data: dict, src: str, where: str, instances: int) -> Fanout:
     if unpriced:      # such ports would be silently unlimited
         raise f.error("ports", f"ports of {', '.join(unpriced)} need port_words for {', '.join(unpriced)} "
                       "(the words per cycle of one port)")
-    return Fanout(name=f.string("name"), X=size.integer("X", maximum=MAX_FANOUT),
+    return Fanout(name=f.name("name"), X=size.integer("X", maximum=MAX_FANOUT),
                   Y=size.integer("Y", maximum=MAX_FANOUT),
                   x_dims=dims.names("X", DIMS, DIMS), y_dims=dims.names("Y", DIMS, DIMS),
                   energy=energy, multicast=f.choice("multicast", MULTICAST, "exact"),
@@ -433,7 +433,7 @@ def parse_arch(data: Any, src: str) -> Arch:
         raise SpecError(src, "levels[0].capacity_unit", "the outermost level has no capacity; leave its capacity_unit out")
     if isinstance(levels[-1], Fanout):
         pass  # MACs directly below a fan-out are fine: each MAC reads from the level above.
-    return Arch(name=f.string("name"), levels=tuple(levels), mac_energy=mac.number("energy"),
+    return Arch(name=f.name("name"), levels=tuple(levels), mac_energy=mac.number("energy"),
                 clock_mhz=f.number("clock_mhz", 200.0, minimum=1e-9), word_bits=word_bits, source=src,
                 sparsity=_parse_sparsity(f.get("sparsity", {}), src, levels),
                 cycle_energy=f.number("cycle_energy", 0.0),
@@ -450,7 +450,7 @@ def _parse_energy_unit(data: Any, src: str) -> dict[str, Any]:
     calibrated = f.get("calibrated", True)
     if not isinstance(calibrated, bool):
         raise f.error("calibrated", f"expected true or false, got {calibrated!r}")
-    name = f.string("name").strip()
+    name = f.name("name").strip()
     if not name:
         raise f.error("name", "expected a unit name such as pJ")
     if len(name) > 32 or not name.isprintable():      # it is printed after every energy

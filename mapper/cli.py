@@ -140,7 +140,7 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, d
     """Evaluate a mapping (or every layer of a whole-network result): loop nest, breakdown, totals."""
     from .problem import parse_density
     from .result import result_layer, select_results
-    if json_out:
+    if json_out is not None:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
     net = load_network(problem, batch)
@@ -188,7 +188,7 @@ def evaluate_cmd(arch, problem, batch, layer, mapping_path, json_out, density, d
         click.echo(f"{len(total)} layers: energy {energy:,.1f} {u}, {cycles:,} cycles")
     if unit_note(arch_spec):
         click.echo(unit_note(arch_spec))
-    if json_out:
+    if json_out is not None:
         write_json(json_out, out_docs[0] if len(out_docs) == 1 else out_docs)
 
 
@@ -283,7 +283,7 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     check_settings(algorithm, objective, workers, time_limit, top, budget, factorization)
     arch_spec = load_arch(arch)
     net, layers = load_layers(problem, batch, density, density_preset, layer)
-    if json_out:
+    if json_out is not None:
         _check_writable(json_out)
     if pareto:
         if factorization != "perfect":
@@ -313,7 +313,7 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     note = unit_note(arch_spec)
     if note:
         click.echo(note)
-    if json_out and results:
+    if json_out is not None and results:
         docs = [d for r in results for d in r.documents()]
         write_json(json_out, docs[0] if layer and len(docs) == 1 else docs)
     if stopped:
@@ -356,15 +356,21 @@ def pareto_output(layers, arch_spec, seed, workers, time_limit, json_out, quiet,
     note = unit_note(arch_spec)
     if note:
         click.echo(note)
-    if json_out:
+    if json_out is not None:
         write_json(json_out, front_document(fronts, net))
 
 
-def _check_writable(path):
+def _check_writable(path, option: str = "--json"):
+    """Refuse up front, before any long work, an output path that cannot be written as a
+    regular file (see result.check_output) or whose folder is not writable."""
+    from .result import check_output
+    if not path:
+        raise MapperError(f"{option}: an empty path; give a file name")
     target = Path(path)
+    if target.is_dir() and not target.is_symlink():
+        raise MapperError(f"{path}: is a folder; {option} takes a file name")
+    check_output(path)
     parent = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise MapperError(f"{path}: is a folder; --json takes a file name")
     if parent.exists() and not os_access(parent):
         raise MapperError(f"{path}: cannot write output (folder {parent} is not writable)")
 
@@ -441,7 +447,7 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
 @click.option("--diagnose", is_flag=True, help="Also sample candidates and say why the invalid ones are invalid.")
 @click.option("--samples", type=click.IntRange(min=1, max=100_000), default=2000, show_default=True,
               help="Candidates sampled per space for --diagnose.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --diagnose.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed for --diagnose.")
 @FACTORIZATION_OPTION
 @user_errors
 def space_cmd(arch, problem, layer, batch, diagnose, samples, seed, factorization):
@@ -510,6 +516,8 @@ def sweep_cmd(archs, problems, objective, algorithm, time_limit, seed, workers, 
     from .sweep import sweep
     workers = default_workers(workers)
     check_settings(algorithm, objective, workers, time_limit, 1, None)
+    if not out:
+        raise MapperError("--out: an empty path; give the results folder")
     if scheduler and backend != "dask":
         raise MapperError("--scheduler: only used with --backend dask")
     arch_specs = [load_arch(a) for a in archs]
@@ -561,7 +569,7 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
     from .search import check_settings
     workers = default_workers(workers)
     check_settings(algorithm, objective, workers, time_limit, 1, None)
-    if json_out:
+    if json_out is not None:
         _check_writable(json_out)
     arch_spec = load_arch(arch)
     net, layers = load_layers(problem, batch, density, density_preset, layer)
@@ -570,7 +578,7 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
     if layer:
         result = eyexam(layers[0], arch_spec, **settings)
         click.echo(format_table(result))
-        if json_out:
+        if json_out is not None:
             save_json(json_out, result)
         return
     results = network_eyexam(layers, arch_spec, **settings)
@@ -578,7 +586,7 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
         click.echo(format_table(r))
         click.echo()
     click.echo(format_network(network_summary(results)))
-    if json_out:
+    if json_out is not None:
         save_json(json_out, results)
 
 
@@ -615,6 +623,7 @@ def convert_group():
 def convert_problem(problem, out):
     """A Timeloop CNN_Layer problem -> our problem file."""
     from .timeloop import write_problem
+    _check_writable(out, "-o")
     write_problem(problem, out)
     click.echo(f"wrote {out}")
 
@@ -629,6 +638,7 @@ def convert_problem(problem, out):
 def convert_arch(arch_file, ert, constraints, name, out):
     """A Timeloop v0.4 architecture with its ERT (and constraints) -> our arch file."""
     from .timeloop import write_arch
+    _check_writable(out, "-o")
     unsupported = write_arch(arch_file, ert, out, constraints_path=constraints, name=name)
     for part in unsupported:
         click.echo(f"note: no equivalent in our format, not converted: {part}", err=True)
@@ -654,9 +664,13 @@ def export_timeloop(result, arch, timeloop_problem, layer, out):
     from .result import result_layer
     from .result import write_text
     from .timeloop import problem_dims, read_results, result_to_timeloop
+    if not out:
+        raise MapperError("-o: an empty path; give a map.yaml file or a folder")
     dims = problem_dims(timeloop_problem) if timeloop_problem else None
     docs = read_results(result, layer)
     folder = Path(out).is_dir() or Path(out).suffix.lower() not in (".yaml", ".yml")
+    if not folder:
+        _check_writable(out, "-o")
     if len(docs) > 1 and not folder:
         names = ", ".join(str(result_layer(d)) for d in docs)
         raise MapperError(f"{result}: holds results for {len(docs)} layers ({names}): give --layer L for "

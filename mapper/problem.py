@@ -260,7 +260,7 @@ def parse_matmul(data: Any, src: str, where: str, samples: int | None = None) ->
     multiplies the rows when B is a weight shared by every sample (b_role: weights, a linear
     layer), and the groups when B is an activation of each sample (attention's K^T and V)."""
     f = Fields(data, src, where, MATMUL_FIELDS, required=("name", "type", "M", "N", "K"))
-    name = f.string("name")
+    name = f.name("name")
     M, N, K = (f.integer(k) for k in ("M", "N", "K"))
     heads = f.integer("batch", 1)
     role = f.choice("b_role", B_ROLES, "weights")
@@ -286,7 +286,7 @@ def parse_layer(data: Any, src: str, where: str, batch: int | None = None) -> La
     if isinstance(data, dict) and data.get("type") == "matmul":
         return parse_matmul(data, src, where, batch)
     f = Fields(data, src, where, LAYER_FIELDS, required=("name", "type", "C"))
-    name = f.string("name")
+    name = f.name("name")
     kind = f.choice("type", LAYER_TYPES)
     C = f.integer("C")
     if kind == "fc":
@@ -390,7 +390,7 @@ def parse_network(data: Any, src: str, batch: int | None = None) -> Network:
         presets.append((str(pname), tuple(
             (lname, tuple(parse_density(pf.get(lname), src, pf.path(lname)).items()))
             for lname in names if pf.has(lname))))
-    return Network(name=f.string("name"), layers=tuple(layers), source=src, presets=tuple(presets))
+    return Network(name=f.name("name"), layers=tuple(layers), source=src, presets=tuple(presets))
 
 
 def load_network(name_or_path: str | Path, batch: int | None = None) -> Network:

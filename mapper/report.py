@@ -45,20 +45,23 @@ def breakdown_table(cost: Cost, layer: Layer | None = None, unit: str = "pJ") ->
     (tensors named as `layer` names them, e.g. a matmul's A, B and Out)."""
     rows = [("level", "tensor", "reads (words)", "fills (words)", "updates (words)", f"energy {unit}", "share")]
     total = cost.energy_pj
+
+    def share(e: float) -> str:          # every energy may be 0 (the allowed minimum): no share then
+        return f"{100 * e / total:.1f}%" if total else "-"
     for level, tensors in cost.levels.items():
         for t in TENSORS:
             if t in tensors:
                 c = tensors[t]
                 rows.append((level, label(layer, t) if layer else t, _num(c.reads), _num(c.fills), _num(c.updates),
-                             f"{c.energy_pj:,.1f}", f"{100 * c.energy_pj / total:.1f}%"))
+                             f"{c.energy_pj:,.1f}", share(c.energy_pj)))
     for fan, e in cost.network_pj.items():
-        rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", f"{100 * e / total:.1f}%"))
-    rows.append(("MAC", "(MACs)", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", f"{100 * cost.mac_pj / total:.1f}%"))
+        rows.append((fan, "(network)", "", "", "", f"{e:,.1f}", share(e)))
+    rows.append(("MAC", "(MACs)", _num(cost.macs), "", "", f"{cost.mac_pj:,.1f}", share(cost.mac_pj)))
     if cost.leakage_pj:
-        rows.append(("leakage", "", "", "", "", f"{cost.leakage_pj:,.1f}", f"{100 * cost.leakage_pj / total:.1f}%"))
+        rows.append(("leakage", "", "", "", "", f"{cost.leakage_pj:,.1f}", share(cost.leakage_pj)))
     if cost.cycle_pj:
         rows.append(("per cycle", "(clock, static)", "", "", "", f"{cost.cycle_pj:,.1f}",
-                     f"{100 * cost.cycle_pj / total:.1f}%"))
+                     share(cost.cycle_pj)))
     return "\n".join(table(rows, right=range(2, len(rows[0]))))
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
@@ -21,7 +22,7 @@ from .arch import Arch
 from .mapping import Mapping
 from .model import Cost
 from .problem import Layer
-from .spec import MapperError
+from .spec import MapperError, clip
 
 
 def inputs_sha256(layer: Layer, arch: Arch, settings: dict[str, Any] | None = None) -> str:
@@ -81,18 +82,56 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+NAME_MAX = 255        # bytes in one path component on Linux, macOS and Windows file systems
+
+
+def check_output(path: str | Path, what: str = "output") -> None:
+    """Refuse an output path that cannot be written as a regular file: an empty name, a
+    name component too long for the file system, or an existing path that is a folder, a
+    symlink or a special file (a FIFO, a device, a socket), which the atomic rename would
+    silently replace by a new regular file."""
+    text = os.fspath(path)
+    if not text:
+        raise MapperError(f"an empty {what} path: give a file name")
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise MapperError(f"{clip(text, 200)}: cannot write {what} (a name in the path is longer than "
+                              f"{NAME_MAX} bytes)")
+    if os.path.islink(text):
+        raise MapperError(f"{clip(text, 200)}: is a symlink; not replacing it (give the path of a regular file)")
+    if os.path.lexists(text):
+        mode = os.lstat(text).st_mode
+        if stat.S_ISDIR(mode):
+            raise MapperError(f"{clip(text, 200)}: is a folder; give a file name")
+        if not stat.S_ISREG(mode):
+            raise MapperError(f"{clip(text, 200)}: is not a regular file (a FIFO, device or socket); "
+                              f"not replacing it")
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), if they are still empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 @contextmanager
 def atomic(path: str | Path):
     """Yield a temporary path in the target's folder; on success it is renamed over the
     target, on failure removed, so an interrupted run never leaves a half-written file.
     A process killed mid-write can leave the temporary file (named with TEMP_MARK)."""
+    check_output(path)
     path = Path(path)
+    created = [p for p in reversed(path.parents) if str(p) not in ("", ".") and not os.path.lexists(p)]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, file_mode())
         os.close(fd)
     except OSError as exc:
+        _remove_folders(created)
         raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
     try:
         yield tmp
@@ -102,6 +141,7 @@ def atomic(path: str | Path):
             os.unlink(tmp)
         except OSError:
             pass
+        _remove_folders(created)
         if isinstance(exc, OSError):
             raise MapperError(f"{path}: cannot write output ({exc.strerror or exc})") from None
         raise

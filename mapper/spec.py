@@ -45,6 +45,9 @@ MAX_DIM = 2 ** 24                   # a loop bound: factorized by trial division
 MAX_MACS = 2 ** 50                  # MACs of one layer: products of tiles and counts fit int64
 
 
+LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")    # where str.splitlines splits
+
+
 def short(value: Any, limit: int = 60) -> str:
     """A bounded repr for messages (a value from a file can be huge or alias-expanded)."""
     text = _REPR.repr(value)
@@ -284,7 +287,21 @@ class Fields:
                 raise SpecError(src, self.path(key), "missing required field")
 
     def path(self, key: str) -> str:
-        return f"{self.where}.{clip(key)}" if self.where else clip(key)
+        key = clip(key)
+        if not str(key).isprintable() or any(0xD800 <= ord(ch) <= 0xDFFF for ch in str(key)):
+            key = ascii(str(key))      # an error line never spans lines or fails to encode
+        return f"{self.where}.{key}" if self.where else key
+
+    def name(self, key: str = "name") -> str:
+        """A name (network, layer, arch, level): one line of text without lone surrogates,
+        which would break one-line errors, tables and UTF-8 output."""
+        value = self.string(key)
+        # tests/test_hostile.py keeps a layer named 'a\0b' valid (file names are cleaned), so
+        # only what breaks lines (newlines, CR, ...) or UTF-8 output (lone surrogates) is refused
+        if any(ch in LINE_BREAKS or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+            raise self.error(key, f"{ascii(clip(value))}: a name must be one line of text "
+                                  f"(no newlines or lone surrogates)")
+        return value
 
     def has(self, key: str) -> bool:
         return key in self.data and self.data[key] is not None

@@ -272,10 +272,18 @@ def mapping_yaml(data: dict, header: Sequence[str] = ()) -> str:
 def read_results(result_json_path: str | Path, layer: str | None = None) -> list[dict]:
     """The result documents of a file from `mapper evaluate/search --json` (one, or a
     whole network's list): the one of `layer` if given, else the best of each layer."""
-    from ..result import select_results
+    from ..result import result_layer, select_results
     src = str(result_json_path)
     data = load_json(result_json_path, "result document")
-    return select_results(data, src, layer)
+    docs = select_results(data, src, layer)
+    if layer is not None:
+        # select_results passes a single document through whatever `layer` is (evaluate
+        # checks it against that layer); exporting must not silently use another layer
+        names = [result_layer(d) for d in docs]
+        if any(n is not None and n != layer for n in names):
+            listed = ", ".join(dict.fromkeys(n for n in names if n))
+            raise MapperError(f"{src}: no result for layer {layer!r} (layers in the file: {listed})")
+    return docs
 
 
 def export_result(result_json_path: str | Path, out_path: str | Path, arch: Arch | str | Path | None = None,
