@@ -126,15 +126,20 @@ def balanced_factors(n: int) -> tuple[int, ...]:
     return tuple(sorted({-(-n // q) for q in _quotients(n)}))
 
 
+def _quotient_ranges(n: int, top: int):
+    """(q, how many f) for each value q of ceil(n / f) over f = 1..top, in O(sqrt n) steps:
+    the f with the same q form one range, ending at (n - 1) // (q - 1) (q > 1)."""
+    f = 1
+    while f <= top:
+        q = -(-n // f)
+        last = min(top, (n - 1) // (q - 1)) if q > 1 else top
+        yield q, last - f + 1
+        f = last + 1
+
+
 def _quotients(n: int) -> set[int]:
     """Every value of ceil(n / f) for f = 1..n (at most 2 sqrt(n) values)."""
-    out, f = set(), 1
-    while f <= n:
-        q = -(-n // f)
-        out.add(q)
-        # the largest f' with ceil(n / f') = q is (n - 1) // (q - 1) (q > 1)
-        f = (n - 1) // (q - 1) + 1 if q > 1 else n + 1
-    return out
+    return {q for q, _ in _quotient_ranges(n, n)}
 
 
 def _slot_options(n: int, limit: int | None, pruned: bool) -> tuple[int, ...]:
@@ -146,20 +151,10 @@ def _slot_options(n: int, limit: int | None, pruned: bool) -> tuple[int, ...]:
 
 def _slot_quotients(n: int, limit: int | None, pruned: bool):
     """(tiles left outside, how many of the slot's factors leave that many) over the slot's
-    factors (see _slot_options), in O(sqrt n) steps whatever the slot's limit: the factors
-    with the same ceil(n / f) form one range."""
-    top = n if limit is None else min(n, limit)
+    factors (_slot_options), in O(sqrt n) steps whatever the slot's limit."""
     if pruned:
-        for f in balanced_factors(n):
-            if f <= top:
-                yield -(-n // f), 1
-        return
-    f = 1
-    while f <= top:
-        q = -(-n // f)
-        last = min(top, (n - 1) // (q - 1) if q > 1 else top)
-        yield q, last - f + 1
-        f = last + 1
+        return [(-(-n // f), 1) for f in _slot_options(n, limit, True)]
+    return _quotient_ranges(n, n if limit is None else min(n, limit))
 
 
 @lru_cache(maxsize=65536)
