@@ -364,12 +364,8 @@ def _check_writable(path, option: str = "--json"):
     """Refuse up front, before any long work, an output path that cannot be written as a
     regular file (see result.check_output) or whose folder is not writable."""
     from .result import check_output
-    if not path:
-        raise MapperError(f"{option}: an empty path; give a file name")
+    check_output(path, option)
     target = Path(path)
-    if target.is_dir() and not target.is_symlink():
-        raise MapperError(f"{path}: is a folder; {option} takes a file name")
-    check_output(path)
     parent = target.parent if str(target.parent) else Path(".")
     if parent.exists() and not os_access(parent):
         raise MapperError(f"{path}: cannot write output (folder {parent} is not writable)")

@@ -48,6 +48,11 @@ MAX_MACS = 2 ** 50                  # MACs of one layer: products of tiles and c
 LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")    # where str.splitlines splits
 
 
+def _surrogates(text: str) -> bool:
+    """Whether text holds a lone surrogate (from a YAML escape), which UTF-8 cannot encode."""
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+
 def short(value: Any, limit: int = 60) -> str:
     """A bounded repr for messages (a value from a file can be huge or alias-expanded)."""
     text = _REPR.repr(value)
@@ -288,7 +293,7 @@ class Fields:
 
     def path(self, key: str) -> str:
         key = clip(key)
-        if not str(key).isprintable() or any(0xD800 <= ord(ch) <= 0xDFFF for ch in str(key)):
+        if not str(key).isprintable() or _surrogates(str(key)):
             key = ascii(str(key))      # an error line never spans lines or fails to encode
         return f"{self.where}.{key}" if self.where else key
 
@@ -298,7 +303,7 @@ class Fields:
         value = self.string(key)
         # tests/test_hostile.py keeps a layer named 'a\0b' valid (file names are cleaned), so
         # only what breaks lines (newlines, CR, ...) or UTF-8 output (lone surrogates) is refused
-        if any(ch in LINE_BREAKS or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        if _surrogates(value) or any(ch in LINE_BREAKS for ch in value):
             raise self.error(key, f"{ascii(clip(value))}: a name must be one line of text "
                                   f"(no newlines or lone surrogates)")
         return value
