@@ -8,6 +8,7 @@ changed, and its layer from loop bounds.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,29 @@ def test_remainder_count_of_a_huge_prime_lists_nothing():
     # before: range(1, n + 1) per slot and per tile count (4.6 GB, then MemoryError)
     n = 16_777_213
     assert count_remainder_factorizations(n, (None, 12, 14, None, None), True) > MAX_FACTORIZATIONS
-    # the unpruned count over free slots (mapper space's "before pruning"): ranges of factors
-    assert count_remainder_factorizations(n, (None,) * 4, False) == 2_832_302_636
+    # the unpruned count over free slots (mapper space's "before pruning"), derived here in
+    # closed form: over 2 slots every inner factor 1..n works once; over 3, an inner f leaves
+    # ceil(n / f) tiles, T(m) = sum_g ceil(m / g) = D(m - 1) + m nests of them over 2 slots
+    # (D: the divisor summatory function, by Dirichlet's hyperbola method); over 4, the sum
+    # of T over the tiles each inner factor leaves
+    assert count_remainder_factorizations(n, (None,) * 2, False) == n
+    assert count_remainder_factorizations(n, (None,) * 3, False) == _three_slots(n)
+    k = math.isqrt(n)        # inner factors up to k one by one, the rest by their tile count q
+    four = sum(_three_slots(-(-n // f)) for f in range(1, k + 1))
+    for q in range(1, -(-n // (k + 1)) + 1):
+        lo, hi = (n - 1) // q, ((n - 1) // (q - 1) if q > 1 else n)   # ceil(n / f) = q for lo < f <= hi
+        four += max(0, hi - max(lo, k)) * _three_slots(q)
+    assert count_remainder_factorizations(n, (None,) * 4, False) == four == 2_832_302_636
+
+
+def _divisor_sum(m: int) -> int:
+    """D(m) = sum_{k <= m} d(k) = 2 sum_{i <= sqrt m} floor(m / i) - floor(sqrt m)^2."""
+    r = math.isqrt(m)
+    return 2 * sum(m // i for i in range(1, r + 1)) - r * r
+
+
+def _three_slots(m: int) -> int:
+    return _divisor_sum(m - 1) + m
 
 
 def test_imperfect_space_of_a_huge_prime_dim_is_one_error():
