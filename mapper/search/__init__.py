@@ -34,11 +34,13 @@ from .space import FACTORIZATIONS, Space, space_of
 ALGORITHMS = ("hybrid", "cpsat", "random", "exhaustive")
 #: Why a search ended: how `optimal` was proven, or what stopped an unproven search.
 REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interrupted", "evaluation budget",
-           "patience", "perfect subspace proof")
+           "patience", "perfect subspace proof", "cpsat overflow")
 #: `perfect subspace proof` (status feasible, --factorization imperfect only): CP-SAT proved
 #: the best perfect mapping optimal among perfect mappings (SearchResult.subspace_bound), but
 #: its formulation has no remainder options: the best found may be beaten by a remainder
 #: mapping not found, and the bound and gap are the imperfect analytic bound's (bound.py).
+#: `cpsat overflow`: the layer's energies, cycles or counts do not fit
+#: CP-SAT's 64-bit integers, so CP-SAT was skipped and random sampling took its place.
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
@@ -459,6 +461,7 @@ class _Run:
     interrupted: bool = field(default=False, init=False)       # set by Ctrl-C (see interruptible)
     subspace_bound: float | None = field(default=None, init=False)   # imperfect: CP-SAT's, perfect part only
     perfect_proven: bool = field(default=False, init=False)          # imperfect: CP-SAT proved the perfect part
+    cpsat_skipped: bool = field(default=False, init=False)           # its numbers overflow CP-SAT's integers
     _child: "_Run | None" = field(default=None, init=False)          # a sub-run (CP-SAT on the perfect part)
     notes: list[str] = field(default_factory=list, init=False)
     # counters of the phases before the current random phase (its workers count from 0)
@@ -514,6 +517,8 @@ class _Run:
             return self.proof
         if self.interrupted:
             return "interrupted"
+        if self.cpsat_skipped:
+            return "cpsat overflow"         # what keeps it from a proof, whatever else ended it
         if self.stopped_by_limit:
             return "time limit"
         if self.perfect_proven:
@@ -636,6 +641,7 @@ class _Run:
         self.valid += sub.valid
         self._base_eval, self._base_valid = self.evaluated, self.valid
         self.stopped_by_limit |= sub.stopped_by_limit
+        self.cpsat_skipped |= sub.cpsat_skipped
         self.notes += sub.notes
         if sub.proven and not sub.interrupted:
             self.perfect_proven = True
@@ -744,8 +750,17 @@ class _Run:
         if self.meets_floor():
             return          # already meets the analytic bound: search() reports the proof
         self.cpsat(workers, hints=True)
+        if self.cpsat_skipped:
+            self._sample_instead(seed, workers, budget, patience)
         if not self.proven:
             self.refine("refine")
+
+    def _sample_instead(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
+        """CP-SAT could not model the layer (its numbers overflow): the search goes on as the
+        random search would, with the rest of the budget and new samples (seed + 1)."""
+        left = None if budget is None else budget - self.evaluated
+        if (left is None or left > 0) and not self.out_of_time():
+            self.random(seed + 1, workers, left, patience)
 
     def hybrid_imperfect(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         """Hybrid over the imperfect space: the perfect phases (random, refine, CP-SAT on the
