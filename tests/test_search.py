@@ -45,6 +45,7 @@ from mapper.progress import Progress
 from mapper.problem import DIMS, layer_from_dims
 from mapper.search import _Run, search
 from mapper.search.bound import lower_bound, objective_bound
+from mapper.search.random import ROUND
 from mapper.search.cpsat import solving
 from mapper.search.space import Space
 from mapper.spec import MapperError
@@ -454,6 +455,16 @@ def test_same_seed_same_mapping(algorithm, workers):
     assert [f.mapping.to_dict() for f in first.found] == [f.mapping.to_dict() for f in second.found]
     if algorithm == "random":
         assert first.evaluated == second.evaluated and first.valid == second.valid
+
+
+@pytest.mark.parametrize("algorithm,workers", [("hybrid", 1), ("random", 2)])
+def test_a_time_limit_spent_before_sampling_still_samples_one_round(algorithm, workers):
+    # a time limit the setup already ate (a loaded machine, a short limit) used to return
+    # the 1-PE baseline; one round of the perfect space runs anyway, in this process
+    res = search(DET_LAYER, arch("v1"), algorithm=algorithm, workers=workers, time_limit=1e-9)
+    assert (res.status, res.reason) == ("budget", "time limit")
+    assert res.evaluated == workers * ROUND
+    assert res.best.cost.active_pes > 1
 
 
 def test_random_other_seed_still_valid():
