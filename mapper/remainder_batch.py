@@ -5,7 +5,8 @@ not multiply to the layer's sizes (imperfect factorization) is routed here and c
 the scalar model's remainder path (`mapper.model.evaluate` with `_Remainders`' structure),
 so batch, search and the model agree exactly (tested). `FastRemainders` replaces the
 model's loops over index tuples by `mapper.remainder_groups` (closed forms, or numpy over
-a group's tuples) and memoizes each group's sums across the batch's candidates.
+a group's tuples) and memoizes each group's sums across candidates and batches
+(`_group_cache`).
 
 Cost (benchmarks/remainder_throughput.py, 20 random remainder candidates per AlexNet
 layer, CPU time, 2026-12-03): 2.7-3.9 ms per candidate on Eyeriss v1's conv layers and
@@ -58,7 +59,7 @@ def evaluate_remainders(enc, factors: np.ndarray, orders: np.ndarray, keep: np.n
     counts = np.zeros((n, n_st, 3, 3)) if with_counts else None
     assignments = enc.assignments()
     chosen = np.zeros((n, len(enc.mode_fans), len(TENSORS)), dtype=np.int64)
-    groups: dict = {}             # group sums by GroupSpec, shared by all candidates
+    groups = _group_cache(enc)
     for i in range(n):
         options = assignments if modes is None or not enc.mode_fans else modes[i:i + 1]
         best = None
@@ -90,10 +91,10 @@ class FastRemainders(_Remainders):
     holds one candidate's link sums, instances, valid counts and first points, shared
     between its network-mode choices (a link's sums depend on the modes only through those
     of the fan-outs between parent and child, its key); `groups` holds group sums keyed on
-    `GroupSpec` (and valid-tuple counts, first points), shared by every candidate of a
-    batch (a group's sums read only its own loops, see remainder_groups). The same numbers
-    as the model (tested). A link whose groups all have at most SMALL tuples goes through
-    the model's own loop instead (a cross-check switch: 0, the default, never)."""
+    `GroupSpec` (and valid-tuple counts, first points), shared by every candidate of the
+    encoding (a group's sums read only its own loops, see remainder_groups; `_group_cache`).
+    The same numbers as the model (tested). A link whose groups all have at most SMALL
+    tuples goes through the model's own loop instead (a cross-check switch: 0, the default, never)."""
 
     SMALL = 0
 
@@ -234,6 +235,23 @@ class FastRemainders(_Remainders):
                 memo[spec] = distinct_points(spec)
             total *= memo[spec]
         return total
+
+
+#: Entries (group specs, valid counts, points) the shared group cache holds before it starts over.
+GROUP_CACHE_LIMIT = 200_000
+
+
+def _group_cache(enc) -> dict:
+    """The group sums keyed on GroupSpec, kept on the encoding (the layer and arch are
+    fixed, a spec's sums a function of it), so they are shared across batches too: the
+    remainder descent scores one neighbour at a time, and neighbours differ in one
+    dimension, so most of their groups were counted before (about twice the candidates per
+    second). Bounded: started over past GROUP_CACHE_LIMIT entries (a 30 s search of
+    MobileNet pw12 on Eyeriss v1 leaves about 3,000)."""
+    cache = enc.plans.setdefault("remainder groups", {})
+    if sum(len(v) for v in cache.values()) > GROUP_CACHE_LIMIT:
+        cache.clear()
+    return cache
 
 
 def _apart(credit: str, dim: str, tensor: str) -> bool:

@@ -292,3 +292,34 @@ def test_fast_link_sums_equal_the_models_link_by_link():
             innermost = [i for i in storages if "Outputs" in m.kept(arch.levels[i].name)][-1]
             assert fast._first_points("Outputs", innermost) == ref._first_points("Outputs", innermost)
     assert links >= 200
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_group_cache_shared_across_batches_keeps_the_model_numbers(monkeypatch, limit):
+    """The group sums are kept on the encoding across batches (the remainder descent scores
+    one neighbour at a time): neighbours of a remainder candidate scored one by one, first
+    to last and then last to first (other cache contents before each), equal the model;
+    with a tiny limit the cache starts over instead of growing."""
+    import mapper.remainder_batch as rb
+    from mapper.search.space import space_of
+    if limit is not None:
+        monkeypatch.setattr(rb, "GROUP_CACHE_LIMIT", limit)
+    enc, f, o, k, _ = alexnet_rows("eyeriss_v1", "conv2", 1, 3)
+    space = space_of(enc.layer, enc.arch, "imperfect")
+    nb = space.factor_neighbours(f[0])
+    nb = nb[space.valid(nb, np.repeat(k[:1], len(nb), axis=0)) & remainder_rows(enc, nb)][:12]
+    assert len(nb) >= 6
+    cache = enc.plans.setdefault("remainder groups", {})
+
+    def held():
+        return sum(len(v) for v in cache.values())
+
+    for rows in (range(len(nb)), reversed(range(len(nb)))):
+        for i in rows:
+            assert_batch_equals_model(enc, nb[i:i + 1], o[:1], k[:1])
+            if limit is not None:
+                now = held()
+                cache.clear()
+                evaluate_remainders(enc, nb[i:i + 1], o[:1], k[:1], None, "edp", False)
+                # started over past the limit, then at most what this candidate adds alone
+                assert now <= limit + held()
