@@ -13,6 +13,7 @@ import math
 import os
 import reprlib
 import stat
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -298,14 +299,14 @@ class Fields:
         return f"{self.where}.{key}" if self.where else key
 
     def name(self, key: str = "name") -> str:
-        """A name (network, layer, arch, level): one line of text without lone surrogates,
-        which would break one-line errors, tables and UTF-8 output."""
+        """A name (network, layer, arch, level): one line of text without control characters
+        or lone surrogates, which would break one-line errors, tables and UTF-8 output."""
         value = self.string(key)
-        # tests/test_hostile.py keeps a layer named 'a\0b' valid (file names are cleaned), so
-        # only what breaks lines (newlines, CR, ...) or UTF-8 output (lone surrogates) is refused
-        if _surrogates(value) or any(ch in LINE_BREAKS for ch in value):
-            raise self.error(key, f"{ascii(clip(value))}: a name must be one line of text "
-                                  f"(no newlines or lone surrogates)")
+        # control characters (NUL, tab, escape, ...) garble tables and terminals and cannot be
+        # typed back as --layer; line breaks beyond them (U+2028, ...) would split error lines
+        if _surrogates(value) or any(ch in LINE_BREAKS or unicodedata.category(ch) == "Cc" for ch in value):
+            raise self.error(key, f"{ascii(clip(value))}: a name must be one line of printable text "
+                                  f"(no control characters such as NUL, tab or newline, no lone surrogates)")
         return value
 
     def has(self, key: str) -> bool:

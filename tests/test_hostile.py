@@ -256,21 +256,36 @@ def test_hostile_names_stay_inside_out_and_never_collide(tmp_path):
                          ids=["in-process", "subprocess"])
 def test_sweep_with_hostile_names_writes_only_inside_out(tmp_path, in_subprocess):
     prob = tmp_path / "evil.yaml"
-    prob.write_text('name: "../../escaped"\nlayers:\n'
-                    '  - {name: "../../../x", type: fc, C: 4, M: 4}\n'
-                    '  - {name: "/abs/y", type: fc, C: 4, M: 8}\n'
-                    '  - {name: "a\\0b", type: fc, C: 8, M: 4}\n')
+    names = ["../../../x", "/abs/y", ".hidden", "..", "sweep.json"]
+    prob.write_text('name: "../../escaped"\nlayers:\n' + "".join(
+        f'  - {{name: "{n}", type: fc, C: 4, M: {4 * (i + 1)}}}\n' for i, n in enumerate(names)))
     work = tmp_path / "work"
     work.mkdir()
     before = _files(tmp_path)
-    code, _, err = _run(["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "5",
+    code, _, err = _run(["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "1",
                          "--workers", "1", "-q"], work, in_subprocess, timeout=300)
     assert code == 0, err
     new = _files(tmp_path) - before
     assert new and all(p.is_relative_to(work / "out") for p in new), sorted(map(str, new))
     docs = [json.loads(p.read_text()) for p in (work / "out").rglob("*.json")
-            if p.name not in ("sweep.json", "summary.json")]
-    assert sorted(d["layer"]["name"] for d in docs) == ["../../../x", "/abs/y", "a\0b"]
+            if p.parent != work / "out"]
+    assert sorted(d["layer"]["name"] for d in docs) == sorted(names)
+
+
+@pytest.mark.parametrize("name", ["a\\0b", "a\\tb", "a\\x1bb", "a\\x7fb", "a\\x85b"],
+                         ids=["NUL", "tab", "escape", "DEL", "NEL"])
+def test_layer_name_with_a_control_character_is_one_clear_error(tmp_path, name):
+    prob = tmp_path / "evil.yaml"
+    prob.write_text(f'name: net\nlayers:\n  - {{name: "ok", type: fc, C: 4, M: 4}}\n'
+                    f'  - {{name: "{name}", type: fc, C: 8, M: 4}}\n')
+    before = _files(tmp_path)
+    code, out, err = _run(["sweep", "-a", "eyeriss_v1", "-p", str(prob), "--out", "out", "--time-limit", "1",
+                           "--workers", "1", "-q"], tmp_path, False)
+    assert code == 2 and out == "", (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and str(prob) in lines[0] and "layers[1].name" in lines[0], err
+    assert "control character" in lines[0] and lines[0].isprintable(), err
+    assert _files(tmp_path) == before
 
 
 def test_output_files_follow_the_umask(tmp_path):
