@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from .arch import Arch, Storage
 from .model import utilization
 from .problem import Layer, Network
 from .progress import Board, Progress, QueueProgress, Reporter
-from .result import TEMP_MARK, inputs_sha256, write_json, write_text
+from .result import TEMP_MARK, check_output, inputs_sha256, write_json, write_text
 from .spec import MapperError, clip, load_json
 
 FORMAT = 1          # bump when the folder layout or documents change incompatibly
@@ -84,7 +85,7 @@ def inside(out: Path, path: Path) -> None:
     """Refuse a path that resolves outside `out` (e.g. through a symlinked folder in it)."""
     root = out.resolve()
     if not path.resolve().is_relative_to(root):
-        raise MapperError(f"{path}: resolves outside --out {out} (a symbolic link?); refusing to write there")
+        raise MapperError(f"{path}: resolves outside --out {out} (a symlink?); refusing to write there")
 
 
 def check_names(archs: list[Arch], networks) -> None:
@@ -121,11 +122,16 @@ def run_job(job: Job, progress=None) -> dict[str, Any]:
     return doc
 
 
-def check_folder(out: Path, resume: bool) -> None:
-    """Check that --out is a new folder or one this format of sweep wrote (writes nothing)."""
+def check_folder(out: Path, resume: bool, files: list[Path]) -> None:
+    """Check that --out is a new folder or one this format of sweep wrote, and that each of
+    `files` (the paths the sweep writes) can be written there (writes nothing)."""
     marker = out / "sweep.json"
+    if out.is_symlink():
+        raise MapperError(f"--out {out}: is a symlink; give the folder itself (results are written only "
+                          f"inside --out, never through a link)")
     if out.exists() and not out.is_dir():
         raise MapperError(f"--out {out}: exists and is not a folder")
+    check_targets(out, [marker, *files])
     if marker.exists():
         try:
             meta = load_json(marker, "sweep results file")
@@ -141,6 +147,26 @@ def check_folder(out: Path, resume: bool) -> None:
                               f"only what is missing or changed, or choose another --out")
     elif out.exists() and any(out.iterdir()) and resume:
         raise MapperError(f"{out}: not a sweep results folder (no sweep.json); use another --out")
+
+
+def check_targets(out: Path, files: list[Path]) -> None:
+    """Refuse, before anything is written, a sweep whose files could not all be written: a
+    file path that is a symlink, a folder or a special file (result.check_output), a folder
+    on the way that is not a folder, or an --out that cannot be created or written."""
+    for path in files:
+        check_output(path, "sweep result")
+        for folder in path.parents:
+            if folder == out.parent:
+                break
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise MapperError(f"{folder}: is not a folder; cannot write {path.name} in it")
+    ancestor = out
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise MapperError(f"--out {out}: cannot write results ({ancestor} is not a folder)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise MapperError(f"--out {out}: cannot write results (folder {ancestor} is not writable)")
 
 
 def remove_leftovers(out: Path) -> int:
@@ -160,7 +186,6 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
     out = Path(out)
     progress = progress or Progress(enabled=False)
     check_names(archs, networks)
-    check_folder(out, resume)
     frozen = tuple(sorted(settings.items()))
     jobs: dict[tuple, Job] = {}
     placements: list[tuple[Arch, str, Layer, tuple]] = []
@@ -170,9 +195,10 @@ def sweep(archs: list[Arch], networks: list[tuple[Network, list[Layer]]], out: s
                 job = Job(arch, net.name, layer, frozen)
                 jobs.setdefault(job.key, job)
                 placements.append((arch, net.name, layer, job.key))
+    # every path is checked before any write
+    check_folder(out, resume, [out / "summary.csv", out / "summary.json",
+                               *(result_path(out, arch.name, net, layer.name) for arch, net, layer, _ in placements)])
     # a job (kept with its first placement) is done when its result exists with the same inputs hash
-    for arch, net, layer, _ in placements:
-        result_path(out, arch.name, net, layer.name)         # every path checked before any write
     todo, docs = [], {}
     for key, job in jobs.items():
         path = result_path(out, job.arch.name, job.network, job.layer.name)

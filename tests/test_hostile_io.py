@@ -130,3 +130,57 @@ def test_bad_names_refused_at_parse(tmp_path, bad):
         load_arch(str(tmp_path / "k.yaml"))
     assert "\n" not in str(err.value)
     str(err.value).encode("utf-8")
+
+
+def _sweep_tiny(tmp_path, out, *extra):
+    from cli_helper import run_in_process
+    prob = tmp_path / "tiny.yaml"
+    prob.write_text("name: tiny\nlayers:\n  - {name: l1, type: fc, C: 4, M: 4}\n")
+    return run_in_process("sweep", "-a", "eyeriss_v1", "-p", prob, "--out", out, "--time-limit", "1",
+                          "--workers", "1", "-q", *extra, cwd=tmp_path)
+
+
+def _special_outs(tmp_path):
+    """--out paths that are no folder to write into, and the words their error names."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    return {"fifo": "not a folder", "link": "symlink", "dangling": "symlink"}
+
+
+def test_sweep_out_that_is_a_fifo_or_symlink_is_refused_before_anything_runs(tmp_path):
+    for out, words in _special_outs(tmp_path).items():
+        one_error(_sweep_tiny(tmp_path, out), f"--out {out}", words)
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "link").is_symlink()
+    assert list((tmp_path / "real").iterdir()) == [] and not (tmp_path / "nowhere").exists()
+
+
+def test_sweep_out_fifo_in_a_subprocess_does_not_block(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "tiny.yaml").write_text("name: tiny\nlayers:\n  - {name: l1, type: fc, C: 4, M: 4}\n")
+    one_error(run(["sweep", "-a", "eyeriss_v1", "-p", "tiny.yaml", "--out", "fifo", "--time-limit", "1", "-q"],
+                  tmp_path), "--out fifo", "not a folder")
+
+
+@pytest.mark.parametrize("target", ["sweep.json", "summary.csv", "summary.json", "eyeriss_v1/tiny/l1.json"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_sweep_files_that_are_special_are_refused_before_the_search(tmp_path, target, kind):
+    out = tmp_path / "out"
+    path = out / target
+    path.parent.mkdir(parents=True)
+    (tmp_path / "keep.json").write_text("keep")
+    {"fifo": lambda: os.mkfifo(path), "symlink": lambda: path.symlink_to(tmp_path / "keep.json"),
+     "folder": path.mkdir}[kind]()
+    res = _sweep_tiny(tmp_path, "out")
+    one_error(res, f"out/{target}", {"fifo": "regular file", "symlink": "symlink", "folder": "folder"}[kind])
+    assert (tmp_path / "keep.json").read_text() == "keep"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        sorted({target, *(p.as_posix() for p in Path(target).parents if p != Path("."))})
+
+
+def test_sweep_folder_on_the_way_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "out" / "eyeriss_v1").mkdir(parents=True)
+    (tmp_path / "out" / "eyeriss_v1" / "tiny").write_text("x")
+    one_error(_sweep_tiny(tmp_path, "out"), "out/eyeriss_v1/tiny", "not a folder")
+    assert not (tmp_path / "out" / "sweep.json").exists()
