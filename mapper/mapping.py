@@ -196,6 +196,7 @@ def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
     for fan in net_raw:
         tf = Fields(nf.get(fan), src, nf.path(fan), TENSORS)
         network[fan] = {t: tf.string(t) for t in tf.data}
+    _check_order(loops, arch, src, f)
     seen = set()
     for i, l in enumerate(loops):
         k = (l.level, l.dim, l.spatial)
@@ -204,6 +205,21 @@ def parse_mapping(data: Any, arch: Arch, src: str) -> Mapping:
                             + (f" axis {l.spatial}" if l.spatial else "") + "; merge their factors")
         seen.add(k)
     return normalize(loops, arch, keep, network)
+
+
+def _check_order(loops: list[Loop], arch: Arch, src: str, f: Fields) -> None:
+    """Loops are listed outermost first, so their levels come in the arch's order (outermost
+    level first). A loop at an outer level listed after one at an inner level has no reading
+    in that order (a nest listed innermost first would also have each level's loops
+    reversed): an error, never a silent re-sort."""
+    index = {l.name: i for i, l in enumerate(arch.levels)}
+    for i in range(1, len(loops)):
+        before, loop = loops[i - 1], loops[i]
+        if index[loop.level] < index[before.level]:
+            raise SpecError(src, f.path(f"loops[{i}]"),
+                            f"level '{loop.level}' is listed after level '{before.level}' (loops[{i - 1}]), "
+                            f"which is inside it; loops are listed outermost first, levels in the arch's "
+                            f"order ({', '.join(index)})")
 
 
 def check(mapping: Mapping, layer: Layer, arch: Arch, src: str = "mapping") -> None:

@@ -248,7 +248,8 @@ def test_mapping_unknown_level(tmp_path, run):
     # temporal loop on the fan-out
     (replace_loop(("array", "P", 13, "X"), ("array", "P", 13, None)), None, ["loops[3].spatial", "fan-out"]),
     # a dim the level may not iterate (ifmap_spad has no temporal dims)
-    (replace_loop(("GLB", "Q", 13, None), ("ifmap_spad", "Q", 13, None)), None, ["ifmap_spad", "Q"]),
+    ([l for l in GOOD_LOOPS if l[0] != "GLB"][:5] + [("ifmap_spad", "Q", 13, None)]
+     + [l for l in GOOD_LOOPS if l[0] != "GLB"][5:], None, ["ifmap_spad", "Q", "may not have a temporal"]),
     # P 13 on Y beside R 3 and C 4: 156 > 12
     (replace_loop(("array", "P", 13, "X"), ("array", "P", 13, "Y")), None, ["array", "Y", "over by 144"]),
     # R may not be unrolled on X
@@ -263,6 +264,35 @@ def test_mapping_rule_violations(tmp_path, loops, keep, fragments, run):
     m = write_mapping(tmp_path, text)
     out = tmp_path / "out.json"
     assert_user_error(run(*evaluate_args(m, out)), "m.yaml", *fragments, out=out)
+
+
+@pytest.mark.parametrize("loops, fragments", [
+    # the whole nest innermost first
+    (GOOD_LOOPS[::-1], ["loops[1]", "level 'weights_spad' is listed after level 'psum_spad' (loops[0])"]),
+    # one DRAM loop moved to the end
+    (GOOD_LOOPS[1:] + GOOD_LOOPS[:1], ["loops[8]", "level 'DRAM' is listed after level 'psum_spad'"]),
+    # a fan-out loop listed before the GLB loop outside it
+    (GOOD_LOOPS[:2] + GOOD_LOOPS[3:4] + GOOD_LOOPS[2:3] + GOOD_LOOPS[4:],
+     ["loops[3]", "level 'GLB' is listed after level 'array'"]),
+])
+def test_loops_out_of_level_order_are_an_error_not_re_sorted(tmp_path, loops, fragments, run):
+    """The format lists loops outermost first; a list whose levels are not in the arch's order
+    has no reading in it (innermost first would also reverse each level's own loops)."""
+    m = write_mapping(tmp_path, mapping_yaml(loops))
+    out = tmp_path / "out.json"
+    line = assert_user_error(run(*evaluate_args(m, out)), "m.yaml", *fragments, "outermost first", out=out)
+    assert "DRAM, GLB, array, ifmap_spad, weights_spad, psum_spad" in line
+
+
+def test_loops_in_documented_order_keep_their_order_within_a_level(tmp_path):
+    """Within one level the listed order is the nest's order, outermost first, as written."""
+    import mapper
+    from mapper.spec import parse_yaml
+    arch = mapper.load_arch("eyeriss_v1")
+    swapped = [GOOD_LOOPS[1], GOOD_LOOPS[0], *GOOD_LOOPS[2:]]
+    for loops in (GOOD_LOOPS, swapped):
+        mapping = mapper.parse_mapping(parse_yaml(mapping_yaml(loops), "m.yaml"), arch, "m.yaml")
+        assert [(l.level, l.dim, l.factor, l.spatial) for l in mapping.loops] == list(loops)
 
 
 def test_malformed_mapping(tmp_path, run):
