@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,19 @@ def load_arch(name_or_path: str | Path) -> Arch:
     """Read an architecture file (a built-in name such as 'eyeriss_v1', or a path)."""
     path = resolve(str(name_or_path), "arch", "arch")
     return parse_arch(load_yaml(path), str(path))
+
+
+@contextmanager
+def naming_source(arch: Arch):
+    """Errors the search raises about this architecture with a layer (a mapspace too large
+    for its levels, no mapping that fits its buffers) carry no file name: add the arch file's
+    (at the end: scripts match the messages' start), so the one error line says which file to
+    change. SpecErrors already name theirs."""
+    try:
+        yield
+    except SpecError:
+        raise
+    except MapperError as exc:
+        if not arch.source or arch.source in str(exc):
+            raise
+        raise MapperError(f"{exc} (arch file {arch.source}: levels)") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .arch import load_arch
+from .arch import load_arch, naming_source
 from .mapping import check, loop_nest_text, parse_mapping
 from .model import evaluate, network_utilization
 from .problem import DENSITY_KEYS, load_network
@@ -292,9 +292,10 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     progress = Progress(enabled=not quiet)
     import time
     start = time.monotonic()
-    results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
-                             workers=workers, time_limit=time_limit, budget=budget, patience=patience,
-                             top=top, progress=progress, factorization=factorization)
+    with naming_source(arch_spec):
+        results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
+                                 workers=workers, time_limit=time_limit, budget=budget, patience=patience,
+                                 top=top, progress=progress, factorization=factorization)
     wall = time.monotonic() - start
     detail = detail or ("verbose" if layer else "layers")
     if detail != "summary":
@@ -452,7 +453,8 @@ def space_cmd(arch, problem, layer, batch, diagnose, samples, seed, factorizatio
     from .search.space import Space
     arch_spec = load_arch(arch)
     lay = load_network(problem, batch).layer(layer)
-    space = Space.build(lay, arch_spec, factorization)
+    with naming_source(arch_spec):
+        space = Space.build(lay, arch_spec, factorization)
     rows = [("subspace", "before pruning", "after pruning")] + space.report()
     click.echo(f"mapspace of {lay.name} on {arch_spec.name}")
     click.echo("\n".join(table(rows, right={1, 2})))
@@ -572,12 +574,14 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
     settings = dict(objective=objective, algorithm=algorithm, seed=seed, workers=workers, time_limit=time_limit,
                     progress=Progress(enabled=not quiet))
     if layer:
-        result = eyexam(layers[0], arch_spec, **settings)
+        with naming_source(arch_spec):
+            result = eyexam(layers[0], arch_spec, **settings)
         click.echo(format_table(result))
         if json_out is not None:
             save_json(json_out, result)
         return
-    results = network_eyexam(layers, arch_spec, **settings)
+    with naming_source(arch_spec):
+        results = network_eyexam(layers, arch_spec, **settings)
     for r in results:
         click.echo(format_table(r))
         click.echo()

@@ -122,7 +122,13 @@ def load_yaml(path: str | Path) -> Any:
 
 def parse_yaml(text: str, src: str) -> Any:
     """Parse YAML text from `src` with _StrictLoader (see its limits)."""
-    loader = _StrictLoader(text)
+    try:
+        # the reader refuses control characters (e.g. binary garbage) as soon as it is made
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        raise SpecError(src, "", f"not a YAML text file (control character U+{char:04X} at offset "
+                                 f"{exc.position})") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -302,6 +308,8 @@ class Fields:
         """A name (network, layer, arch, level): one line of text without control characters
         or lone surrogates, which would break one-line errors, tables and UTF-8 output."""
         value = self.string(key)
+        if not value.strip():
+            raise self.error(key, "an empty name; give a name")
         # control characters (NUL, tab, escape, ...) garble tables and terminals and cannot be
         # typed back as --layer; line breaks beyond them (U+2028, ...) would split error lines
         if _surrogates(value) or any(ch in LINE_BREAKS or unicodedata.category(ch) == "Cc" for ch in value):

@@ -1,0 +1,100 @@
+"""More hostile specs, found by probing every command: each is exit code 2 with one error line
+that names the file (and the field where there is one), no traceback, nothing written."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helper import run_in_process
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((ROOT / "arch" / "eyeriss_v1.yaml").read_text())
+CONV = "name: tiny\nlayers:\n  - {name: l1, type: conv, C: 16, M: 32, H: 16, W: 16, R: 3, S: 3}\n"
+
+
+def _arch(change) -> str:
+    arch = copy.deepcopy(BASE)
+    change(arch)
+    return yaml.safe_dump(arch)
+
+
+def _many_storages(arch):
+    extra = [dict(name=f"S{i}", keeps=["Weights", "Inputs", "Outputs"], capacity=10 ** 6, energy=1.0)
+             for i in range(100)]
+    arch["levels"] = arch["levels"][:2] + extra + arch["levels"][2:]
+
+
+ARCHS = {
+    # a mapspace too large for the search: the error came from the search, naming no file
+    "100 storage levels": (_arch(_many_storages), ["too large a mapspace", "levels"]),
+    # buffers too small for any mapping: named the arch only by its name
+    "capacities of 1": (_arch(lambda a: [l.update(capacity=1) for l in a["levels"][1:] if "fanout" not in l]),
+                        ["no valid mapping", "levels"]),
+    # PyYAML's reader refuses control characters when it is made: that was a traceback
+    "binary garbage": ("\x01\x02garbage\x7f", ["not a YAML text file", "U+0001"]),
+    "empty name": (_arch(lambda a: a.update(name="")), ["name:", "empty name"]),
+    "blank level name": (_arch(lambda a: a["levels"][1].update(name="  ")), ["levels[1].name", "empty name"]),
+    "tab in a level name": (_arch(lambda a: a["levels"][1].update(name="G\tLB")),
+                            ["levels[1].name", "control character"]),
+    "duplicate level": (_arch(lambda a: a["levels"][1].update(name="DRAM")), ["levels[1].name", "duplicate"]),
+    "no levels": (_arch(lambda a: a.update(levels=[])), ["levels"]),
+    "negative energy": (_arch(lambda a: a["levels"][1].update(energy=-1)), ["levels[1].energy", "-1"]),
+    "huge capacity": (_arch(lambda a: a["levels"][1].update(capacity=10 ** 25)), ["levels[1].capacity", "at most"]),
+    "fan-out of 0": (_arch(lambda a: a["levels"][2].update(fanout={"X": 0, "Y": 12})), ["levels[2].fanout.X"]),
+    "alias bomb": ("a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                   "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+                   "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n", ["too many values"]),
+}
+
+PROBLEMS = {
+    "binary garbage": ("\x1b[31mred\x1b[0m: 1\n", ["not a YAML text file", "U+001B"]),
+    "empty layer name": ("name: net\nlayers:\n  - {name: '', type: fc, C: 4, M: 4}\n", ["layers[0].name", "empty"]),
+    "empty network name": ("name: ' '\nlayers:\n  - {name: a, type: fc, C: 4, M: 4}\n", ["name:", "empty"]),
+    "no layers": ("name: net\nlayers: []\n", ["layers"]),
+    "null layer": ("name: net\nlayers:\n  - null\n", ["layers[0]"]),
+    "duplicate layer": ("name: net\nlayers:\n  - {name: a, type: fc, C: 4, M: 4}\n"
+                        "  - {name: a, type: fc, C: 4, M: 4}\n", ["layers[1].name", "duplicate"]),
+    "NaN size": ("name: net\nlayers:\n  - {name: a, type: fc, C: .nan, M: 4}\n", ["layers[0].C"]),
+    "huge size": ("name: net\nlayers:\n  - {name: a, type: fc, C: 100000000, M: 100000000}\n", ["layers[0]"]),
+}
+
+
+def _commands(kind: str, path: Path, work: Path, layer: str = "l1"):
+    arch = ["-a", str(path)] if kind == "arch" else ["-a", "eyeriss_v1"]
+    prob = ["-p", str(path)] if kind == "problem" else ["-p", str(work / "tiny.yaml")]
+    quick = ["--time-limit", "1", "--workers", "1", "-q"]
+    return {
+        "search": ["search", *arch, *prob, *quick, "--json", "out.json"],
+        "space": ["space", *arch, *prob, "-l", layer if kind == "arch" else "a"],
+        "eyexam": ["eyexam", *arch, *prob, *quick, "--json", "out.json"],
+        "sweep": ["sweep", *arch, *prob, *quick, "--out", "out"],
+    }
+
+
+def _one_error_naming(res, path: Path, words):
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (res.returncode, res.stderr)
+    assert str(path) in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert res.stdout == "", res.stdout
+
+
+@pytest.mark.parametrize("command", ["search", "space", "eyexam", "sweep"])
+@pytest.mark.parametrize("kind, case", [("arch", c) for c in ARCHS] + [("problem", c) for c in PROBLEMS])
+def test_hostile_spec_names_its_file(tmp_path, kind, case, command):
+    text, words = (ARCHS if kind == "arch" else PROBLEMS)[case]
+    if case == "capacities of 1" and command == "space":
+        pytest.skip("space counts the mapspace; that no mapping fits is the search's finding")
+    (tmp_path / "tiny.yaml").write_text(CONV)
+    path = tmp_path / f"hostile_{kind}.yaml"
+    path.write_text(text)
+    before = set(tmp_path.rglob("*"))
+    res = run_in_process(*_commands(kind, path, tmp_path)[command], cwd=tmp_path)
+    _one_error_naming(res, path, words)
+    new = set(tmp_path.rglob("*")) - before
+    # a sweep that fails in a search keeps what it wrote before (sweep.json, finished results)
+    assert not new if command != "sweep" else all(p.is_relative_to(tmp_path / "out") for p in new), new
