@@ -3,6 +3,7 @@ that names the file (and the field where there is one), no traceback, nothing wr
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,51 @@ def test_hostile_spec_names_its_file(tmp_path, kind, case, command):
     new = set(tmp_path.rglob("*")) - before
     # a sweep that fails in a search keeps what it wrote before (sweep.json, finished results)
     assert not new if command != "sweep" else all(p.is_relative_to(tmp_path / "out") for p in new), new
+
+
+GOOD_MAPPING = [
+    ("DRAM", "M", 24, "null"), ("DRAM", "C", 16, "null"), ("GLB", "Q", 13, "null"),
+    ("array", "P", 13, "X"), ("array", "R", 3, "Y"), ("array", "C", 4, "Y"),
+    ("weights_spad", "C", 4, "null"), ("weights_spad", "S", 3, "null"), ("psum_spad", "M", 16, "null"),
+]
+
+
+def _mapping(loops=GOOD_MAPPING, extra: str = "") -> str:
+    return "loops:\n" + "".join(f"  - {{level: {l}, dim: {d}, factor: {f}, spatial: {s}}}\n"
+                                for l, d, f, s in loops) + "keep: {GLB: [Weights, Inputs, Outputs]}\n" + extra
+
+
+MAPPINGS = {
+    "innermost first": (_mapping(GOOD_MAPPING[::-1]), ["loops[1]", "outermost first"]),
+    "factor 0": (_mapping([("DRAM", "M", 0, "null"), *GOOD_MAPPING[1:]]), ["loops[0].factor", "at least 1"]),
+    "huge factor": (_mapping([("DRAM", "M", 2 ** 41, "null"), *GOOD_MAPPING[1:]]), ["loops[0].factor", "at most"]),
+    "level a list": (_mapping([("[1]", "M", 24, "null"), *GOOD_MAPPING[1:]]), ["loops[0].level"]),
+    "unknown dim": (_mapping([("DRAM", "Z", 24, "null"), *GOOD_MAPPING[1:]]), ["loops[0].dim", "Z"]),
+    "loop null": ("loops:\n  - null\n", ["loops[0]"]),
+    "loops a mapping": ("loops: {a: 1}\n", ["loops", "list"]),
+    "keep a number": (_mapping().replace("keep: {GLB: [Weights, Inputs, Outputs]}", "keep: 3"), ["keep"]),
+    "unknown network fan-out": (_mapping(extra="network: {nope: {Inputs: x}}\n"), ["network.nope"]),
+    "binary garbage": ("\x01\x02", ["not a YAML text file"]),
+}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+@pytest.mark.parametrize("case", MAPPINGS)
+def test_hostile_mapping_names_its_file(tmp_path, case, command):
+    text, words = MAPPINGS[case]
+    if command == "export":
+        if case == "binary garbage":
+            pytest.skip("export reads JSON result documents (binary JSON: tests/test_hostile.py)")
+        # export reads result documents (JSON): the same mapping inside one
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps({"arch": {"name": "eyeriss_v1"}, "mapping": yaml.safe_load(text)}))
+    else:
+        path = tmp_path / "m.yaml"
+        path.write_text(text)
+    before = set(tmp_path.rglob("*"))
+    args = {"evaluate": ["evaluate", "-a", "eyeriss_v1", "-p", "alexnet", "-l", "conv3", "-m", path,
+                         "--json", "out.json"],
+            "export": ["export", "timeloop", path, "-a", "eyeriss_v1", "-o", "map.yaml"]}[command]
+    res = run_in_process(*args, cwd=tmp_path)
+    _one_error_naming(res, path, words)
+    assert set(tmp_path.rglob("*")) == before
