@@ -312,7 +312,11 @@ def with_loops(replace: dict, extra=()) -> list:
                 continue
             f = replace[lv, d]
         out.append({"level": lv, "dim": d, "factor": f, "spatial": s})
-    return out + [{"level": lv, "dim": d, "factor": f, "spatial": s} for lv, d, f, s in extra]
+    # extra loops go after the last loop of their level (loops are listed outermost first)
+    for lv, d, f, s in extra:
+        at = max((i + 1 for i, loop in enumerate(out) if loop["level"] == lv), default=len(out))
+        out.insert(at, {"level": lv, "dim": d, "factor": f, "spatial": s})
+    return out
 
 
 @pytest.mark.parametrize("replace,extra,fragments", [
