@@ -494,10 +494,10 @@ def load_arch(name_or_path: str | Path) -> Arch:
 
 @contextmanager
 def naming_source(arch: Arch):
-    """Errors the search raises about this architecture with a layer (a mapspace too large
-    for its levels, no mapping that fits its buffers) carry no file name: add the arch file's
-    (at the end: scripts match the messages' start), so the one error line says which file to
-    change. SpecErrors already name theirs."""
+    """Around building a layer's mapspace on this architecture (search, `mapper space`): its
+    errors (a mapspace too large for the levels, no mapping that fits the buffers) carry no
+    file name, so the arch file's is added (at the end: scripts match the messages' start).
+    Not around option checks, which are not the file's. SpecErrors already name theirs."""
     try:
         yield
     except SpecError:

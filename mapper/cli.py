@@ -292,10 +292,9 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     progress = Progress(enabled=not quiet)
     import time
     start = time.monotonic()
-    with naming_source(arch_spec):
-        results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
-                                 workers=workers, time_limit=time_limit, budget=budget, patience=patience,
-                                 top=top, progress=progress, factorization=factorization)
+    results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
+                             workers=workers, time_limit=time_limit, budget=budget, patience=patience,
+                             top=top, progress=progress, factorization=factorization)
     wall = time.monotonic() - start
     detail = detail or ("verbose" if layer else "layers")
     if detail != "summary":
@@ -574,14 +573,12 @@ def eyexam_cmd(arch, problem, layer, batch, density, density_preset, objective, 
     settings = dict(objective=objective, algorithm=algorithm, seed=seed, workers=workers, time_limit=time_limit,
                     progress=Progress(enabled=not quiet))
     if layer:
-        with naming_source(arch_spec):
-            result = eyexam(layers[0], arch_spec, **settings)
+        result = eyexam(layers[0], arch_spec, **settings)
         click.echo(format_table(result))
         if json_out is not None:
             save_json(json_out, result)
         return
-    with naming_source(arch_spec):
-        results = network_eyexam(layers, arch_spec, **settings)
+    results = network_eyexam(layers, arch_spec, **settings)
     for r in results:
         click.echo(format_table(r))
         click.echo()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .arch import Arch, Storage, naming_source
+from .arch import Arch, Storage
 from .model import utilization
 from .problem import Layer, Network
 from .progress import Board, Progress, QueueProgress, Reporter
@@ -114,8 +114,7 @@ def run_job(job: Job, progress=None) -> dict[str, Any]:
     settings = dict(job.settings)
     if progress is not None and not hasattr(progress, "update"):
         progress = QueueProgress(progress, label(job))
-    with naming_source(job.arch):
-        res = search(job.layer, job.arch, workers=1, progress=progress, **settings)
+    res = search(job.layer, job.arch, workers=1, progress=progress, **settings)
     doc = res.documents()[0]
     doc["network"] = job.network
     if interrupted(res):

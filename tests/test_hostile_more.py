@@ -147,3 +147,13 @@ def test_hostile_mapping_names_its_file(tmp_path, case, command):
     res = run_in_process(*args, cwd=tmp_path)
     _one_error_naming(res, path, words)
     assert set(tmp_path.rglob("*")) == before
+
+
+def test_option_errors_do_not_blame_the_arch_file(tmp_path):
+    # the arch file is named for what its levels cause (above), not for an option's limit:
+    # the exhaustive-size check once came out as "... (arch file .../eyeriss_v2.yaml: levels)"
+    res = run_in_process("search", "-a", "eyeriss_v2", "-p", "alexnet", "-l", "conv2", "--algo", "exhaustive",
+                         cwd=tmp_path)      # 3.7e10 factorizations, beyond the limit
+    lines = [l for l in res.stderr.splitlines() if l.startswith("error")]
+    assert res.returncode == 2 and len(lines) == 1 and "--algo exhaustive" in lines[0], res.stderr
+    assert "arch file" not in lines[0] and "eyeriss_v2.yaml" not in lines[0], lines[0]

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..arch import Arch
+from ..arch import Arch, naming_source
 from ..batch import score
 from ..mapping import Mapping, problems_of
 from ..model import Cost, evaluate
@@ -145,8 +145,9 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
     if getattr(progress, "tty", True):      # a live line from the start (not a line of its own on a pipe)
         progress.update(f"[{layer.name}] building the mapspace: 0 candidates evaluated", force=True)
     try:
-        space = space_of(layer, arch, factorization)
-        explain_if_empty(space)
+        with naming_source(arch):       # what fails here is the arch's levels with this layer
+            space = space_of(layer, arch, factorization)
+            explain_if_empty(space)
     except MapperError:
         progress.done()              # end the live line before the error line
         raise
@@ -580,7 +581,7 @@ class _Run:
         try:
             while not all(s.done for s in states):
                 late = self.out_of_time()
-                if late and not (first and not self.interrupted):
+                if late and (self.interrupted or not first):
                     break
                 first = False
                 jobs = [(layer, arch, self.objective, s, None if shares is None else shares[s.worker], patience)
