@@ -460,7 +460,15 @@ def test_ctrl_c_stops_a_network_search(tmp_path, workers, after):
     assert "partial: interrupted" in out
     docs = json.loads((tmp_path / "out.json").read_text())
     assert 1 <= len(docs) < 8
-    assert "budget" in {d["search"]["status"] for d in docs}
+    # a layer the Ctrl-C stopped keeps its best so far, status budget; a layer proven before
+    # it keeps its proof
+    assert all(d["search"]["status"] == ("budget" if d["search"]["reason"] == "interrupted" else "optimal")
+               or d["search"]["reason"] == "time limit" for d in docs), [d["search"] for d in docs]
+    if after < 1:
+        # 0.3 s after the first layer's first best mapping, that layer is still running; 4 s
+        # after it, on a loaded machine, the layers running may all have been proven, or be
+        # still setting up their mapspace (a job with nothing found yet is skipped)
+        assert "budget" in {d["search"]["status"] for d in docs}
     assert not list(tmp_path.glob(".*.tmp"))
 
 
