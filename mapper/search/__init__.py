@@ -302,7 +302,11 @@ def _search_job(job: tuple[Layer, Arch, dict[str, Any], Any]) -> SearchResult:
 
 
 #: Iterated remainder descent: random kicks in a row that do not improve the best end it.
-STALE_KICKS = 30
+#: Measured (hybrid, EDP, 5 s per layer, seed 0, 2026-12-03): against 30, 5 kicks cost 0.3%
+#: of network EDP on MobileNet v1 on Eyeriss v1 (x0.8359 vs x0.8331 of perfect) and nothing
+#: on AlexNet or on v2, and halve the search time (33 s vs 70 s; perfect 16 s): almost all of
+#: the gain is the first descent's (no kicks: x0.8367 in 21 s).
+STALE_KICKS = 5
 
 
 def interrupted(res: SearchResult) -> bool:
