@@ -198,6 +198,10 @@ RESULT_DOCS = {
     "name a mapping": (_set("layer.name", {"a": 1}), ["layer.name:", "expected a name"]),
     "name empty": (_set("layer.name", ""), ["layer.name:", "empty name"]),
     "name two lines": (_set("layer.name", "a\nb"), ["layer.name:", "control character"]),
+    "cost a string": (_set("cost", "energy_pj"), ["cost:", "mapping of fields"]),
+    "cost a list": (_set("cost", ["energy_pj"]), ["cost:", "mapping of fields"]),
+    "energy a string": (_set("cost.energy_pj", "x"), ["cost.energy_pj:", "expected a number"]),
+    "cycles a float": (_set("cost.cycles", 1.5), ["cost.cycles:", "whole number"]),
 }
 
 
@@ -216,8 +220,8 @@ def test_hostile_result_layer_for_export(tmp_path, case):
 
 @pytest.mark.parametrize("change", [lambda d: None, _set("layer.dims.P", 13.0), _set("layer", None),
                                     lambda d: d.pop("layer"), lambda d: d["layer"].pop("dims"),
-                                    lambda d: d["layer"].pop("name")],
-                         ids=["as written", "13.0", "layer null", "no layer", "no dims", "no name"])
+                                    lambda d: d["layer"].pop("name"), lambda d: d.pop("cost")],
+                         ids=["as written", "13.0", "layer null", "no layer", "no dims", "no name", "no cost"])
 def test_result_layer_for_export_still_accepted(tmp_path, change):
     # what the checks above must not refuse: a whole float, and sections a hand-made document omits
     doc = _result_doc()

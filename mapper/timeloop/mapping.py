@@ -2,6 +2,7 @@
 our result documents (conventions: mapper.timeloop)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,7 +11,7 @@ import yaml
 from ..arch import Arch, Storage, load_arch
 from ..mapping import Loop, Mapping, check, normalize, parse_mapping
 from ..problem import DIMS, TENSORS, Layer
-from ..spec import MAX_DIM, Fields, MapperError, SpecError, as_int, clip, closest, load_json, short
+from ..spec import MAX_DIM, Fields, MapperError, SpecError, as_int, as_number, clip, closest, load_json, short
 from .common import TIMELOOP_DIMS, _comment, _list_of, _load, _mapping_of, _parse_factors, _parse_permutation
 
 
@@ -329,6 +330,7 @@ def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | N
         raise SpecError(src, "arch.name", f"the result is for arch '{arch_name}', not '{arch.name}'")
     mapping = parse_mapping(doc, arch, src)
     name, ldims = _layer_section(doc, src)
+    energy, cycles = _cost_section(doc, src)
     if ldims is not None:
         product = mapping.dim_products()
         over = [f"{d} {product[d]} for {ldims[d]}" for d in DIMS
@@ -350,11 +352,9 @@ def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | N
         data = mapping_to_timeloop(mapping, arch, dims)
     except MapperError as exc:      # name the file and the layer whose mapping Timeloop cannot express
         raise SpecError(src, f"layer {clip(str(name))}", str(exc)) from None
-    cost = doc.get("cost") or {}
     head = [f"Timeloop mapping exported by mapper from {src}",
             f"layer {name}, arch {arch.name}"
-            + (f": our model's energy {cost['energy_pj']:.6g} pJ, {cost.get('cycles')} cycles"
-               if "energy_pj" in cost else ""),
+            + (f": our model's energy {energy:.6g} pJ, {cycles} cycles" if energy is not None else ""),
             "Check with: timeloop-model ARCH.yaml PROBLEM.yaml THIS_FILE ERT.yaml [ART.yaml]"]
     return data, mapping_yaml(data, head)
 
@@ -379,3 +379,16 @@ def _layer_section(doc: dict, src: str) -> tuple[str | None, dict[str, int] | No
     dims = Fields(layer["dims"], src, "layer.dims", known=DIMS)
     return name, {d: as_int(v, src, dims.path(d), 1, MAX_DIM) for d, v in dims.data.items()}
 
+
+def _cost_section(doc: dict, src: str) -> tuple[float | None, int | None]:
+    """The energy and cycles of a result document's `cost` section (None if absent), checked:
+    they go into map.yaml's header comment."""
+    cost = doc.get("cost")
+    if cost is None:
+        return None, None
+    fields = Fields(cost, src, "cost", known=cost if isinstance(cost, dict) else ())
+    # a bound on the energy would refuse a document the search wrote; only its type is checked
+    energy = as_number(cost["energy_pj"], src, fields.path("energy_pj"), 0.0, math.inf) \
+        if fields.has("energy_pj") else None
+    cycles = as_int(cost["cycles"], src, fields.path("cycles"), 0, 2 ** 63 - 1) if fields.has("cycles") else None
+    return energy, cycles
