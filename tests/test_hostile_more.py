@@ -231,3 +231,17 @@ def test_result_layer_for_export_still_accepted(tmp_path, change):
     res = run_in_process("export", "timeloop", path, "-o", "map.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert yaml.safe_load((tmp_path / "map.yaml").read_text())["mapping"]
+
+
+@pytest.mark.parametrize("value, words", [(1.5, ["must be in (0, 1]", "1.5"]), (0, ["must be in (0, 1]", "0"]),
+                                          (-0.2, ["at least 0"]), ("'x'", ["expected a number"])])
+def test_timeloop_problem_density_out_of_range_names_the_timeloop_file(tmp_path, value, words):
+    # a density is a fraction of non-zeros, in (0, 1]: the converter took 1.5 or 0 and the error
+    # came from re-reading what it was about to write, naming the output file (net.yaml:
+    # layers[0].density.weights) instead of the Timeloop file and its field
+    path = tmp_path / "tl.yaml"
+    path.write_text("problem:\n  shape: {name: CNN_Layer}\n  instance: {C: 4, M: 4, R: 1, S: 1, P: 2, Q: 2, N: 1, "
+                    f"densities: {{Weights: {value}}}}}\n")
+    res = run_in_process("convert", "timeloop-problem", path, "-o", "net.yaml", cwd=tmp_path)
+    _one_error_naming(res, path, ["problem.instance.densities.Weights:", *words])
+    assert not (tmp_path / "net.yaml").exists()
