@@ -157,3 +157,91 @@ def test_option_errors_do_not_blame_the_arch_file(tmp_path):
     lines = [l for l in res.stderr.splitlines() if l.startswith("error")]
     assert res.returncode == 2 and len(lines) == 1 and "--algo exhaustive" in lines[0], res.stderr
     assert "arch file" not in lines[0] and "eyeriss_v2.yaml" not in lines[0], lines[0]
+
+
+def _result_doc():
+    """A result document as `mapper search --json` writes it (the loops of GOOD_MAPPING, which
+    fit alexnet conv3 on eyeriss_v1), for export to be fed corrupted copies of."""
+    dims = {"N": 1, "G": 1, "M": 384, "C": 256, "P": 13, "Q": 13, "R": 3, "S": 3}
+    return {"layer": {"name": "conv3", "type": "conv", "dims": dims, "density": {"weights": 1.0, "inputs": 1.0}},
+            "arch": {"name": "eyeriss_v1"}, "mapping": yaml.safe_load(_mapping()),
+            "cost": {"energy_pj": 1.0e9, "cycles": 958464}}
+
+
+def _set(path: str, value):
+    def change(doc):
+        *outer, last = path.split(".")
+        for key in outer:
+            doc = doc[key]
+        doc[last] = value
+    return change
+
+
+RESULT_DOCS = {
+    # each was a traceback or a map.yaml written from junk: export trusted the layer section
+    "layer a string": (_set("layer", "conv3"), ["layer:", "mapping of fields", "str"]),
+    "layer a list": (_set("layer", [1, 2]), ["layer:", "mapping of fields", "list"]),
+    "dims a string": (_set("layer.dims", "P13"), ["layer.dims:", "mapping of fields"]),
+    "dims a list": (_set("layer.dims", [13]), ["layer.dims:", "mapping of fields"]),
+    "negative dim": (_set("layer.dims.P", -13), ["layer.dims.P:", "at least 1", "-13"]),
+    "zero dim": (_set("layer.dims.P", 0), ["layer.dims.P:", "at least 1"]),
+    "float dim": (_set("layer.dims.P", 13.5), ["layer.dims.P:", "whole number", "13.5"]),
+    "bool dim": (_set("layer.dims.P", True), ["layer.dims.P:", "whole number", "True"]),
+    "string dim": (_set("layer.dims.P", "13"), ["layer.dims.P:", "whole number", "'13'"]),
+    "null dim": (_set("layer.dims.P", None), ["layer.dims.P:", "whole number", "None"]),
+    "huge dim": (_set("layer.dims.P", 2 ** 40), ["layer.dims.P:", "at most"]),
+    "unknown dim": (_set("layer.dims.Z", 4), ["layer.dims.Z:", "unknown field", "N, G, M, C, P, Q, R, S"]),
+    "G a string": (_set("layer.dims.G", "2"), ["layer.dims.G:", "whole number", "'2'"]),
+    "G a bool": (_set("layer.dims.G", True), ["layer.dims.G:", "whole number"]),
+    "name a number": (_set("layer.name", 3), ["layer.name:", "expected a name", "3"]),
+    "name a list": (_set("layer.name", ["a"]), ["layer.name:", "expected a name"]),
+    "name a mapping": (_set("layer.name", {"a": 1}), ["layer.name:", "expected a name"]),
+    "name empty": (_set("layer.name", ""), ["layer.name:", "empty name"]),
+    "name two lines": (_set("layer.name", "a\nb"), ["layer.name:", "control character"]),
+    "cost a string": (_set("cost", "energy_pj"), ["cost:", "mapping of fields"]),
+    "cost a list": (_set("cost", ["energy_pj"]), ["cost:", "mapping of fields"]),
+    "energy a string": (_set("cost.energy_pj", "x"), ["cost.energy_pj:", "expected a number"]),
+    "cycles a float": (_set("cost.cycles", 1.5), ["cost.cycles:", "whole number"]),
+}
+
+
+@pytest.mark.parametrize("case", RESULT_DOCS)
+def test_hostile_result_layer_for_export(tmp_path, case):
+    change, words = RESULT_DOCS[case]
+    doc = _result_doc()
+    change(doc)
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps(doc))
+    before = set(tmp_path.rglob("*"))
+    res = run_in_process("export", "timeloop", path, "-o", "map.yaml", cwd=tmp_path)
+    _one_error_naming(res, path, words)
+    assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("change", [lambda d: None, _set("layer.dims.P", 13.0), _set("layer", None),
+                                    lambda d: d.pop("layer"), lambda d: d["layer"].pop("dims"),
+                                    lambda d: d["layer"].pop("name"), lambda d: d.pop("cost")],
+                         ids=["as written", "13.0", "layer null", "no layer", "no dims", "no name", "no cost"])
+def test_result_layer_for_export_still_accepted(tmp_path, change):
+    # what the checks above must not refuse: a whole float, and sections a hand-made document omits
+    doc = _result_doc()
+    change(doc)
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps(doc))
+    res = run_in_process("export", "timeloop", path, "-o", "map.yaml", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load((tmp_path / "map.yaml").read_text())["mapping"]
+
+
+@pytest.mark.parametrize("value, words", [(1.5, ["must be in (0, 1]", "1.5"]), (0, ["must be in (0, 1]", "0"]),
+                                          (-0.2, ["at least 0"]), ("'x'", ["expected a number"])])
+def test_timeloop_problem_density_out_of_range_names_the_timeloop_file(tmp_path, value, words):
+    # a density is a fraction of non-zeros, in (0, 1]: the converter took 1.5 or 0 and the error
+    # came from re-reading what it was about to write, naming the output file (net.yaml:
+    # layers[0].density.weights) instead of the Timeloop file and its field
+    path = tmp_path / "tl.yaml"
+    path.write_text("problem:\n  shape: {name: CNN_Layer}\n  instance: {C: 4, M: 4, R: 1, S: 1, P: 2, Q: 2, N: 1, "
+                    f"densities: {{Weights: {value}}}}}\n")
+    res = run_in_process("convert", "timeloop-problem", path, "-o", "net.yaml", cwd=tmp_path)
+    _one_error_naming(res, path, ["problem.instance.densities.Weights:", *words])
+    assert not (tmp_path / "net.yaml").exists()

@@ -2,6 +2,7 @@
 our result documents (conventions: mapper.timeloop)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,7 +11,7 @@ import yaml
 from ..arch import Arch, Storage, load_arch
 from ..mapping import Loop, Mapping, check, normalize, parse_mapping
 from ..problem import DIMS, TENSORS, Layer
-from ..spec import MapperError, SpecError, as_int, clip, closest, load_json
+from ..spec import MAX_DIM, Fields, MapperError, SpecError, as_int, as_number, clip, closest, load_json, short
 from .common import TIMELOOP_DIMS, _comment, _list_of, _load, _mapping_of, _parse_factors, _parse_permutation
 
 
@@ -328,9 +329,9 @@ def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | N
     if arch_name and arch_name != arch.name:
         raise SpecError(src, "arch.name", f"the result is for arch '{arch_name}', not '{arch.name}'")
     mapping = parse_mapping(doc, arch, src)
-    layer = doc.get("layer") or {}
-    ldims = layer.get("dims")
-    if isinstance(ldims, dict):
+    name, ldims = _layer_section(doc, src)
+    energy, cycles = _cost_section(doc, src)
+    if ldims is not None:
         product = mapping.dim_products()
         over = [f"{d} {product[d]} for {ldims[d]}" for d in DIMS
                 if isinstance(ldims.get(d), int) and product[d] > ldims[d]]
@@ -344,17 +345,50 @@ def result_to_timeloop(result_json_path: str | Path, arch: Arch | str | Path | N
         for d in DIMS:
             if d in ldims and product[d] != ldims[d]:
                 raise SpecError(src, "mapping", f"factors of {d} multiply to {product[d]} but layer "
-                                f"{layer.get('name')} has {d} = {ldims[d]}")
+                                f"{name} has {d} = {ldims[d]}")
         if dims is None and ldims.get("G", 1) > 1:
             dims = TIMELOOP_DIMS + ("G",)
     try:
         data = mapping_to_timeloop(mapping, arch, dims)
     except MapperError as exc:      # name the file and the layer whose mapping Timeloop cannot express
-        raise SpecError(src, f"layer {clip(str(layer.get('name')))}", str(exc)) from None
-    cost = doc.get("cost") or {}
+        raise SpecError(src, f"layer {clip(str(name))}", str(exc)) from None
     head = [f"Timeloop mapping exported by mapper from {src}",
-            f"layer {layer.get('name')}, arch {arch.name}"
-            + (f": our model's energy {cost['energy_pj']:.6g} pJ, {cost.get('cycles')} cycles"
-               if "energy_pj" in cost else ""),
+            f"layer {name}, arch {arch.name}"
+            + (f": our model's energy {energy:.6g} pJ, {cycles} cycles" if energy is not None else ""),
             "Check with: timeloop-model ARCH.yaml PROBLEM.yaml THIS_FILE ERT.yaml [ART.yaml]"]
     return data, mapping_yaml(data, head)
+
+
+def _layer_section(doc: dict, src: str) -> tuple[str | None, dict[str, int] | None]:
+    """The name and dims of a result document's `layer` section, checked (None where the
+    document has none: a hand-made one may give only the mapping). The export checks the
+    mapping against these sizes and writes the name into map.yaml, so junk there would be
+    compared as if it were sizes or printed as a comment line."""
+    layer = doc.get("layer")
+    if layer is None:
+        return None, None
+    # any field (a result document records type, stride, density, ...); name and dims are checked
+    fields = Fields(layer, src, "layer", known=layer if isinstance(layer, dict) else ())
+    name = None
+    if fields.has("name"):
+        if not isinstance(layer["name"], str):
+            raise fields.error("name", f"expected a name, got {short(layer['name'])}")
+        name = fields.name("name")
+    if layer.get("dims") is None:
+        return name, None
+    dims = Fields(layer["dims"], src, "layer.dims", known=DIMS)
+    return name, {d: as_int(v, src, dims.path(d), 1, MAX_DIM) for d, v in dims.data.items()}
+
+
+def _cost_section(doc: dict, src: str) -> tuple[float | None, int | None]:
+    """The energy and cycles of a result document's `cost` section (None if absent), checked:
+    they go into map.yaml's header comment."""
+    cost = doc.get("cost")
+    if cost is None:
+        return None, None
+    fields = Fields(cost, src, "cost", known=cost if isinstance(cost, dict) else ())
+    # a bound on the energy would refuse a document the search wrote; only its type is checked
+    energy = as_number(cost["energy_pj"], src, fields.path("energy_pj"), 0.0, math.inf) \
+        if fields.has("energy_pj") else None
+    cycles = as_int(cost["cycles"], src, fields.path("cycles"), 0, 2 ** 63 - 1) if fields.has("cycles") else None
+    return energy, cycles

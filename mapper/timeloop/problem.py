@@ -213,7 +213,10 @@ def problem_from_timeloop(path: str | Path) -> dict:
             value = spec.get("density") if isinstance(spec, dict) else spec
             if t not in ("Weights", "Inputs") or isinstance(spec, dict) and set(spec) - {"density", "distribution"}:
                 raise SpecError(src, where, "only a density (a number) for Weights or Inputs has an equivalent")
-            density[t.lower()] = _number(value, src, where)
+            d = _number(value, src, where)
+            if not 0.0 < d <= 1.0:      # the fraction of non-zeros (problem.parse_density's bound)
+                raise SpecError(src, where, f"density must be in (0, 1], got {d}")
+            density[t.lower()] = d
         layer["density"] = density
     desc = (f"Converted from the Timeloop problem {src}: "
             f"{', '.join(f'{d}={v[d]}' for d in dims)}, Wstride={sP}, Hstride={sQ}, "
