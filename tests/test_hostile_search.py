@@ -101,6 +101,17 @@ def test_dram_energy_1e15_searches_without_cpsat():
     _searches_without_cpsat(r)
 
 
+def test_cpsat_alone_samples_when_it_overflows():
+    """--algo cpsat on a layer CP-SAT cannot model: random sampling searches instead (before,
+    the result was the 1-PE baseline, with a note claiming a sampled best), seeded like
+    --algo random."""
+    r = mapper.search(_conv1(), _arch(energy=1e15), algorithm="cpsat", workers=1, budget=BUDGET)
+    _searches_without_cpsat(r)
+    assert r.best.cost.active_pes > 1
+    again = mapper.search(_conv1(), _arch(energy=1e15), algorithm="random", workers=1, budget=BUDGET)
+    assert again.best.mapping == r.best.mapping
+
+
 @pytest.mark.parametrize("bw", [1e-9, 1e-6])
 def test_dram_bandwidth_1e9_searches_without_cpsat(bw):
     # before: TypeError from ortools' Domain (a cycles bound beyond int64)

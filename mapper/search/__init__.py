@@ -162,6 +162,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
                 run.random(seed, workers, budget, patience)
             elif algorithm == "cpsat":
                 run.cpsat(workers, hints=False)
+                if run.cpsat_skipped:
+                    run._sample_instead(seed, workers, budget, patience)
             else:
                 run.hybrid(seed, workers, budget, patience)
         except KeyboardInterrupt:
@@ -763,16 +765,16 @@ class _Run:
             return          # already meets the analytic bound: search() reports the proof
         self.cpsat(workers, hints=True)
         if self.cpsat_skipped:
-            self._sample_instead(seed, workers, budget, patience)
+            self._sample_instead(seed + 1, workers, budget, patience)      # new samples
         if not self.proven:
             self.refine("refine")
 
     def _sample_instead(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         """CP-SAT could not model the layer (its numbers overflow): the search goes on as the
-        random search would, with the rest of the budget and new samples (seed + 1)."""
+        random search would, with the rest of the budget, sampling with `seed`."""
         left = None if budget is None else budget - self.evaluated
         if (left is None or left > 0) and not self.out_of_time():
-            self.random(seed + 1, workers, left, patience)
+            self.random(seed, workers, left, patience)
 
     def hybrid_imperfect(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
         """Hybrid over the imperfect space: the perfect phases (random, refine, CP-SAT on the

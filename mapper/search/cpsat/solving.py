@@ -53,7 +53,7 @@ def solve(run, workers: int, hints: bool) -> None:
         _second_pass(plan, results)
     except _Overflow:
         # energies x access counts beyond CP-SAT's 64-bit integers even at 1 pJ resolution
-        run.notes.append("CP-SAT skipped: the energies or cycles overflow its 64-bit integers (sampled best kept)")
+        run.notes.append("CP-SAT skipped: the energies or cycles overflow its 64-bit integers; random sampling searches instead")
         run.cpsat_skipped = True
         return
     _collect(run, results)
