@@ -7,12 +7,13 @@ pruning keeps the balanced factors, and the perfect factorizations are a subset.
 Search: exhaustive over the imperfect space of small layers is never worse than over the
 perfect one (a subset), the pruned imperfect space loses nothing against the unpruned one
 on tiny layers, random and hybrid are reproducible by seed and never worse than their
-perfect runs, and a hybrid result over the imperfect space never claims a proof CP-SAT
-did not give. Its bound and gap are the imperfect analytic bound's (bound.py), which is
+perfect runs, a hybrid result over the imperfect space never claims a proof CP-SAT
+did not give, and on spaces small enough to enumerate hybrid and CP-SAT equal exhaustive. Its bound and gap are the imperfect analytic bound's (bound.py), which is
 never above the exhaustive imperfect optimum (where the perfect bound can be).
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from functools import lru_cache
@@ -184,7 +185,9 @@ def assert_imperfect_gap(res, objective="edp"):
 
 
 @pytest.mark.parametrize("cid", SMALL)
-def test_hybrid_imperfect_status_and_quality(cid):
+def test_hybrid_imperfect_status_and_quality(cid, monkeypatch):
+    # as for a space too large to enumerate (see the next test for the small ones)
+    monkeypatch.setattr(importlib.import_module("mapper.search"), "SMALL_IMPERFECT", 0)
     key, layer = CASE[cid]
     per = search(layer, arch(key), seed=3)
     imp = search(layer, arch(key), seed=3, factorization="imperfect")
@@ -198,6 +201,39 @@ def test_hybrid_imperfect_status_and_quality(cid):
     assert imp.subspace_bound == pytest.approx(best(per), rel=1e-6)
     doc = imp.documents()[0]["search"]
     assert doc["perfect_subspace_bound"] == imp.subspace_bound
+
+
+@pytest.mark.parametrize("cid", ["v1s-fc", "odd", pytest.param("v2s-fc", marks=pytest.mark.slow)])
+def test_hybrid_and_cpsat_equal_exhaustive_on_small_imperfect_spaces(cid):
+    """An imperfect space of at most SMALL_IMPERFECT candidates is enumerated by the hybrid
+    and CP-SAT searches: both equal exhaustive search and are proven optimal over remainder
+    mappings too. On the odd layer a remainder mapping beats every perfect one, which
+    CP-SAT alone (perfect options only) could not find."""
+    key, layer = ODD if cid == "odd" else CASE[cid]
+    ex = exhaustive(cid, "imperfect")
+    for algo in ("hybrid", "cpsat"):
+        res = search(layer, arch(key), algorithm=algo, factorization="imperfect")
+        assert res.status == "optimal" and res.reason == "exhaustive", (algo, res.reason)
+        assert best(res) == pytest.approx(best(ex), rel=REL)
+        assert res.bound == pytest.approx(best(res), rel=REL) and res.gap <= REL
+    if cid == "odd":
+        assert best(ex) < best(exhaustive(cid, "perfect")) * (1 - 1e-6)
+        assert not res.best.mapping.is_perfect(layer)
+
+
+def test_candidate_count_is_what_exhaustive_evaluates_and_stops_at_its_limit():
+    from mapper.search import SMALL_IMPERFECT, space_of
+    from mapper.search.exhaustive import count_candidates
+    key, layer = CASE["v1s-fc"]
+    space = space_of(layer, arch(key), "imperfect")
+    n = count_candidates(space, 10 ** 6)
+    assert n == exhaustive("v1s-fc", "imperfect").evaluated
+    assert count_candidates(space, n) == n and count_candidates(space, n - 1) is None
+    # a space past the limit goes the CP-SAT and descent way (no enumeration proof)
+    key, layer = CASE["v1s-1x1"]
+    assert count_candidates(space_of(layer, arch(key), "imperfect"), SMALL_IMPERFECT) is None
+    res = search(layer, arch(key), algorithm="cpsat", factorization="imperfect", workers=1)
+    assert res.reason != "exhaustive"
 
 
 @pytest.mark.parametrize("case,objective", [
@@ -300,7 +336,8 @@ def test_cli_factorization_option(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "factorization" in bad.stderr
 
 
-def test_cpsat_over_the_imperfect_space_proves_the_perfect_subspace_only():
+def test_cpsat_over_the_imperfect_space_proves_the_perfect_subspace_only(monkeypatch):
+    monkeypatch.setattr(importlib.import_module("mapper.search"), "SMALL_IMPERFECT", 0)     # (not enumerated)
     key, layer = CASE["v1s-fc"]
     per = search(layer, arch(key), algorithm="cpsat")
     imp = search(layer, arch(key), algorithm="cpsat", factorization="imperfect")

@@ -44,6 +44,13 @@ REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interru
 OBJECTIVES = ("energy", "delay", "edp")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
+#: An imperfect space of at most this many candidates is enumerated by the hybrid and CP-SAT
+#: searches (CP-SAT has no remainder options, so only enumeration proves optimality there):
+#: remainder candidates are counted exactly at 1-4 ms each (README, "Remainders"), so about
+#: 3-12 s at most; the count stops early (exhaustive.count_candidates) and is tried only
+#: when the space has at most SMALL_ROWS factorization x keep rows to check.
+SMALL_IMPERFECT = 3_000
+SMALL_ROWS = 20_000
 
 
 @dataclass
@@ -161,7 +168,8 @@ def search(layer: Layer, arch: Arch, algorithm: str = "hybrid", objective: str =
             elif algorithm == "random":
                 run.random(seed, workers, budget, patience)
             elif algorithm == "cpsat":
-                run.cpsat(workers, hints=False)
+                if not run.enumerate_if_small():        # (a small imperfect space: a proof over all of it)
+                    run.cpsat(workers, hints=False)
                 if run.cpsat_skipped:
                     run._sample_instead(seed, workers, budget, patience)
             else:
@@ -568,6 +576,19 @@ class _Run:
         if len(self.pool.values):
             self.bound = self.pool.best
 
+    def enumerate_if_small(self) -> bool:
+        """An imperfect space of at most SMALL_IMPERFECT candidates: enumerate it (its proof
+        covers remainder mappings, which CP-SAT's does not). True if it was (proven, or
+        stopped by the time limit or Ctrl-C)."""
+        from .exhaustive import count_candidates
+        space = self.space
+        if space.factorization == "perfect" or space.n_factorizations * len(space.keeps) > SMALL_ROWS:
+            return False
+        if count_candidates(space, SMALL_IMPERFECT) is None:
+            return False
+        self.exhaustive()
+        return True
+
     def random(self, seed: int, workers: int, budget: int | None, patience: int | None,
                label: str = "random", perfect_only: bool = False) -> None:
         from ..workers import map_short
@@ -777,14 +798,15 @@ class _Run:
             self.random(seed, workers, left, patience)
 
     def hybrid_imperfect(self, seed: int, workers: int, budget: int | None, patience: int | None) -> None:
-        """Hybrid over the imperfect space: the perfect phases (random, refine, CP-SAT on the
-        perfect subspace with 60% of the time left, refine), then remainder descent from the
-        best with the rest. Remainder candidates are evaluated one at a time, so sampling
-        the whole imperfect space at random would spend the budget on a few hundred."""
+        """Hybrid over the imperfect space: the perfect phases (random, refine), then, for a
+        small space, enumeration; else CP-SAT on the perfect subspace with 60% of the time
+        left, refine, and remainder descent from the best with the rest. Remainder candidates
+        are evaluated one at a time, so sampling the whole imperfect space at random would
+        spend the budget on a few hundred."""
         quick = min(budget, 60000) if budget is not None else 60000
         self.random(seed, 1, quick, patience, perfect_only=True)
         self.refine()
-        if self.out_of_time() or self.meets_floor():
+        if self.out_of_time() or self.meets_floor() or self.enumerate_if_small():
             return
         deadline = self.deadline
         left = self.time_left()

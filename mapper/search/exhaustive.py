@@ -18,6 +18,7 @@ from ..problem import DIMS
 from .space import Space, canonical_orders
 
 CHUNK = 1 << 15
+REMAINDER_CHUNK = 256
 
 
 @lru_cache(maxsize=4096)
@@ -28,32 +29,50 @@ def _orders_for(support: tuple[str, ...], below: frozenset) -> np.ndarray:
 def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
     """Evaluate every candidate; on_batch(values, factors, orders, keep, modes, done_fraction) gets
     each evaluated batch. Returns the number of candidates considered, or -1 if stopped."""
+    # remainder candidates are counted one at a time (mapper.remainder_batch): small batches
+    # let a time limit or Ctrl-C stop the enumeration between them
+    chunk = CHUNK if space.factorization == "perfect" else REMAINDER_CHUNK
+    considered = 0
+    for f, o, k, done in _batches(space, chunk):
+        if out_of_time():
+            return -1
+        values, modes = score(space.enc, f, o, k, objective)
+        considered += len(values)
+        on_batch(values, f, o, k, modes, done)
+    return considered
+
+
+def count_candidates(space: Space, limit: int) -> int | None:
+    """How many candidates enumerate_space would evaluate, or None if more than `limit`
+    (the count stops there; nothing is scored)."""
+    n = 0
+    for f, _, _, _ in _batches(space, CHUNK):
+        n += len(f)
+        if n > limit:
+            return None
+    return n
+
+
+def _batches(space: Space, chunk: int):
+    """Every candidate of the space, as (factors, orders, keep, done_fraction) batches of
+    about `chunk` candidates (the last may be smaller)."""
     enc = space.enc
     radices = [len(f) for f in space.factorizations]
     total = math.prod(radices)
     n_st = len(enc.storage_levels)
     below = [frozenset(t for lj in enc.storage_levels[si + 1:] for t in space.arch.levels[lj].keeps)
              for si in range(n_st)]
-    considered = 0
     buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     buffered = 0
 
-    def flush(done: float) -> None:
-        nonlocal considered, buffered
-        if not buffer:
-            return
-        F = np.concatenate([b[0] for b in buffer])
-        O = np.concatenate([b[1] for b in buffer])
-        K = np.concatenate([b[2] for b in buffer])
+    def flush():
+        nonlocal buffered
+        batch = tuple(np.concatenate([b[i] for b in buffer]) for i in range(3))
         buffer.clear()
         buffered = 0
-        values, modes = score(enc, F, O, K, objective)
-        considered += len(values)
-        on_batch(values, F, O, K, modes, done)
+        return batch
 
     for lo in range(0, total, CHUNK):
-        if out_of_time():
-            return -1
         idx = np.stack(np.unravel_index(np.arange(lo, min(total, lo + CHUNK)), radices), axis=1)
         for ki in range(len(space.keeps)):
             factors, _, keep = space.assemble(idx, np.zeros((len(idx), n_st), np.int64),
@@ -76,7 +95,7 @@ def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
                 buffer.append((np.repeat(f[rows], len(combos), axis=0), np.tile(orders, (len(rows), 1, 1)),
                                np.repeat(keep[sel][rows], len(combos), axis=0)))
                 buffered += len(rows) * len(combos)
-                if buffered >= CHUNK:
-                    flush(min(1.0, (lo + CHUNK) / total))
-    flush(1.0)
-    return considered
+                if buffered >= chunk:
+                    yield flush() + (min(1.0, (lo + CHUNK) / total),)
+    if buffer:
+        yield flush() + (1.0,)
