@@ -393,3 +393,21 @@ def test_remainder_descent_is_iterated_and_ends_in_local_optima(monkeypatch):
     assert len(nb) and vals.min() >= best * (1 - 1e-12)
     again, starts2 = run_once()                               # same seed, same walk
     assert starts2 == starts and again.pool.best == best
+
+
+@pytest.mark.parametrize("factorization", ["perfect", "imperfect"])
+def test_exhaustive_stops_between_batches_when_asked(factorization):
+    """enumerate_space checks its stop callable between batches (of 256 remainder
+    candidates, whose exact counting is slow) and before every block of factorizations
+    (most of which may be invalid): stopped after the first batch, it returns -1 having
+    scored only that batch."""
+    from mapper.search import space_of
+    from mapper.search.exhaustive import REMAINDER_CHUNK, enumerate_space
+    key, layer = CASE["v1s-1x1"]
+    space = space_of(layer, arch(key), factorization)
+    seen = []
+    assert enumerate_space(space, "edp", lambda v, *rest: seen.append(len(v)), lambda: bool(seen)) == -1
+    assert len(seen) == 1
+    if factorization == "imperfect":
+        assert REMAINDER_CHUNK <= seen[0] < 2 * REMAINDER_CHUNK + 1000
+    assert enumerate_space(space, "edp", lambda *a: None, lambda: True) == -1

@@ -33,9 +33,10 @@ def enumerate_space(space: Space, objective: str, on_batch, out_of_time) -> int:
     # let a time limit or Ctrl-C stop the enumeration between them
     chunk = CHUNK if space.factorization == "perfect" else REMAINDER_CHUNK
     considered = 0
-    for f, o, k, done in _batches(space, chunk):
-        if out_of_time():
+    for batch in _batches(space, chunk, out_of_time):
+        if batch is None or out_of_time():
             return -1
+        f, o, k, done = batch
         values, modes = score(space.enc, f, o, k, objective)
         considered += len(values)
         on_batch(values, f, o, k, modes, done)
@@ -46,16 +47,17 @@ def count_candidates(space: Space, limit: int) -> int | None:
     """How many candidates enumerate_space would evaluate, or None if more than `limit`
     (the count stops there; nothing is scored)."""
     n = 0
-    for f, _, _, _ in _batches(space, CHUNK):
+    for f, _, _, _ in _batches(space, CHUNK, lambda: False):
         n += len(f)
         if n > limit:
             return None
     return n
 
 
-def _batches(space: Space, chunk: int):
+def _batches(space: Space, chunk: int, stop):
     """Every candidate of the space, as (factors, orders, keep, done_fraction) batches of
-    about `chunk` candidates (the last may be smaller)."""
+    about `chunk` candidates (the last may be smaller); None, and no more, once `stop()` is
+    true (checked before each block of factorizations: most of a block may be invalid)."""
     enc = space.enc
     radices = [len(f) for f in space.factorizations]
     total = math.prod(radices)
@@ -73,6 +75,9 @@ def _batches(space: Space, chunk: int):
         return batch
 
     for lo in range(0, total, CHUNK):
+        if stop():
+            yield None
+            return
         idx = np.stack(np.unravel_index(np.arange(lo, min(total, lo + CHUNK)), radices), axis=1)
         for ki in range(len(space.keeps)):
             factors, _, keep = space.assemble(idx, np.zeros((len(idx), n_st), np.int64),
