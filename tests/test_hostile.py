@@ -556,8 +556,7 @@ def test_ctrl_c_mid_search_keeps_best_of_running_layers(tmp_path, kind):
         _check_sweep_output(tmp_path / "out", out)
         docs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "eyeriss_v1" / "alexnet").glob("*.json")]
         assert all(d["search"]["status"] == "budget" for d in docs if d.get("interrupted"))
-        if after < 1:       # 4 s in, the running layers may all be proven or still setting up
-            assert any(d.get("interrupted") for d in docs)
+        assert any(d.get("interrupted") for d in docs)      # 0.3 s in, a layer is still running
         assert "(partial)" in out
 
 
