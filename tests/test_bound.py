@@ -8,11 +8,13 @@ import math
 
 import numpy as np
 import pytest
+from ortools.sat.python import cp_model
 
 from mapper.arch import load_arch
-from mapper.batch import evaluate_batch
+from mapper.batch import evaluate_batch, objective_of
 from mapper.problem import TENSORS, layer_from_dims
-from mapper.search.bound import IRRELEVANT, _axis_dims, _signatures, lower_bound, objective_bound
+from mapper.search.bound import (IRRELEVANT, _axis_dims, _signatures, class_of, lower_bound, objective_bound,
+                                 signature_columns, spatial_classes)
 from mapper.search.random import sample
 from mapper.search.space import space_of
 
@@ -51,6 +53,70 @@ def test_every_sampled_mapping_costs_at_least_the_bound(name, arch_name, density
         assert (cost.energy_pj * cost.cycles).min() >= bounds["edp"] * (1 - REL)
         checked += int(ok.sum())
     assert checked > 100
+
+
+def _sampled(layer, arch, seed, n=3000):
+    """Valid mappings sampled as random search samples them, with their batch costs."""
+    space = space_of(layer, arch)
+    f, o, k = sample(space, np.random.default_rng(seed), n)
+    ok = space.valid(f, k)
+    return space, f[ok], o[ok], k[ok], evaluate_batch(space.enc, f[ok], o[ok], k[ok])
+
+
+@pytest.mark.parametrize("density", [None, (0.5, 0.7)], ids=["dense", "sparse"])
+@pytest.mark.parametrize("arch_name", ["eyeriss_v2", "eyeriss_v1_scaled"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_every_sampled_mapping_costs_at_least_its_class_bound(name, arch_name, density):
+    """What lets CP-SAT leave classes out (Builder.restrict_classes): a mapping's class, read
+    off its factors (class_of), is one the bound lists, and the mapping's energy, cycles and
+    compute cycles are at least that class's bound (not only the least over classes)."""
+    arch = load_arch(arch_name)
+    stride = (2, 2) if name == "strided" else (1, 1)
+    layer = layer_from_dims(name, stride=stride, **LAYERS[name])
+    if density:
+        layer = layer.with_density({"weights": density[0], "inputs": density[1]})
+    classes = {tuple(x for fan in sig for x in fan): b for sig, b in spatial_classes(layer, arch)}
+    space, f, _, _, cost = _sampled(layer, arch, seed=11)
+    columns = signature_columns(arch, space.enc.slots)
+    seen = set()
+    for i in range(len(f)):
+        sig = class_of(columns, f[i])
+        assert sig in classes, f"mapping {i}: class {sig} not listed"
+        energy, cycles, compute = classes[sig]
+        assert cost.energy_pj[i] >= energy * (1 - REL)
+        assert cost.cycles[i] >= cycles and cost.compute_cycles[i] >= compute
+        seen.add(sig)
+    assert len(seen) >= 5, "the samples should span several classes"
+
+
+@pytest.mark.parametrize("objective", ["energy", "delay"])
+def test_a_restricted_model_admits_exactly_the_classes_that_can_beat_the_value(objective):
+    """Builder.restrict_classes(V, own): a mapping pinned in the CP-SAT model stays feasible
+    if and only if its class's bound is at most V or it is in the class of `own`."""
+    from mapper.search.cpsat import pinned
+    arch = load_arch("eyeriss_v2")
+    layer = layer_from_dims("conv", M=8, C=4, P=4, Q=4, R=3, S=3)
+    classes = {tuple(x for fan in sig for x in fan): b for sig, b in spatial_classes(layer, arch)}
+    space, f, o, k, _ = _sampled(layer, arch, seed=5, n=600)
+    columns = signature_columns(arch, space.enc.slots)
+    sigs = [class_of(columns, x) for x in f]
+    bound = {sig: objective_of(objective, *classes[sig]) for sig in set(sigs)}
+    value = float(np.median(list(bound.values())))
+    own = max(range(len(f)), key=lambda i: bound[sigs[i]])          # a class the value excludes
+    first = {}
+    for i, sig in enumerate(sigs):
+        first.setdefault(sig, i)
+    outcomes = set()
+    for sig, i in list(first.items())[:24]:
+        b = pinned(space, objective, f[i], o[i], k[i])
+        b.restrict_classes(value, f[own])
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        status = solver.Solve(b.m)
+        admitted = bound[sig] <= value * (1 + 1e-9) or sig == sigs[own]
+        assert (status == cp_model.OPTIMAL) == admitted, f"class {sig}: bound {bound[sig]} vs {value}"
+        outcomes.add(admitted)
+    assert outcomes == {True, False}, "both admitted and excluded classes should be checked"
 
 
 def _brute_classes(layer, arch):

@@ -47,10 +47,16 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
 from ..model import Sparse, distinct_offsets
-from ..problem import OUTPUT_DIMS, REDUCTION_DIMS, RELEVANT, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
+from ..problem import DIMS, OUTPUT_DIMS, REDUCTION_DIMS, RELEVANT, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
+
+
+#: Per tensor, the dims it does not depend on (every value of one uses every word).
+IRRELEVANT = {t: frozenset(d for d in DIMS if d not in RELEVANT[t]) for t in TENSORS}
 
 
 def used_words(layer: Layer, tensor: str) -> int:
@@ -270,6 +276,41 @@ def lower_bound(layer: Layer, arch: Arch, factorization: str = "perfect") -> tup
     CP-SAT model of a search starts its cycles there.)"""
     options = _bounds(layer, arch, factorization != "perfect")
     return (min(e for e, _, _ in options), min(c for _, c, _ in options), min(k for _, _, k in options))
+
+
+@functools.lru_cache(maxsize=64)
+def spatial_classes(layer: Layer, arch: Arch) -> tuple[tuple[tuple, tuple[float, int, int]], ...] | None:
+    """Every class of perfect spatial mappings (`_signatures`) with its (energy, cycles,
+    compute cycles) bound; None when the classes are too many to list. A search that
+    knows a mapping of value V need not look in a class whose bound's objective exceeds V.
+    (Memoized: every CP-SAT model of a search restricts itself to these classes.)"""
+    classes = _signatures(layer, arch)
+    if not classes:
+        return None
+    return tuple(zip(classes, _bounds(layer, arch)))
+
+
+def signature_columns(arch: Arch, slots) -> list[tuple[list[int], frozenset[int]]]:
+    """How to read a mapping's spatial class (`_signatures`) off its factors: per entry of
+    the signature, in its order (per fan-out, outermost first: all its factors, then those
+    over the dims Weights, Inputs and Outputs do not depend on), the spatial slots of that
+    fan-out (`slots`: (level, "T" | "X" | "Y") as in batch.Encoding) and the dim indices
+    whose factors there multiply into the entry."""
+    everything = frozenset(range(len(DIMS)))
+    columns = []
+    for li, level in enumerate(arch.levels):
+        if isinstance(level, Fanout):
+            mine = [s for s, (l2, kind) in enumerate(slots) if l2 == li and kind != "T"]
+            columns.append((mine, everything))
+            columns += [(mine, frozenset(DIMS.index(d) for d in IRRELEVANT[t])) for t in TENSORS]
+    return columns
+
+
+def class_of(columns: list[tuple[list[int], frozenset[int]]], factors) -> tuple[int, ...]:
+    """A mapping's spatial class, flattened (the entries of its `_signatures` tuple in
+    order), from its [slots, dims] factors and the arch's `signature_columns`."""
+    factors = np.asarray(factors)
+    return tuple(int(np.prod(factors[slots][:, sorted(dims)])) for slots, dims in columns)
 
 
 def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[float, int, int]]:
@@ -533,9 +574,6 @@ def _class_energy(s: _Setting, tally: _Tally, sig: tuple, fan_index: dict[int, i
             psums[spread] = _innermost(s, tally.outputs, dict(zip(s.fanouts, spread)))
         e += psums[spread] - tally.outputs_base
     return e
-
-
-IRRELEVANT = {t: frozenset(d for d in "NGMCPQRS" if d not in RELEVANT[t]) for t in TENSORS}
 
 
 def _replicated(sig: tuple, fan_index: dict[int, int], tensor: str, level: int) -> int:

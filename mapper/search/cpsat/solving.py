@@ -198,6 +198,7 @@ def _solve_pattern(run, space, keep, scale, workers, hints, budget, incumbent: "
             b.edp_shift = shift
             b.build()
             b.cutoff(best.energy, best.cycles)
+            b.restrict_classes(best.value, best.factors)
             if hints and np.array_equal(best.keep, keep):
                 b.hint(best.factors, best.orders, best.modes)
             return b
