@@ -75,7 +75,7 @@ def test_every_sampled_mapping_costs_at_least_its_class_bound(name, arch_name, d
     layer = layer_from_dims(name, stride=stride, **LAYERS[name])
     if density:
         layer = layer.with_density({"weights": density[0], "inputs": density[1]})
-    classes = {tuple(x for fan in sig for x in fan): b for sig, b in spatial_classes(layer, arch)}
+    classes = dict(spatial_classes(layer, arch))
     space, f, _, _, cost = _sampled(layer, arch, seed=11)
     columns = signature_columns(arch, space.enc.slots)
     seen = set()
@@ -96,7 +96,7 @@ def test_a_restricted_model_admits_exactly_the_classes_that_can_beat_the_value(o
     from mapper.search.cpsat import pinned
     arch = load_arch("eyeriss_v2")
     layer = layer_from_dims("conv", M=8, C=4, P=4, Q=4, R=3, S=3)
-    classes = {tuple(x for fan in sig for x in fan): b for sig, b in spatial_classes(layer, arch)}
+    classes = dict(spatial_classes(layer, arch))
     space, f, o, k, _ = _sampled(layer, arch, seed=5, n=600)
     columns = signature_columns(arch, space.enc.slots)
     sigs = [class_of(columns, x) for x in f]

@@ -279,15 +279,16 @@ def lower_bound(layer: Layer, arch: Arch, factorization: str = "perfect") -> tup
 
 
 @functools.lru_cache(maxsize=64)
-def spatial_classes(layer: Layer, arch: Arch) -> tuple[tuple[tuple, tuple[float, int, int]], ...] | None:
-    """Every class of perfect spatial mappings (`_signatures`) with its (energy, cycles,
-    compute cycles) bound; None when the classes are too many to list. A search that
-    knows a mapping of value V need not look in a class whose bound's objective exceeds V.
-    (Memoized: every CP-SAT model of a search restricts itself to these classes.)"""
+def spatial_classes(layer: Layer, arch: Arch) -> tuple[tuple[tuple[int, ...], tuple[float, int, int]], ...] | None:
+    """Every class of perfect spatial mappings (`_signatures`, flattened as `class_of`
+    reads them) with its (energy, cycles, compute cycles) bound; None when the classes are
+    too many to list. A search that knows a mapping of value V need not look in a class
+    whose bound's objective exceeds V. (Memoized: every CP-SAT model of a search
+    restricts itself to these classes.)"""
     classes = _signatures(layer, arch)
     if not classes:
         return None
-    return tuple(zip(classes, _bounds(layer, arch)))
+    return tuple((tuple(x for fan in sig for x in fan), b) for sig, b in zip(classes, _bounds(layer, arch)))
 
 
 def signature_columns(arch: Arch, slots) -> list[tuple[list[int], frozenset[int]]]:
