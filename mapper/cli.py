@@ -273,9 +273,13 @@ def default_workers(workers):
               help="Print every layer's loop nest and breakdown (the default does so for one --layer only).")
 @click.option("--pareto", is_flag=True,
               help="The energy-cycles trade-off front of each layer (and of the network) instead of one best.")
+@click.option("--parallel", type=click.Choice(["layers", "within"]), default="layers", show_default=True,
+              help="With several workers and layers: layers searches several layers at once, one worker "
+                   "each; within searches one layer at a time with every worker (a proof is likelier "
+                   "within --time-limit).")
 @user_errors
 def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, objective, workers, seed,
-               time_limit, factorization, budget, patience, top, json_out, quiet, detail, pareto):
+               time_limit, factorization, budget, patience, top, json_out, quiet, detail, pareto, parallel):
     """Find the best mapping of a layer (or of every layer of a network)."""
     from .progress import Progress
     from .search import check_settings, search_network
@@ -294,7 +298,7 @@ def search_cmd(arch, problem, layer, batch, density, density_preset, algorithm, 
     start = time.monotonic()
     results = search_network(layers, arch_spec, algorithm=algorithm, objective=objective, seed=seed,
                              workers=workers, time_limit=time_limit, budget=budget, patience=patience,
-                             top=top, progress=progress, factorization=factorization)
+                             top=top, progress=progress, factorization=factorization, parallel=parallel)
     wall = time.monotonic() - start
     detail = detail or ("verbose" if layer else "layers")
     if detail != "summary":
@@ -431,7 +435,7 @@ def network_summary(results, arch_spec, objective, wall: float | None = None) ->
                  f"ms at {arch_spec.clock_mhz:g} MHz ({1e3 / latency_ms:.1f} inferences/s, {per_j})")
     if wall is not None:
         lines.append(f"time: {wall:.2f} s wall for the network; per-layer search times add up to {per_layer:.2f} s "
-                     f"(layers run in parallel when --workers > 1; a reused layer takes 0 s)")
+                     f"(layers run in parallel when --workers > 1, unless --parallel within; a reused layer takes 0 s)")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from cli_helper import run_in_process
 from mapper.arch import load_arch, parse_arch
 from mapper.problem import load_network
 from mapper.search import REASONS, search
-from mapper.spec import load_yaml
+from mapper.spec import MapperError, load_yaml
 
 TINY_PROBLEM = """\
 name: tiny
@@ -258,6 +258,22 @@ def test_network_search_progress_moves_before_a_layer_finishes(monkeypatch):
     assert any("0/2 done" in f and re.search(r"\[fc[78]\] random: best edp \S+ pJ\*cycles, gap", f)
                for f in frames), frames
     assert "2/2 done" in frames[-1]
+
+
+def test_network_search_parallel_within_gives_each_layer_every_worker():
+    """--parallel layers runs layers side by side with one worker each; within runs them in
+    turn with all the workers (each result records the workers its search had)."""
+    from mapper.search import search_network
+    net = load_network("alexnet")
+    layers = [net.layer("fc7"), net.layer("fc8")]
+    kw = dict(algorithm="random", objective="edp", seed=0, budget=300, top=1)
+    side = search_network(layers, load_arch("eyeriss_v1"), workers=2, parallel="layers", **kw)
+    turn = search_network(layers, load_arch("eyeriss_v1"), workers=2, parallel="within", **kw)
+    assert [r.layer.name for r in turn] == ["fc7", "fc8"]
+    assert [r.settings["workers"] for r in side] == [1, 1]
+    assert [r.settings["workers"] for r in turn] == [2, 2]
+    with pytest.raises(MapperError, match="parallel"):
+        search_network(layers, load_arch("eyeriss_v1"), workers=2, parallel="both", **kw)
 
 
 # ---------------------------------------------------------------------------------------

@@ -238,10 +238,15 @@ def done_text(res: SearchResult) -> str:
 
 
 def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = None, workers: int = 1,
-                   **settings: Any) -> list[SearchResult]:
+                   parallel: str = "layers", **settings: Any) -> list[SearchResult]:
     """Search every layer; identical layers (same shape) are searched once and the result
-    reused. With several workers the layers are searched in parallel processes (one
-    worker each, so every layer's result is the same as when searched alone)."""
+    reused. With several workers, `parallel="layers"` searches the layers in parallel
+    processes (one worker each, so every layer's result is the same as when searched alone
+    with one worker: the fastest way through a network); `parallel="within"` searches one
+    layer at a time with all the workers (each search faster, its proof likelier within
+    its time limit: on Eyeriss v2 two workers run the solve and its check at once)."""
+    if parallel not in ("layers", "within"):
+        raise MapperError(f"parallel: {parallel!r} is not one of layers, within")
     progress = progress or Progress(enabled=False)
     unique: dict[tuple, Layer] = {}
     for layer in layers:
@@ -252,7 +257,7 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
     # One Ctrl-C: running searches return their best (status budget, reason interrupted), no
     # new layer starts; the layers not searched are missing from the result. A second one raises.
     with on_sigint(lambda: stop.append(1)):
-        if workers > 1 and len(jobs) > 1:
+        if workers > 1 and len(jobs) > 1 and parallel == "layers":
             from ..workers import SKIPPED, run
             processes = min(workers, len(jobs))
             with Board(progress, arch.name + " layers", len(jobs), settings.get("time_limit"), processes) as board:
