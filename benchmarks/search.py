@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from mapper.arch import load_arch  # noqa: E402
 from mapper.problem import load_network  # noqa: E402
-from mapper.search import search_network  # noqa: E402
+from mapper.search import PARALLEL, search_network  # noqa: E402
 
 RUNS = [("alexnet", "eyeriss_v1"), ("alexnet", "eyeriss_v2"), ("mobilenet_v1", "eyeriss_v1"),
         ("mobilenet_v1", "eyeriss_v2")]
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--objective", default="edp")
     ap.add_argument("--v2-proofs", action="store_true", help="AlexNet and MobileNet (0.5, 128) on Eyeriss v2 only")
-    ap.add_argument("--parallel", choices=("layers", "within"), default=None,
+    ap.add_argument("--parallel", choices=PARALLEL, default=None,
                     help="layers: several at once, one worker each; within: one at a time, all workers "
                          "(default within with --v2-proofs, else layers)")
     args = ap.parse_args(argv)

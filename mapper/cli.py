@@ -20,7 +20,7 @@ from .model import evaluate, network_utilization
 from .problem import DENSITY_KEYS, load_network
 from .report import breakdown_table, layer_table, table, totals_line, unit_note
 from .result import document, write_json
-from .search import ALGORITHMS, OBJECTIVES
+from .search import ALGORITHMS, OBJECTIVES, PARALLEL
 from .spec import MapperError, SpecError, clip, closest, load_yaml, short
 
 # Default time limits: Eyeriss v1 layers are proven optimal in a few seconds, but some
@@ -273,7 +273,7 @@ def default_workers(workers):
               help="Print every layer's loop nest and breakdown (the default does so for one --layer only).")
 @click.option("--pareto", is_flag=True,
               help="The energy-cycles trade-off front of each layer (and of the network) instead of one best.")
-@click.option("--parallel", type=click.Choice(["layers", "within"]), default="layers", show_default=True,
+@click.option("--parallel", type=click.Choice(PARALLEL), default="layers", show_default=True,
               help="With several workers and layers: layers searches several layers at once, one worker "
                    "each; within searches one layer at a time with every worker (a proof is likelier "
                    "within --time-limit).")

@@ -42,6 +42,8 @@ REASONS = ("cpsat proof", "exhaustive", "analytic bound", "time limit", "interru
 #: `cpsat overflow`: the layer's energies, cycles or counts do not fit
 #: CP-SAT's 64-bit integers, so CP-SAT was skipped and random sampling took its place.
 OBJECTIVES = ("energy", "delay", "edp")
+#: How search_network uses several workers: layers side by side, or each layer with all of them.
+PARALLEL = ("layers", "within")
 INTERNAL_OBJECTIVES = OBJECTIVES + ("compute",)     # compute cycles only: Eyexam's storage step
 EXHAUSTIVE_LIMIT = 50_000_000
 #: An imperfect space of at most this many candidates is enumerated by the hybrid and CP-SAT
@@ -245,8 +247,8 @@ def search_network(layers: list[Layer], arch: Arch, progress: Progress | None = 
     with one worker: the fastest way through a network); `parallel="within"` searches one
     layer at a time with all the workers (each search faster, its proof likelier within
     its time limit: on Eyeriss v2 two workers run the solve and its check at once)."""
-    if parallel not in ("layers", "within"):
-        raise MapperError(f"parallel: {parallel!r} is not one of layers, within")
+    if parallel not in PARALLEL:
+        raise MapperError(f"--parallel: unknown mode '{parallel}'; choose one of {', '.join(PARALLEL)}")
     progress = progress or Progress(enabled=False)
     unique: dict[tuple, Layer] = {}
     for layer in layers:
