@@ -15,9 +15,13 @@ All other terms are non-negative. The bound is also taken per class of spatial m
 (`_signatures`): in a class, a word is needed by every instance of a buffer that differs
 from another only along dims the tensor does not depend on (each is filled, and each
 crossing of the fan-outs above counted), the partial-sum spread is fixed, and compute
-cycles are MACs / the class' MAC units; energy, cycles and EDP take the least over classes. When CP-SAT has no bound of its own (random search, a
-solve cut off early), this one keeps the reported gap meaningful. Tested against
-exhaustive optima and sampled mappings (tests/test_search.py).
+cycles are MACs / the class' MAC units. Within a class, the operand SPads' capacity bounds
+how long a partial sum can stay in the innermost level holding Outputs, unless the weights
+are refilled for every step above them (`_Residency`: two cases, each with its own energy
+and cycles). Energy, cycles and EDP take the least over classes and cases. When CP-SAT has
+no bound of its own (random search, a solve cut off early), this one keeps the reported gap
+meaningful. Tested against exhaustive optima, whole small spaces and sampled mappings
+(tests/test_search.py, tests/test_bound.py).
 
 The imperfect bound (`factorization="imperfect"`: remainder mappings too, counted as
 `mapper.model._Remainders` counts them: each loop's last tile clipped, idle PEs doing
@@ -51,7 +55,7 @@ import numpy as np
 
 from ..arch import Arch, Fanout, Storage
 from ..batch import objective_of
-from ..model import Sparse, distinct_offsets
+from ..model import Sparse, bandwidth_cycles, distinct_offsets
 from ..problem import DIMS, OUTPUT_DIMS, REDUCTION_DIMS, RELEVANT, SLIDING_PAIRS, TENSORS, Layer, tensor_axes
 
 
@@ -279,16 +283,22 @@ def lower_bound(layer: Layer, arch: Arch, factorization: str = "perfect") -> tup
 
 
 @functools.lru_cache(maxsize=64)
-def spatial_classes(layer: Layer, arch: Arch) -> tuple[tuple[tuple[int, ...], tuple[float, int, int]], ...] | None:
+def spatial_classes(layer: Layer, arch: Arch) -> tuple[tuple[tuple[int, ...], tuple[tuple[float, int, int], ...]], ...] | None:
     """Every class of perfect spatial mappings (`_signatures`, flattened as `class_of`
-    reads them) with its (energy, cycles, compute cycles) bound; None when the classes are
-    too many to list. A search that knows a mapping of value V need not look in a class
-    whose bound's objective exceeds V. (Memoized: every CP-SAT model of a search
-    restricts itself to these classes.)"""
+    reads them) with the (energy, cycles, compute cycles) bounds of its cases
+    (`_class_cases`); None when the classes are too many to list. A search that knows a
+    mapping of value V need not look in a class where every case's objective exceeds V
+    (`class_objective`). (Memoized: every CP-SAT model of a search restricts itself to
+    these classes.)"""
     classes = _signatures(layer, arch)
     if not classes:
         return None
-    return tuple((tuple(x for fan in sig for x in fan), b) for sig, b in zip(classes, _bounds(layer, arch)))
+    return tuple((tuple(x for fan in sig for x in fan), b) for sig, b in zip(classes, _class_cases(layer, arch)))
+
+
+def class_objective(objective: str, cases: tuple[tuple[float, int, int], ...]) -> float:
+    """The least `objective` a mapping of a class with these case bounds can have."""
+    return min(objective_of(objective, *case) for case in cases)
 
 
 def signature_columns(arch: Arch, slots) -> list[tuple[list[int], frozenset[int]]]:
@@ -315,9 +325,16 @@ def class_of(columns: list[tuple[list[int], frozenset[int]]], factors) -> tuple[
 
 
 def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[float, int, int]]:
-    """(energy, cycles, compute cycles) lower bounds, one per class of spatial mappings
-    (`_signatures`): every valid mapping costs at least the energy and the cycles of the
-    class its spatial factors fall in. One entry (no classes) when the classes are too many.
+    """(energy, cycles, compute cycles) lower bounds: every valid mapping costs at least the
+    energy and the cycles of one of them (its class' case, `_class_cases`)."""
+    return [case for cases in _class_cases(layer, arch, imperfect) for case in cases]
+
+
+def _class_cases(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[tuple[float, int, int], ...]]:
+    """Per class of spatial mappings (`_signatures`, in its order), the (energy, cycles,
+    compute cycles) bounds of its cases (`_Residency`): every valid mapping of the class costs
+    at least the energy and the cycles of one of them. One class (no classes) when the
+    classes are too many.
 
     `imperfect`: a bound over remainder mappings too (see the module docstring): integer
     factors where sharing and compute cycles are bounded, the partial-sum trade-off relaxed
@@ -327,13 +344,12 @@ def _bounds(layer: Layer, arch: Arch, imperfect: bool = False) -> list[tuple[flo
     compute = _compute_cycles(s)
     cycles = _cycles(s, tally, compute)
     per_cycle = sum(arch.levels[i].leakage for i in s.storages) + arch.cycle_energy
-    out = [_total(per_cycle, tally.energy, cycles, compute)]
     # The classes' arguments take the instances along a dim that do work as the product of
     # its factors; unrolled on several axes with a remainder they are fewer (5 as 3 x 2:
     # 5 of 6), so the imperfect bound has no classes (module docstring).
     classes = None if imperfect else _signatures(layer, arch)
     if not classes:
-        return out
+        return [(_total(per_cycle, tally.energy, cycles, compute),)]
     return _class_bounds(s, tally, classes, compute, cycles, per_cycle)
 
 
@@ -548,18 +564,156 @@ def _total(per_cycle: float, e: float, cyc: float, comp: float) -> tuple[float, 
 
 
 def _class_bounds(s: _Setting, tally: _Tally, classes: list[tuple], compute: float, cycles: float,
-                  per_cycle: float) -> list[tuple[float, int, int]]:
+                  per_cycle: float) -> list[tuple[tuple[float, int, int], ...]]:
     """The bounds refined per class of spatial mappings: its replication, partial-sum spread
-    and MAC units are fixed, so its energy and compute cycles are higher."""
+    and MAC units are fixed, so its energy and compute cycles are higher. Per class, one
+    (energy, cycles, compute cycles) per case of `_Residency` (every mapping of the class
+    falls in one of them)."""
     fan_index = {i: k for k, i in enumerate(s.fanouts)}
+    residency = _Residency.of(s)
     psums: dict = {}
     refined = []
     for sig in classes:
         units = math.prod(sig[k][0] for k in range(len(s.fanouts)))
         e = _class_energy(s, tally, sig, fan_index, psums)
         comp = max(compute, s.layer.macs * s.sparse.mac_cycles / units)
-        refined.append(_total(per_cycle, e, max(cycles, comp), comp))
+        cases = residency.cases(sig, fan_index) if residency else ((0.0, 0.0),)
+        refined.append(tuple(_total(per_cycle, e + extra, max(cycles, comp, floor), comp) for extra, floor in cases))
     return refined
+
+
+@dataclass(frozen=True)
+class _Residency:
+    """How long a partial sum can stay in the innermost level holding Outputs (O), bounded
+    by the operand buffer above it: a refinement of the class bounds. W is the lowest level
+    above O that must keep Weights and has a capacity for them.
+
+    Let K be the reduction extent one residency of an output in O accumulates: the C, R, S
+    factors of O's tile times the run X of temporal loops over C, R, S directly above O (a
+    tile stays while only loops irrelevant to it step, model.py). Each instance of O loads
+    each output it touches (C x R x S) / (spread x K) times, spread being the class' C, R,
+    S spatial factors above O, so the loads over all instances are E = outputs x CRS / K,
+    of which F = outputs x spread are first touches; K divides CRS / spread (perfect
+    factors). Every mapping of a class is in one of two cases:
+      (a) X has no loop above W. W's tile then holds K weights (a C x R x S block), and
+          every level at or above W that must keep Inputs holds at least K inputs, so K is
+          at most each of their capacities over the capacity factor: the largest divisor
+          of CRS / spread that fits. O is then filled E - F times (partial sums sent back
+          down), every fan-out between O and the next level that may keep Outputs carries
+          2E - F words (each fill and each write-back), and O's write port takes the
+          updates and the fills.
+      (b) X has a loop above W. Every loop between O and W, and the first above W, then
+          steps C, R or S, so W keeps no weight across a step of the loops above it: it is
+          filled MACs / reuse times (scaled as it stores weights), where reuse, the MACs per
+          weight of W's tile, is at most the N, P, Q temporal extent O's capacity allows
+          times the class' N, P, Q spatial factors below W.
+    None where the premises fail: O may be bypassed or is the outermost keeping Outputs, or
+    there is no such W."""
+
+    o: int                      # the innermost level holding Outputs
+    w: int                      # W
+    parent_fans: tuple[int, ...]    # fan-outs between O and the next level up that may keep Outputs
+    weight_fans: tuple[int, ...]    # fan-outs between W and the next level up that may keep Weights
+    parent_pj: float            # the least read + update energy of a level O may drain to
+    k_cap: float                # K at most (case a)
+    t_npq: int                  # N, P, Q temporal extent of O's tile, at most (case b)
+    outputs: int
+    crs: int
+    below: int                  # outputs' sharing below O (as _served_from)
+    weights: float              # weight words the tally's fills at W count once (0: none)
+    outputs_from_top: bool      # whether _partial_sums counted the network's partial sums
+    s: _Setting
+
+    @classmethod
+    def of(cls, s: _Setting) -> "_Residency | None":
+        arch, layer = s.arch, s.layer
+        levels = arch.levels
+        holds = [i for i in s.storages if "Outputs" in levels[i].keeps]
+        o = holds[-1] if holds else None
+        if o is None or "Outputs" in levels[o].may_bypass or not any(
+                "Outputs" not in levels[i].may_bypass for i in holds[:-1]):
+            return None
+
+        def must_keep(i: int, t: str) -> bool:
+            return t in levels[i].keeps and t not in levels[i].may_bypass
+
+        def capacity(i: int, t: str) -> float | None:
+            part = levels[i].partition_of(t)
+            return None if part is None else part[1] / s.sparse.capacity(levels[i].name, t)
+
+        ws = [i for i in s.storages if 0 < i < o and must_keep(i, "Weights") and capacity(i, "Weights")]
+        if not ws:
+            return None
+        w = ws[-1]
+        # Weights and Inputs both have C, R and S on distinct axes (problem.AXES), so a
+        # C x R x S block of extent K touches at least K words of each
+        caps = [capacity(i, t) for i in s.storages if 0 < i <= w for t in ("Weights", "Inputs")
+                if must_keep(i, t) and capacity(i, t)]
+        parent = holds[-2]
+        # the parent O drains to: the next level up that keeps Outputs in the mapping, at the
+        # latest the first that must keep them
+        candidates = []
+        for i in reversed(holds[:-1]):
+            candidates.append(i)
+            if "Outputs" not in levels[i].may_bypass:
+                break
+        parent_pj = min(levels[i].energy_of("Outputs")[0] + levels[i].energy_of("Outputs")[2] for i in candidates)
+        names = sorted({d for i in s.storages if i >= o for d in levels[i].temporal_dims} & IRRELEVANT["Weights"])
+        out_cap = levels[o].partition_of("Outputs")
+        t_npq = (_best_product(out_cap[1], layer.dims, names) if out_cap
+                 else math.prod(layer.dims[d] for d in names))
+        dims = layer.dims
+        below = math.prod(_sharing(layer, f, "Outputs") for f in levels[o + 1:] if isinstance(f, Fanout))
+        weights = _Tensor.of(s, "Weights")
+        w_parent = max(i for i in s.storages if i < w and "Weights" in levels[i].keeps) if any(
+            i < w and "Weights" in levels[i].keeps for i in s.storages) else -1
+        return cls(o, w, tuple(j for j in s.fanouts if parent < j < o),
+                   tuple(j for j in s.fanouts if w_parent < j < w), parent_pj, min(caps), t_npq,
+                   used_words(layer, "Outputs"), dims["C"] * dims["R"] * dims["S"], below,
+                   weights.used if weights.from_top else 0.0, _Tensor.of(s, "Outputs").from_top, s)
+
+    def cases(self, sig: tuple, fan_index: dict[int, int]) -> tuple[tuple[float, float], ...]:
+        """(energy beyond the class bound, cycles at least) of cases (a) and (b) in class `sig`."""
+        s, levels = self.s, self.s.arch.levels
+        out, wt = 1 + TENSORS.index("Outputs"), 1 + TENSORS.index("Weights")
+        above_o = [i for i in s.fanouts if i < self.o]
+        spread = math.prod(sig[fan_index[i]][out] for i in above_o)
+        n_o = math.prod(sig[fan_index[i]][0] for i in above_o)
+        per = self.crs // spread
+        k = max(d for d in range(1, per + 1) if per % d == 0 and d <= self.k_cap + 1e-9) if self.k_cap >= 1 else 1
+        first = self.outputs * spread
+        work = s.sparse.operand("Outputs")
+        updates = s.layer.macs * work / self.below
+        reads = max(0.0, s.layer.macs / self.below - first) * work
+
+        def o_cycles(loads: float) -> float:      # O's ports: the updates, and the refills
+            return bandwidth_cycles(levels[self.o], reads / n_o, (updates + loads - first) / n_o)
+
+        # (a) the network words _partial_sums counted at each fan-out between O and its parent
+        loads = self.outputs * spread * (per // k)
+        network = 0.0
+        for j in self.parent_fans:
+            cum = math.prod(sig[fan_index[i]][out] for i in above_o if i <= j)
+            counted = self.outputs * cum if self.outputs_from_top else 0.0
+            network += (2 * loads - first - counted) * levels[j].energy_of("Outputs")
+        # and the parent: per output, one update per residency of an instance (merged at
+        # best) and one read sent back down for each but the first; the bound counted one
+        # update at the levels that must keep Outputs
+        rounds = per // k
+        parent = (rounds - 1) * self.outputs * self.parent_pj
+        case_a = ((loads - first) * levels[self.o].energy_of("Outputs")[1] + network + parent, o_cycles(loads))
+        # (b)
+        reuse = self.t_npq * math.prod(sig[fan_index[i]][wt] for i in s.fanouts if i > self.w)
+        stored = s.sparse.stored(levels[self.w].name, "Weights")
+        fills = s.layer.macs * stored / reuse
+        counted = self.weights * stored * _replicated(sig, fan_index, "Weights", self.w)
+        n_w = math.prod(sig[fan_index[i]][0] for i in s.fanouts if i < self.w)
+        # W's fills at W and at every fan-out between W and the next level up that may keep
+        # Weights (each fill crosses them; the tally counted each used word once per instance)
+        per_word = levels[self.w].energy_of("Weights")[1] + sum(levels[j].energy_of("Weights") for j in self.weight_fans)
+        case_b = (max(0.0, fills - counted) * per_word,
+                  max(o_cycles(first), bandwidth_cycles(levels[self.w], 0.0, fills / n_w)))
+        return case_a, case_b
 
 
 def _class_energy(s: _Setting, tally: _Tally, sig: tuple, fan_index: dict[int, int], psums: dict) -> float:

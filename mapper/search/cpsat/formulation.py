@@ -16,7 +16,7 @@ from ...arch import Fanout, Storage
 from ...batch import objective_of
 from ...model import Sparse, distinct_offsets
 from ...problem import AXES, DIMS, RELEVANT, SLIDING_DIMS, TENSORS, tensor_axes
-from ..bound import class_of, lower_bound, signature_columns, spatial_classes
+from ..bound import class_objective, class_of, lower_bound, signature_columns, spatial_classes
 from ..space import Space
 from .expressions import DOMAIN_LIMIT, Expressions, ModelOverflow, assignments
 from .groups import Group, build_groups
@@ -586,7 +586,7 @@ class Builder(Expressions):
         flat = dict(classes)
         if own not in flat:
             return          # a class the bound does not list: restrict nothing
-        allowed = {sig for sig, b in flat.items() if objective_of(self.objective, *b) <= value * (1 + 1e-9)} | {own}
+        allowed = {sig for sig, b in flat.items() if class_objective(self.objective, b) <= value * (1 + 1e-9)} | {own}
         # (A table over the entries' product variables proved fastest of the encodings we
         # tried: against their prime exponents as one-hot sums, with or without each class's
         # energy and cycle bounds as constraints.)
